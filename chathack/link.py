@@ -1,0 +1,313 @@
+"""The peer-to-peer link: frames, their two encodings, and a conversation's
+delivery state (sans-IO).
+
+Theory of operation
+-------------------
+Two peers in a conversation exchange *frames* (:data:`Frame`). A frame can
+travel over either path:
+
+* a direct TCP stream, as ``4-byte big-endian length + JSON`` records
+  (:func:`encode_frame` / :class:`FrameDecoder`);
+* the rendezvous relay, as the text of a ``msg: NAME TEXT`` line, where TEXT
+  is :data:`RELAY_PREFIX` followed by the base64url of the same JSON
+  (:func:`frame_to_relay_text` / :func:`relay_text_to_frame`).
+
+So the chat layer above never knows which path carries it, and encryption can
+later wrap the JSON bytes without touching either.
+
+Delivery (:class:`Conversation`): each side numbers the chat frames it sends
+``1, 2, 3 ...`` within an *epoch* (a random id chosen when the peer process
+starts). The receiver shows a frame only when its ``seq`` is the next one,
+buffers frames that arrive early, drops duplicates, and answers with a
+cumulative :class:`Ack`. The sender keeps every unacknowledged frame and
+re-sends them, in order, whenever the path changes. Every chat frame also
+carries ``base``, the lowest seq its sender still holds unacknowledged, so a
+receiver that restarted (and forgot the epoch) knows where to start. Hence:
+nothing lost, nothing shown twice, in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass, field
+
+from chathack.errors import LocalProtocolError, RemoteProtocolError
+from chathack.protocol import MAX_TEXT_CHARS, NAME_RE, check_text
+
+#: Version of the link protocol, sent in :class:`Hello`.
+LINK_VERSION = 1
+#: Largest encoded frame accepted on a direct stream, in bytes.
+MAX_FRAME_BYTES = 64 * 1024
+#: Marks relay text that carries a frame rather than words typed by a person.
+RELAY_PREFIX = "#ch1:"
+#: Frames a receiver buffers ahead of a gap before it drops new ones.
+MAX_OUT_OF_ORDER = 1024
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame on a direct stream, each way: who speaks, to whom."""
+
+    name: str
+    to: str
+    epoch: str
+    version: int = LINK_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """One chat message. ``(epoch, seq)`` identifies it."""
+
+    epoch: str
+    seq: int
+    base: int
+    text: str
+    sent_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Every chat frame of ``epoch`` up to ``seq`` arrived."""
+
+    epoch: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The sender ended the conversation."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int
+
+
+Frame = Hello | Chat | Ack | Bye | Ping | Pong
+
+_TYPES: dict[str, type] = {
+    "hello": Hello,
+    "chat": Chat,
+    "ack": Ack,
+    "bye": Bye,
+    "ping": Ping,
+    "pong": Pong,
+}
+_NAMES = {cls: name for name, cls in _TYPES.items()}
+
+
+# --------------------------------------------------------------------------
+# Frame <-> JSON bytes
+# --------------------------------------------------------------------------
+
+
+def frame_to_bytes(frame: Frame) -> bytes:
+    d = {"t": _NAMES[type(frame)]}
+    for name in frame.__slots__:  # type: ignore[union-attr]
+        d[name] = getattr(frame, name)
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _field(d: dict, name: str, kind: type) -> object:
+    value = d.get(name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RemoteProtocolError(f"Malformed link frame: field {name!r} is missing or wrong")
+    return value
+
+
+def frame_from_bytes(data: bytes) -> Frame:
+    """Decode one frame's JSON; raise :class:`RemoteProtocolError` if it is not one."""
+    try:
+        d = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RemoteProtocolError("Malformed link frame: not UTF-8 JSON") from None
+    if not isinstance(d, dict) or d.get("t") not in _TYPES:
+        raise RemoteProtocolError("Malformed link frame: unknown type")
+    match d["t"]:
+        case "hello":
+            frame: Frame = Hello(
+                _field(d, "name", str),
+                _field(d, "to", str),  # type: ignore[arg-type]
+                _field(d, "epoch", str),
+                _field(d, "version", int),  # type: ignore[arg-type]
+            )
+            if not NAME_RE.fullmatch(frame.name) or not NAME_RE.fullmatch(frame.to):
+                raise RemoteProtocolError("Malformed link frame: bad user name in hello")
+        case "chat":
+            frame = Chat(
+                _field(d, "epoch", str),
+                _field(d, "seq", int),  # type: ignore[arg-type]
+                _field(d, "base", int),
+                _field(d, "text", str),  # type: ignore[arg-type]
+                _field(d, "sent_at", float),  # type: ignore[arg-type]
+            )
+            if frame.seq < 1 or not 1 <= frame.base <= frame.seq:
+                raise RemoteProtocolError("Malformed link frame: bad sequence numbers")
+            if len(frame.text) > MAX_TEXT_CHARS:
+                raise RemoteProtocolError("Malformed link frame: text too long")
+        case "ack":
+            frame = Ack(_field(d, "epoch", str), _field(d, "seq", int))  # type: ignore[arg-type]
+        case "bye":
+            frame = Bye(_field(d, "reason", str))  # type: ignore[arg-type]
+        case "ping":
+            frame = Ping(_field(d, "nonce", int))  # type: ignore[arg-type]
+        case _:
+            frame = Pong(_field(d, "nonce", int))  # type: ignore[arg-type]
+    return frame
+
+
+# --------------------------------------------------------------------------
+# Direct stream encoding: length-prefixed records
+# --------------------------------------------------------------------------
+
+
+def encode_frame(frame: Frame) -> bytes:
+    body = frame_to_bytes(frame)
+    if len(body) > MAX_FRAME_BYTES:
+        raise LocalProtocolError(f"frame of {len(body)} bytes is over {MAX_FRAME_BYTES}")
+    return _LEN.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Split a direct stream into frames. Any error is fatal for that stream."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        if len(self._buf) < _LEN.size:
+            return None
+        (n,) = _LEN.unpack_from(self._buf)
+        if n > MAX_FRAME_BYTES:
+            raise RemoteProtocolError(
+                f"Link frame of {n} bytes is over the {MAX_FRAME_BYTES} limit"
+            )
+        if len(self._buf) < _LEN.size + n:
+            return None
+        body = bytes(self._buf[_LEN.size : _LEN.size + n])
+        del self._buf[: _LEN.size + n]
+        return frame_from_bytes(body)
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf)
+
+
+# --------------------------------------------------------------------------
+# Relay encoding: one line of text
+# --------------------------------------------------------------------------
+
+
+def frame_to_relay_text(frame: Frame) -> str:
+    token = base64.urlsafe_b64encode(frame_to_bytes(frame)).rstrip(b"=").decode("ascii")
+    return RELAY_PREFIX + token
+
+
+def is_relay_frame(text: str) -> bool:
+    return text.startswith(RELAY_PREFIX)
+
+
+def relay_text_to_frame(text: str) -> Frame:
+    if not is_relay_frame(text):
+        raise RemoteProtocolError("Not a relayed link frame")
+    token = text[len(RELAY_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise RemoteProtocolError("Malformed relayed frame: bad base64") from None
+    return frame_from_bytes(raw)
+
+
+# --------------------------------------------------------------------------
+# Delivery state of one conversation
+# --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Received:
+    """What :meth:`Conversation.receive_chat` hands back."""
+
+    deliver: list[Chat]
+    ack: Ack
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class Conversation:
+    """Sequencing, acknowledgement and de-duplication for one partner."""
+
+    me: str
+    partner: str
+    epoch: str
+    next_seq: int = 1
+    unacked: dict[int, Chat] = field(default_factory=dict)
+    peer_epoch: str | None = None
+    delivered: int = 0
+    early: dict[int, Chat] = field(default_factory=dict)
+
+    # sending --------------------------------------------------------------
+    def send_text(self, text: str, now: float = 0.0) -> Chat:
+        """Number ``text`` and keep it until acknowledged; return the frame to send."""
+        check_text(text)
+        base = min(self.unacked, default=self.next_seq)
+        chat = Chat(self.epoch, self.next_seq, base, text, now)
+        self.unacked[chat.seq] = chat
+        self.next_seq += 1
+        return chat
+
+    def receive_ack(self, ack: Ack) -> list[Chat]:
+        """Forget every frame ``ack`` covers; return them (now known delivered)."""
+        if ack.epoch != self.epoch:
+            return []
+        done = [c for s, c in self.unacked.items() if s <= ack.seq]
+        for c in done:
+            del self.unacked[c.seq]
+        return done
+
+    def to_resend(self) -> list[Chat]:
+        """Everything not yet acknowledged, oldest first (after a path change)."""
+        return [self.unacked[s] for s in sorted(self.unacked)]
+
+    # receiving ------------------------------------------------------------
+    def receive_chat(self, chat: Chat) -> Received:
+        if chat.epoch != self.peer_epoch:
+            # A new run of the partner's program (or the first frame we see).
+            self.peer_epoch = chat.epoch
+            self.delivered = chat.base - 1
+            self.early.clear()
+        elif chat.base - 1 > self.delivered:
+            # The sender knows we got everything below base: skip the gap.
+            self.delivered = chat.base - 1
+            for s in [s for s in self.early if s <= self.delivered]:
+                del self.early[s]
+        if chat.seq <= self.delivered or chat.seq in self.early:
+            return Received([], Ack(chat.epoch, self.delivered), duplicate=True)
+        deliver: list[Chat] = []
+        if chat.seq == self.delivered + 1:
+            deliver.append(chat)
+            self.delivered = chat.seq
+            while self.delivered + 1 in self.early:
+                self.delivered += 1
+                deliver.append(self.early.pop(self.delivered))
+        elif len(self.early) < MAX_OUT_OF_ORDER:
+            self.early[chat.seq] = chat
+        return Received(deliver, Ack(chat.epoch, self.delivered))

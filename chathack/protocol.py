@@ -1,0 +1,394 @@
+"""The rendezvous line grammar, shared by the server and the peer (sans-IO).
+
+Theory of operation
+-------------------
+The rendezvous speaks UTF-8 text, one message per line (``\\n``, an optional
+``\\r`` before it is ignored), so that a person can drive it with ``nc``. The
+formats are the ones of the original hackathon notes:
+
+client -> server::
+
+    username: NAME          log in or register
+    password: SECRET        answer to Servidor[PASSWORD]
+    port: N                 the TCP port this peer accepts direct links on
+    connect: NAME           start a conversation with NAME
+    msg: NAME TEXT          relay one line to NAME
+    ::COMMAND [ARG]         ::users ::help ::end ::quit ...
+    TEXT                    anything else: relayed to the current partner
+
+server -> client::
+
+    Servidor[FLAG]: TEXT    the origin is the server
+    ORIGIN: TEXT            a line relayed from user ORIGIN
+
+This module turns bytes into those events and events into bytes. It never
+touches a socket, a clock or trio: :class:`LineBuffer` frames bytes into
+lines, ``parse_*`` turn a line into a frozen dataclass, ``format_*`` go back.
+Bad input from the other side raises :class:`RemoteProtocolError`, whose
+message is fit to send back in a ``Servidor[ERROR]`` line; the connection
+stays usable afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from chathack.errors import RemoteProtocolError
+
+#: Longest line either side accepts, in bytes, newline included.
+MAX_LINE_BYTES = 8192
+#: Longest chat text in one ``msg:`` or conversation line, in characters.
+MAX_TEXT_CHARS = 4000
+#: User names: letters, digits, ``_ . -``; 1 to 32 of them.
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+#: The origin name the server uses for itself; nobody may register it.
+SERVER_ORIGIN = "Servidor"
+#: Flags are upper-case words.
+FLAG_RE = re.compile(r"[A-Z_]{1,16}")
+
+_SERVER_LINE_RE = re.compile(r"Servidor\[([A-Z_]{1,16})\]: ?(.*)", re.DOTALL)
+_USER_LINE_RE = re.compile(r"([A-Za-z0-9_.-]{1,32}): ?(.*)", re.DOTALL)
+# C0 controls and DEL, except TAB: they could drive a terminal that shows the text.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+# --------------------------------------------------------------------------
+# Framing bytes into lines
+# --------------------------------------------------------------------------
+
+
+class LineBuffer:
+    """Split a byte stream into text lines, each checked for size and UTF-8.
+
+    ``receive_data(b"")`` signals end of stream; ``next_line()`` then returns
+    ``None`` for good (a trailing unterminated fragment is dropped: the other
+    side did not finish it).
+    """
+
+    __slots__ = ("_buf", "_discarding", "_eof", "max_bytes")
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self._buf = bytearray()
+        self._discarding = False
+        self._eof = False
+        self.max_bytes = max_bytes
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buf += data
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
+    def next_line(self) -> str | None:
+        """Return the next complete line, ``None`` when more bytes are needed.
+
+        Raises :class:`RemoteProtocolError` once for a line that is too long
+        (the rest of it is skipped) or not valid UTF-8; the buffer stays usable.
+        """
+        while True:
+            nl = self._buf.find(b"\n")
+            if self._discarding:
+                if nl < 0:
+                    self._buf.clear()
+                    return None
+                del self._buf[: nl + 1]
+                self._discarding = False
+                continue
+            if nl < 0:
+                if len(self._buf) >= self.max_bytes:
+                    self._buf.clear()
+                    self._discarding = True
+                    raise RemoteProtocolError(
+                        f"Line too long: the limit is {self.max_bytes} bytes; it was ignored"
+                    )
+                return None
+            if nl + 1 > self.max_bytes:
+                del self._buf[: nl + 1]
+                raise RemoteProtocolError(
+                    f"Line too long: the limit is {self.max_bytes} bytes; it was ignored"
+                )
+            raw = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RemoteProtocolError("Line is not valid UTF-8; it was ignored") from None
+
+
+# --------------------------------------------------------------------------
+# Client -> server events
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Username:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Password:
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenPort:
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A ``::name [arg]`` line; ``name`` is lower-case without the colons."""
+
+    name: str
+    arg: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A line with no keyword: chat text for the current partner."""
+
+    text: str
+
+
+ClientEvent = Username | Password | ListenPort | Connect | Msg | Command | Text
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid user name, else raise."""
+    if not NAME_RE.fullmatch(name):
+        raise RemoteProtocolError(
+            f"Invalid user name {name[:40]!r}: use 1-32 letters, digits, '_', '.' or '-'"
+        )
+    if name.lower() == SERVER_ORIGIN.lower():
+        raise RemoteProtocolError(f"The name {name!r} is reserved for the server")
+    return name
+
+
+def check_text(text: str) -> str:
+    """Return chat ``text`` if it may be relayed, else raise."""
+    if not text.strip():
+        raise RemoteProtocolError("Empty message: there is nothing to send")
+    if len(text) > MAX_TEXT_CHARS:
+        raise RemoteProtocolError(f"Message too long: the limit is {MAX_TEXT_CHARS} characters")
+    if _CONTROL_RE.search(text):
+        raise RemoteProtocolError("Control characters are not allowed in messages")
+    return text
+
+
+def _keyword(line: str) -> tuple[str, str] | None:
+    head, sep, rest = line.partition(":")
+    if sep and head in _KEYWORDS:
+        return head, rest.strip()
+    return None
+
+
+def _parse_username(arg: str) -> ClientEvent:
+    if not arg:
+        raise RemoteProtocolError('Malformed line: write "username: NAME"')
+    return Username(check_name(arg))
+
+
+def _parse_password(arg: str) -> ClientEvent:
+    if not arg:
+        raise RemoteProtocolError('Malformed line: write "password: SECRET"')
+    return Password(arg)
+
+
+def _parse_port(arg: str) -> ClientEvent:
+    if not arg.isdigit() or not 1 <= int(arg) <= 65535:
+        raise RemoteProtocolError('Malformed line: write "port: N" with N from 1 to 65535')
+    return ListenPort(int(arg))
+
+
+def _parse_connect(arg: str) -> ClientEvent:
+    if not arg:
+        raise RemoteProtocolError('Malformed line: write "connect: NAME"')
+    return Connect(check_name(arg))
+
+
+def _parse_msg(arg: str) -> ClientEvent:
+    to, _, text = arg.partition(" ")
+    if not to or not text.strip():
+        raise RemoteProtocolError('Malformed line: write "msg: NAME TEXT"')
+    return Msg(check_name(to), check_text(text.strip()))
+
+
+_KEYWORDS = {
+    "username": _parse_username,
+    "password": _parse_password,
+    "port": _parse_port,
+    "connect": _parse_connect,
+    "msg": _parse_msg,
+}
+
+
+def parse_client_line(line: str) -> ClientEvent:
+    """Turn one line sent by a client into an event, or raise."""
+    if line.startswith("::"):
+        name, _, arg = line[2:].strip().partition(" ")
+        if not name:
+            raise RemoteProtocolError("Malformed command: write ::help for the list")
+        return Command(name.lower(), arg.strip())
+    kw = _keyword(line)
+    if kw is not None:
+        return _KEYWORDS[kw[0]](kw[1])
+    return Text(check_text(line))
+
+
+def format_client_event(event: ClientEvent) -> bytes:
+    """The bytes a client sends for ``event`` (the inverse of parsing)."""
+    match event:
+        case Username(name):
+            line = f"username: {name}"
+        case Password(secret):
+            line = f"password: {secret}"
+        case ListenPort(port):
+            line = f"port: {port}"
+        case Connect(name):
+            line = f"connect: {name}"
+        case Msg(to, text):
+            line = f"msg: {to} {text}"
+        case Command(name, arg):
+            line = f"::{name} {arg}" if arg else f"::{name}"
+        case Text(text):
+            line = text
+        case _:  # pragma: no cover - the union is closed
+            raise TypeError(f"not a client event: {event!r}")
+    return _encode(line)
+
+
+# --------------------------------------------------------------------------
+# Server -> client lines
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLine:
+    """``Servidor[FLAG]: text`` — the server speaking."""
+
+    flag: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserLine:
+    """``origin: text`` — a line relayed from user ``origin``."""
+
+    origin: str
+    text: str
+
+
+ServerEvent = ServerLine | UserLine
+
+
+def format_server_line(flag: str, text: str) -> bytes:
+    if not FLAG_RE.fullmatch(flag):
+        raise ValueError(f"bad flag {flag!r}")
+    return _encode(f"{SERVER_ORIGIN}[{flag}]: {text}")
+
+
+def format_user_line(origin: str, text: str) -> bytes:
+    return _encode(f"{origin}: {text}")
+
+
+def parse_server_line(line: str) -> ServerEvent:
+    """Turn one line received from the server into an event, or raise."""
+    m = _SERVER_LINE_RE.fullmatch(line)
+    if m:
+        return ServerLine(m.group(1), m.group(2))
+    m = _USER_LINE_RE.fullmatch(line)
+    if m and m.group(1).lower() != SERVER_ORIGIN.lower():
+        return UserLine(m.group(1), m.group(2))
+    raise RemoteProtocolError(f"Unexpected line from the server: {line[:80]!r}")
+
+
+def _encode(line: str) -> bytes:
+    if "\n" in line or "\r" in line:
+        raise ValueError("a protocol line cannot contain a line break")
+    return line.encode("utf-8") + b"\n"
+
+
+# --------------------------------------------------------------------------
+# Structured payloads of some server lines
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    name: str
+    online: bool
+
+
+def format_users(users: list[UserState], more: int = 0) -> str:
+    """The text of a ``Servidor[USERS]`` line: ``alice online, bob offline``."""
+    text = ", ".join(f"{u.name} {'online' if u.online else 'offline'}" for u in users)
+    if more:
+        text += f", +{more} more"
+    return text
+
+
+def parse_users(text: str) -> list[UserState]:
+    out: list[UserState] = []
+    for item in text.split(","):
+        parts = item.split()
+        if len(parts) == 2 and parts[1] in ("online", "offline") and NAME_RE.fullmatch(parts[0]):
+            out.append(UserState(parts[0], parts[1] == "online"))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """``NAME HOST:PORT`` (or ``NAME -`` when NAME takes no direct links).
+
+    Sent in ``Servidor[PEER]`` (answer to ``connect:``) and ``Servidor[CALL]``
+    (someone wants to talk to you). Extra ``key=value`` words may follow.
+    """
+
+    name: str
+    host: str | None
+    port: int | None
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+def format_peer_address(p: PeerAddress) -> str:
+    if p.host is None or p.port is None:
+        addr = "-"
+    elif ":" in p.host:
+        addr = f"[{p.host}]:{p.port}"
+    else:
+        addr = f"{p.host}:{p.port}"
+    words = [p.name, addr, *(f"{k}={v}" for k, v in p.extra)]
+    return " ".join(words)
+
+
+def parse_peer_address(text: str) -> PeerAddress:
+    words = text.split()
+    if len(words) < 2 or not NAME_RE.fullmatch(words[0]):
+        raise RemoteProtocolError(f"Malformed peer address {text[:80]!r}")
+    name, addr = words[0], words[1]
+    extra = tuple(tuple(w.split("=", 1)) for w in words[2:] if "=" in w)
+    if addr == "-":
+        return PeerAddress(name, None, None, extra)  # type: ignore[arg-type]
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise RemoteProtocolError(f"Malformed peer address {text[:80]!r}")
+    return PeerAddress(name, host, int(port), extra)  # type: ignore[arg-type]

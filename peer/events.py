@@ -1,0 +1,73 @@
+"""What the peer's network side tells its UI (and the library API's users).
+
+The node (:mod:`peer.node`) never touches the terminal: it sends these
+frozen records over a channel, and exactly one UI task renders them
+(:mod:`peer.plain` for pipes, :mod:`peer.tty` for a terminal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from chathack.protocol import UserState
+
+#: How a conversation's messages travel. ``punched`` arrives with NAT traversal.
+PathName = Literal["direct", "punched", "relayed"]
+Level = Literal["info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A chat message from ``origin``, shown once, in order."""
+
+    origin: str
+    text: str
+    at: float
+    path: PathName
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A line this user sent to ``partner`` (the terminal UI shows it formatted)."""
+
+    partner: str
+    text: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """A line from this program itself (not from a person or the server)."""
+
+    text: str
+    level: Level = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerNotice:
+    """A ``Servidor[FLAG]: text`` line worth showing as it is (errors, help)."""
+
+    flag: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsersList:
+    """Answer to ``::users``: the "Who do you want to talk to?" menu."""
+
+    users: tuple[UserState, ...]
+    more: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Who this user is, who the active partner is, and over which path."""
+
+    me: str
+    partner: str | None
+    path: PathName | None
+    server: str  # "online" or a word saying what is wrong
+
+
+UIEvent = Incoming | Outgoing | System | ServerNotice | UsersList | Status

@@ -1,0 +1,1 @@
+"""The chathack rendezvous server: accounts, presence, addresses and relay."""

@@ -1,0 +1,129 @@
+"""``chathack-rendezvous``: run the rendezvous server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import platformdirs
+import trio
+
+from chathack import __version__
+from rendezvous.server import Limits, Server
+from rendezvous.store import SqliteStore, StoreError
+
+DEFAULT_PORT = 7777
+#: Seconds the server waits for goodbye lines to reach clients on shutdown.
+SHUTDOWN_FLUSH_SECONDS = 2.0
+
+log = logging.getLogger("chathack.rendezvous")
+
+
+def default_db() -> Path:
+    return Path(platformdirs.user_data_dir("chathack")) / "rendezvous.sqlite3"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Limits()
+    p = argparse.ArgumentParser(
+        prog="chathack-rendezvous",
+        description="Run the chathack rendezvous server: accounts, who is online and where, "
+        "and the relay for peers that cannot reach each other directly.",
+    )
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default: %(default)s)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help=f"SQLite file for accounts and addresses (default: {default_db()})",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log detail on stderr (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-login-tries",
+        type=int,
+        default=d.max_login_tries,
+        metavar="N",
+        help="failed login attempts before a connection is closed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--login-timeout",
+        type=float,
+        default=d.login_timeout,
+        metavar="SECONDS",
+        help="time a connection has to log in (default: %(default)s)",
+    )
+    p.add_argument(
+        "--outbox-lines",
+        type=int,
+        default=d.outbox_lines,
+        metavar="N",
+        help="lines queued for a client before it counts as not reading "
+        "and is disconnected (default: %(default)s)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+async def run(server: Server, host: str, port: int) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            listeners = await nursery.start(server.serve, host, port)
+            addr = listeners[0].socket.getsockname()
+            print(
+                f"chathack-rendezvous listening on {addr[0]}:{addr[1]}", file=sys.stderr, flush=True
+            )
+            async for signum in signals:
+                log.info("got %s; telling clients and shutting down", signal.Signals(signum).name)
+                for lst in listeners:
+                    await lst.aclose()
+                server.shutdown_notice()
+                with trio.move_on_after(SHUTDOWN_FLUSH_SECONDS):
+                    await server.wait_no_connections()
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    limits = Limits(
+        max_login_tries=args.max_login_tries,
+        login_timeout=args.login_timeout,
+        outbox_lines=args.outbox_lines,
+    )
+    db = args.db or default_db()
+    try:
+        store = SqliteStore(db)
+    except StoreError as e:
+        print(f"chathack-rendezvous: {e}", file=sys.stderr)
+        return 2
+    log.info("accounts in %s", db)
+    try:
+        trio.run(run, Server(store, limits=limits), args.host, args.port)
+    except OSError as e:
+        print(
+            f"chathack-rendezvous: cannot listen on {args.host}:{args.port}: {e.strerror or e}. "
+            "Is another server running there? Pick another --port.",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

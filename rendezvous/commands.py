@@ -1,0 +1,72 @@
+"""The rendezvous's ``::commands``: a registry of small records, so that
+``::help`` is generated from the same table the dispatcher reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chathack.errors import RemoteProtocolError
+
+if TYPE_CHECKING:
+    from rendezvous.hub import Hub, Session
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    usage: str
+    help: str
+    run: Callable[[Hub, Session, str, float], None]
+
+
+def _users(hub: Hub, s: Session, arg: str, now: float) -> None:
+    s.say("USERS", hub.users_line())
+
+
+def _help(hub: Hub, s: Session, arg: str, now: float) -> None:
+    for line in help_lines():
+        s.say("HELP", line)
+
+
+def _end(hub: Hub, s: Session, arg: str, now: float) -> None:
+    hub.end(s, arg or None)
+
+
+def _quit(hub: Hub, s: Session, arg: str, now: float) -> None:
+    s.say("BYE", f"Goodbye {s.name}")
+    hub.detach(s, now)
+    s.close()
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    c.name: c
+    for c in (
+        CommandSpec("users", "::users", "list users, online first", _users),
+        CommandSpec("end", "::end [NAME]", "end the conversation (with NAME)", _end),
+        CommandSpec("quit", "::quit", "log out and close the connection", _quit),
+        CommandSpec("help", "::help", "this list", _help),
+    )
+}
+
+#: Lines that are not ``::commands`` but belong in the help all the same.
+KEYWORD_HELP = (
+    ("connect: NAME", "start a conversation with NAME (you get NAME's address)"),
+    ("msg: NAME TEXT", "send one line to NAME through the server"),
+    ("TEXT", "a line with no keyword goes to your current conversation"),
+    ("port: N", "tell the server the TCP port you accept direct links on"),
+)
+
+
+def help_lines() -> list[str]:
+    rows = [(c.usage, c.help) for c in COMMANDS.values()] + list(KEYWORD_HELP)
+    width = max(len(u) for u, _ in rows)
+    return [f"{u.ljust(width)}  {h}" for u, h in rows]
+
+
+def run_command(hub: Hub, session: Session, name: str, arg: str, now: float) -> None:
+    spec = COMMANDS.get(name)
+    if spec is None:
+        raise RemoteProtocolError(f"Unknown command ::{name}: ::help lists the commands")
+    spec.run(hub, session, arg, now)

@@ -1,0 +1,202 @@
+"""The rendezvous domain: who is online, where, and who talks to whom.
+
+Plain synchronous code with no sockets and no clock: the I/O layer
+(:mod:`rendezvous.server`) hands it one parsed event at a time with ``now``,
+and the hub answers by putting bytes in sessions' outboxes, which never
+block. Login (password hashing is slow, so it runs off the event loop) is the
+I/O layer's job; the hub sees sessions only once they are logged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chathack.errors import RemoteProtocolError
+from chathack.protocol import (
+    ClientEvent,
+    Command,
+    Connect,
+    ListenPort,
+    Msg,
+    Password,
+    PeerAddress,
+    Text,
+    Username,
+    UserState,
+    format_peer_address,
+    format_server_line,
+    format_user_line,
+    format_users,
+)
+from rendezvous.commands import run_command
+from rendezvous.store import Account, Store
+
+#: Most names one ``Servidor[USERS]`` line lists.
+MAX_USERS_LISTED = 200
+
+
+class Outbox(Protocol):
+    """Where the hub puts a session's outgoing bytes (must never block)."""
+
+    def send(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One client connection, as the domain sees it."""
+
+    outbox: Outbox
+    ip: str
+    name: str | None = None
+    port: int | None = None
+    current: str | None = None  # partner that plain text goes to
+    partners: set[str] = field(default_factory=set)  # lower-case names
+    closed: bool = False
+
+    def say(self, flag: str, text: str) -> None:
+        self.outbox.send(format_server_line(flag, text))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.outbox.close()
+
+
+class Hub:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.online: dict[str, Session] = {}  # lower-case name -> session
+
+    # presence -------------------------------------------------------------
+    def attach(self, session: Session, account: Account, now: float) -> None:
+        """``session`` just logged in as ``account``; an older session of it is closed."""
+        key = account.name.lower()
+        old = self.online.get(key)
+        if old is not None and old is not session:
+            old.say("BYE", f"You logged in again from {session.ip}; this session is closed")
+            self.detach(old, now)
+            old.close()
+        session.name = account.name
+        self.online[key] = session
+        self.store.record_login(account.name, session.ip, now)
+
+    def detach(self, session: Session, now: float) -> None:
+        """``session`` is gone: partners are told, last-seen recorded."""
+        if session.name is None:
+            return
+        key = session.name.lower()
+        if self.online.get(key) is session:
+            del self.online[key]
+            self.store.record_seen(session.name, now)
+        for other_key in sorted(session.partners):
+            other = self.online.get(other_key)
+            if other is not None:
+                other.partners.discard(key)
+                if other.current and other.current.lower() == key:
+                    other.current = None
+                other.say("GONE", f"{session.name} went offline")
+        session.partners.clear()
+
+    def session_of(self, name: str) -> Session | None:
+        return self.online.get(name.lower())
+
+    # events ---------------------------------------------------------------
+    def handle(self, session: Session, event: ClientEvent, now: float) -> None:
+        """Act on one event from a logged-in session; bad input gets an ERROR line."""
+        try:
+            match event:
+                case Command(name, arg):
+                    run_command(self, session, name, arg, now)
+                case Connect(name):
+                    self.connect(session, name)
+                case Msg(to, text):
+                    self.relay(session, to, text)
+                case Text(text):
+                    if session.current is None:
+                        raise RemoteProtocolError(
+                            'You are not in a conversation: send "connect: NAME" first, '
+                            'or "msg: NAME TEXT"'
+                        )
+                    self.relay(session, session.current, text)
+                case ListenPort(port):
+                    session.port = port
+                    assert session.name is not None
+                    self.store.record_port(session.name, port)
+                    session.say("OK", f"Direct links to you go to {session.ip}:{port}")
+                case Username() | Password():
+                    session.say("ERROR", f"You are already logged in as {session.name}")
+        except RemoteProtocolError as e:
+            session.say("ERROR", str(e))
+
+    def _target(self, session: Session, name: str, verb: str) -> Session:
+        if session.name is not None and name.lower() == session.name.lower():
+            raise RemoteProtocolError(f"You cannot {verb} yourself")
+        target = self.session_of(name)
+        if target is None:
+            if self.store.get_account(name) is None:
+                raise RemoteProtocolError(
+                    f"There is no user named {name}: ::users lists who is registered"
+                )
+            raise RemoteProtocolError(
+                f"{name} is offline: try again when ::users shows {name} online"
+            )
+        return target
+
+    def address_of(self, session: Session) -> PeerAddress:
+        assert session.name is not None
+        if session.port is None:
+            return PeerAddress(session.name, None, None)
+        return PeerAddress(session.name, session.ip, session.port)
+
+    def connect(self, session: Session, name: str) -> None:
+        target = self._target(session, name, "connect to")
+        assert session.name is not None and target.name is not None
+        session.partners.add(target.name.lower())
+        target.partners.add(session.name.lower())
+        session.current = target.name
+        if target.current is None:
+            target.current = session.name
+        session.say("PEER", format_peer_address(self.address_of(target)))
+        target.say("CALL", format_peer_address(self.address_of(session)))
+
+    def relay(self, session: Session, to: str, text: str) -> None:
+        target = self._target(session, to, "send messages to")
+        assert session.name is not None
+        target.outbox.send(format_user_line(session.name, text))
+
+    def end(self, session: Session, name: str | None) -> None:
+        name = name or session.current
+        if name is None:
+            raise RemoteProtocolError("You are not in a conversation; there is nothing to end")
+        key = name.lower()
+        assert session.name is not None
+        if key not in session.partners:
+            raise RemoteProtocolError(f"You are not in a conversation with {name}")
+        session.partners.discard(key)
+        if session.current and session.current.lower() == key:
+            session.current = None
+        other = self.online.get(key)
+        if other is not None:
+            other.partners.discard(session.name.lower())
+            if other.current and other.current.lower() == session.name.lower():
+                other.current = None
+            other.say("END", f"{session.name} ended the conversation")
+        session.say("OK", f"Conversation with {name} ended")
+
+    def users(self) -> tuple[list[UserState], int]:
+        """Online users first, then the most recently seen; and how many were left out."""
+        online = sorted(s.name for s in self.online.values() if s.name is not None)
+        shown = [UserState(n, True) for n in online[:MAX_USERS_LISTED]]
+        room = MAX_USERS_LISTED - len(shown)
+        if room > 0:
+            for acc in self.store.list_accounts(room + len(online)):
+                if acc.name.lower() not in self.online and len(shown) < MAX_USERS_LISTED:
+                    shown.append(UserState(acc.name, False))
+        total = self.store.count_accounts()
+        return shown, max(0, total - len(shown))
+
+    def users_line(self) -> str:
+        users, more = self.users()
+        return format_users(users, more)
