@@ -18,3 +18,20 @@ class LocalProtocolError(ChathackError):
 
 class RemoteProtocolError(ChathackError):
     """The other side sent something invalid; the message says what, and it was ignored."""
+
+
+def sole_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The one error inside (possibly nested) ``group``, or None if there are several.
+
+    trio nurseries wrap even a lone error in a group; a CLI wants the error itself
+    to print one clear line instead of a traceback.
+    """
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    return leaves[0] if len(leaves) == 1 else None

@@ -32,10 +32,10 @@ import base64
 import binascii
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chathack.errors import LocalProtocolError, RemoteProtocolError
-from chathack.protocol import MAX_TEXT_CHARS, NAME_RE, check_text
+from chathack.protocol import NAME_RE, check_text
 
 #: Version of the link protocol, sent in :class:`Hello`.
 LINK_VERSION = 1
@@ -133,9 +133,9 @@ def frame_from_bytes(data: bytes) -> Frame:
     """Decode one frame's JSON; raise :class:`RemoteProtocolError` if it is not one."""
     try:
         d = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise RemoteProtocolError("Malformed link frame: not UTF-8 JSON") from None
-    if not isinstance(d, dict) or d.get("t") not in _TYPES:
+    if not isinstance(d, dict) or not isinstance(d.get("t"), str) or d["t"] not in _TYPES:
         raise RemoteProtocolError("Malformed link frame: unknown type")
     match d["t"]:
         case "hello":
@@ -157,8 +157,12 @@ def frame_from_bytes(data: bytes) -> Frame:
             )
             if frame.seq < 1 or not 1 <= frame.base <= frame.seq:
                 raise RemoteProtocolError("Malformed link frame: bad sequence numbers")
-            if len(frame.text) > MAX_TEXT_CHARS:
-                raise RemoteProtocolError("Malformed link frame: text too long")
+            try:
+                # The same rule as for text relayed by the rendezvous: no control
+                # characters can reach the partner's terminal by the direct path.
+                check_text(frame.text)
+            except RemoteProtocolError as e:
+                raise RemoteProtocolError(f"Malformed link frame: {e}") from None
         case "ack":
             frame = Ack(_field(d, "epoch", str), _field(d, "seq", int))  # type: ignore[arg-type]
         case "bye":
@@ -284,11 +288,18 @@ class Conversation:
         return done
 
     def to_resend(self) -> list[Chat]:
-        """Everything not yet acknowledged, oldest first (after a path change)."""
-        return [self.unacked[s] for s in sorted(self.unacked)]
+        """Everything not yet acknowledged, oldest first (after a path change).
+
+        Each frame carries the *current* base: the one it was first sent with
+        may be older, and a receiver that restarted since would wait forever
+        for frames below the current base, which nobody holds any more.
+        """
+        base = min(self.unacked, default=self.next_seq)
+        return [replace(self.unacked[s], base=base) for s in sorted(self.unacked)]
 
     # receiving ------------------------------------------------------------
     def receive_chat(self, chat: Chat) -> Received:
+        deliver: list[Chat] = []
         if chat.epoch != self.peer_epoch:
             # A new run of the partner's program (or the first frame we see).
             self.peer_epoch = chat.epoch
@@ -299,15 +310,19 @@ class Conversation:
             self.delivered = chat.base - 1
             for s in [s for s in self.early if s <= self.delivered]:
                 del self.early[s]
+            # Frames buffered behind the gap may now be next in line.
+            self._deliver_early(deliver)
         if chat.seq <= self.delivered or chat.seq in self.early:
-            return Received([], Ack(chat.epoch, self.delivered), duplicate=True)
-        deliver: list[Chat] = []
+            return Received(deliver, Ack(chat.epoch, self.delivered), duplicate=not deliver)
         if chat.seq == self.delivered + 1:
             deliver.append(chat)
             self.delivered = chat.seq
-            while self.delivered + 1 in self.early:
-                self.delivered += 1
-                deliver.append(self.early.pop(self.delivered))
+            self._deliver_early(deliver)
         elif len(self.early) < MAX_OUT_OF_ORDER:
             self.early[chat.seq] = chat
         return Received(deliver, Ack(chat.epoch, self.delivered))
+
+    def _deliver_early(self, deliver: list[Chat]) -> None:
+        while self.delivered + 1 in self.early:
+            self.delivered += 1
+            deliver.append(self.early.pop(self.delivered))

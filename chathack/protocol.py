@@ -37,9 +37,12 @@ from dataclasses import dataclass
 from chathack.errors import RemoteProtocolError
 
 #: Longest line either side accepts, in bytes, newline included.
-MAX_LINE_BYTES = 8192
-#: Longest chat text in one ``msg:`` or conversation line, in characters.
-MAX_TEXT_CHARS = 4000
+MAX_LINE_BYTES = 16384
+#: Longest chat message a person may type, in characters.
+MAX_TEXT_CHARS = 2000
+#: Longest TEXT of a ``msg: NAME TEXT`` line, in characters: room for a chat
+#: message of MAX_TEXT_CHARS wrapped as a relayed link frame (base64 of JSON).
+MAX_RELAY_CHARS = 12000
 #: User names: letters, digits, ``_ . -``; 1 to 32 of them.
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 #: The origin name the server uses for itself; nobody may register it.
@@ -182,12 +185,12 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_text(text: str) -> str:
-    """Return chat ``text`` if it may be relayed, else raise."""
+def check_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Return chat ``text`` if it may be relayed (at most ``limit`` characters), else raise."""
     if not text.strip():
         raise RemoteProtocolError("Empty message: there is nothing to send")
-    if len(text) > MAX_TEXT_CHARS:
-        raise RemoteProtocolError(f"Message too long: the limit is {MAX_TEXT_CHARS} characters")
+    if len(text) > limit:
+        raise RemoteProtocolError(f"Message too long: the limit is {limit} characters")
     if _CONTROL_RE.search(text):
         raise RemoteProtocolError("Control characters are not allowed in messages")
     return text
@@ -213,7 +216,8 @@ def _parse_password(arg: str) -> ClientEvent:
 
 
 def _parse_port(arg: str) -> ClientEvent:
-    if not arg.isdigit() or not 1 <= int(arg) <= 65535:
+    # isascii(): str.isdigit() also accepts digits such as '²' that int() refuses.
+    if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= 65535:
         raise RemoteProtocolError('Malformed line: write "port: N" with N from 1 to 65535')
     return ListenPort(int(arg))
 
@@ -228,7 +232,7 @@ def _parse_msg(arg: str) -> ClientEvent:
     to, _, text = arg.partition(" ")
     if not to or not text.strip():
         raise RemoteProtocolError('Malformed line: write "msg: NAME TEXT"')
-    return Msg(check_name(to), check_text(text.strip()))
+    return Msg(check_name(to), check_text(text.strip(), MAX_RELAY_CHARS))
 
 
 _KEYWORDS = {
@@ -389,6 +393,6 @@ def parse_peer_address(text: str) -> PeerAddress:
         return PeerAddress(name, None, None, extra)  # type: ignore[arg-type]
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise RemoteProtocolError(f"Malformed peer address {text[:80]!r}")
     return PeerAddress(name, host, int(port), extra)  # type: ignore[arg-type]

@@ -13,8 +13,8 @@ class PeerCommand:
 
 
 PEER_COMMANDS: tuple[PeerCommand, ...] = (
-    PeerCommand("connect:", "connect: NAME", "talk to NAME (a direct link when the network allows)"),
-    PeerCommand("::users", "::users", 'who is registered and online ("Who do you want to talk to?")'),
+    PeerCommand("connect:", "connect: NAME", "talk to NAME (directly when the network allows)"),
+    PeerCommand("::users", "::users", 'who is registered and online ("Who do you want...?")'),
     PeerCommand("::switch", "::switch NAME", "make the open conversation with NAME the active one"),
     PeerCommand("::end", "::end", "end the active conversation (both sides are told)"),
     PeerCommand("::help", "::help", "this list"),

@@ -12,6 +12,7 @@ import platformdirs
 import trio
 
 from chathack import __version__
+from chathack.errors import sole_error
 from rendezvous.server import Limits, Server
 from rendezvous.store import SqliteStore, StoreError
 
@@ -112,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("accounts in %s", db)
     try:
-        trio.run(run, Server(store, limits=limits), args.host, args.port)
+        try:
+            trio.run(run, Server(store, limits=limits), args.host, args.port)
+        except BaseExceptionGroup as group:
+            raise (sole_error(group) or group) from None
     except OSError as e:
         print(
             f"chathack-rendezvous: cannot listen on {args.host}:{args.port}: {e.strerror or e}. "

@@ -104,7 +104,13 @@ class Connection:
                 data = b"".join(b for b in batch if b is not None)
                 if data:
                     with trio.move_on_after(write_timeout) as scope:
-                        await self.stream.send_all(data)
+                        try:
+                            await self.stream.send_all(data)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            # The client went away (reset, closed): this connection
+                            # ends; the error must not escape and stop the server.
+                            log.debug("%s: connection lost while writing", self.peer)
+                            break
                     if scope.cancelled_caught:
                         log.warning("%s: write timed out; disconnecting", self.peer)
                         break
@@ -155,7 +161,8 @@ class Server:
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         try:
             ip = str(stream.socket.getpeername()[0])
-        except OSError:
+        except OSError:  # already reset by the client
+            await trio.aclose_forcefully(stream)
             return
         await self.handle_connection(stream, ip)
 

@@ -1,0 +1,170 @@
+"""``chathack-peer NAME``: log in to a rendezvous and chat."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+
+import platformdirs
+import trio
+
+from chathack import __version__
+from chathack.errors import RemoteProtocolError
+from chathack.protocol import check_name
+from peer.errors import LoginFailed, PeerError
+from peer.node import PasswordSource, PeerConfig, fixed_password, open_peer
+
+DEFAULT_SERVER = "127.0.0.1:7777"
+PASSWORD_ENV = "CHATHACK_PASSWORD"
+SERVER_ENV = "CHATHACK_SERVER"
+#: Password prompts before an interactive login gives up.
+MAX_PROMPTS = 3
+
+
+def host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` too) for argparse."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port) if default_port is not None else ""
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:7777)")
+    return host, int(port)
+
+
+def user_name(text: str) -> str:
+    try:
+        return check_name(text)
+    except RemoteProtocolError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def default_data_dir(name: str) -> Path:
+    return Path(platformdirs.user_data_dir("chathack")) / "peers" / name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chathack-peer",
+        description="Chat from the terminal with people on other networks. Logs in to a "
+        "chathack rendezvous (registering NAME the first time), then asks: "
+        "Who do you want to talk to?",
+        epilog=f"The password is asked without echo, or read from ${PASSWORD_ENV} for scripts. "
+        "When standard input is not a terminal, plain mode reads lines from it and prints "
+        "plain lines: incoming messages as 'origin: text', program lines as '* text'.",
+    )
+    p.add_argument("name", type=user_name, metavar="NAME", help="your user name")
+    p.add_argument(
+        "--server",
+        type=lambda t: host_port(t, 7777),
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        metavar="HOST:PORT",
+        help=f"the rendezvous (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
+    )
+    p.add_argument(
+        "--listen",
+        type=lambda t: host_port(t, 0),
+        default="0.0.0.0:0",
+        metavar="HOST:PORT",
+        help="where to accept direct links from other peers (default: all addresses, a free port)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where this user's files live (default: a per-user data folder)",
+    )
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain line mode even on a terminal (the default when stdin is a pipe)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="detail of diagnostics on stderr (default: %(default)s)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def interactive_password(name: str) -> PasswordSource:
+    async def source(prompt: str, is_new: bool, attempt: int) -> str:
+        if attempt > MAX_PROMPTS:
+            raise LoginFailed(prompt)
+
+        def ask() -> str:
+            while True:
+                secret = getpass.getpass(f"{prompt}: ")
+                if not is_new:
+                    return secret
+                if getpass.getpass("Type it again to confirm: ") == secret:
+                    return secret
+                print("The two passwords differ; try again.", file=sys.stderr)
+
+        return await trio.to_thread.run_sync(ask)
+
+    return source
+
+
+async def run(args: argparse.Namespace, plain: bool) -> int:
+    data_dir = args.data_dir or default_data_dir(args.name)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = PeerConfig(
+        name=args.name,
+        server_host=args.server[0],
+        server_port=args.server[1],
+        listen_host=args.listen[0],
+        listen_port=args.listen[1],
+        data_dir=data_dir,
+    )
+    secret = os.environ.get(PASSWORD_ENV)
+    if secret is not None:
+        source = fixed_password(secret)
+    elif plain or not sys.stdin.isatty():
+        raise LoginFailed(f"No terminal to ask the password on: set ${PASSWORD_ENV}")
+    else:
+        source = interactive_password(args.name)
+    async with open_peer(config, source) as node:
+        if plain:
+            from peer.plain import run_plain
+
+            return await run_plain(node)
+        from peer.tty import run_tty
+
+        return await run_tty(node, data_dir / "input-history")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    plain = args.plain or not sys.stdin.isatty() or not sys.stdout.isatty()
+    try:
+        return trio.run(run, args, plain)
+    except PeerError as e:
+        print(f"chathack-peer: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: one line for the user, the traceback on request
+        logging.getLogger("chathack.peer").debug("unexpected error", exc_info=True)
+        print(
+            f"chathack-peer: unexpected error: {e!r}. Run again with --log-level debug "
+            "for details, and please report it.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Plain mode: for pipes and scripts. Lines in on stdin, plain lines out on
+stdout — no colour, no control codes.
+
+Output: a chat message exactly as ``origin: text``; a server line as
+``Servidor[FLAG]: text``; this program's own lines start with ``* ``
+(a user name can never contain ``*``, so they cannot be mistaken for one).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import trio
+
+from peer.events import Incoming, ServerNotice, System, UIEvent, UsersList
+from peer.node import PeerNode
+
+#: Seconds to wait, at end of input, for partners to confirm what was sent.
+DRAIN_TIMEOUT = 10.0
+
+
+def plain_line(event: UIEvent) -> str | None:
+    """The line plain mode prints for ``event`` (None: nothing)."""
+    match event:
+        case Incoming(origin, text, _, _):
+            return f"{origin}: {text}"
+        case System(text, "info"):
+            return f"* {text}"
+        case System(text, level):
+            return f"* {level}: {text}"
+        case ServerNotice(flag, text):
+            return f"Servidor[{flag}]: {text}"
+        case UsersList(users, more):
+            items = ", ".join(f"{u.name} {'online' if u.online else 'offline'}" for u in users)
+            extra = f", +{more} more" if more else ""
+            return f"* Who do you want to talk to? {items}{extra}"
+    return None
+
+
+async def _print_events(node: PeerNode, out: TextIO) -> None:
+    async for event in node.events:
+        line = plain_line(event)
+        if line is not None:
+            out.write(line + "\n")
+            out.flush()
+
+
+async def run_plain(node: PeerNode, inp: TextIO | None = None, out: TextIO | None = None) -> int:
+    inp = inp or sys.stdin
+    out = out or sys.stdout
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_print_events, node, out)
+        while True:
+            line = await trio.to_thread.run_sync(inp.readline, abandon_on_cancel=True)
+            if not line:  # end of input: let what was sent arrive, then leave
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await node.wait_delivered()
+                if node.unacknowledged():
+                    node.emit(
+                        System(
+                            f"{node.unacknowledged()} message(s) were not confirmed before exit",
+                            "warning",
+                        )
+                    )
+                await node.quit()
+                break
+            if not await node.handle_input(line.rstrip("\n")):
+                break
+    return 0
