@@ -1,0 +1,150 @@
+"""End to end: a real rendezvous and real peers, as processes, on 127.0.0.1.
+
+Peers run in plain mode (their stdin is a pipe), so what they print is exactly
+what a script piping chathack would see.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Lab, lab
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Lab]:
+    with lab(tmp_path) as the_lab:
+        yield the_lab
+
+
+def test_two_peers_chat_both_ways_over_a_direct_link(world: Lab) -> None:
+    server = world.rendezvous()
+    alice = world.peer("alice", server).logged_in()
+    bob = world.peer("bob", server).logged_in()
+
+    alice.send("connect: bob")
+    alice.expect_line("* Talking to bob (direct)")
+    bob.expect_line("* Talking to alice (direct)")
+
+    alice.send("hello bob, from alice")
+    bob.expect_line("alice: hello bob, from alice")
+    bob.send("hi alice — ça va? 👋")
+    alice.expect_line("bob: hi alice — ça va? 👋")
+
+    # Several lines in a row arrive once each, in order.
+    for i in range(5):
+        alice.send(f"line {i}")
+    for i in range(5):
+        bob.expect_line(f"alice: line {i}")
+    bob.send("::quit")
+    assert bob.wait() == 0
+    assert "alice: line" not in bob.output  # nothing shown after the last expected line
+
+
+def test_relay_is_used_and_announced_when_the_direct_dial_fails(world: Lab) -> None:
+    server = world.rendezvous()
+    alice = world.peer("alice", server).logged_in()
+    # bob accepts direct links on 127.0.0.2 only, but the rendezvous sees him at
+    # 127.0.0.1: alice's dial is refused and the conversation goes through the relay.
+    bob = world.peer("bob", server, listen="127.0.0.2:0").logged_in()
+
+    alice.send("connect: bob")
+    alice.expect(r"No direct link: cannot reach bob")
+    alice.expect_line("* Talking to bob (relayed)")
+    bob.expect_line("* Talking to alice (relayed)")
+
+    alice.send("through the server")
+    bob.expect_line("alice: through the server")
+    bob.send("and back")
+    alice.expect_line("bob: and back")
+
+
+def test_end_tells_both_sides_and_quit_exits_zero(world: Lab) -> None:
+    server = world.rendezvous()
+    alice = world.peer("alice", server).logged_in()
+    bob = world.peer("bob", server).logged_in()
+    alice.send("connect: bob")
+    bob.expect_line("* Talking to alice (direct)")
+
+    bob.send("::end")
+    bob.expect_line("* Conversation with alice ended")
+    alice.expect_line("* bob ended the conversation")
+    alice.send("anyone there?")
+    alice.expect(r"You are not in a conversation")
+
+    alice.send("::quit")
+    bob.send("::quit")
+    assert alice.wait() == 0
+    assert bob.wait() == 0
+
+
+def test_accounts_survive_a_restart_and_a_wrong_password_is_refused(world: Lab) -> None:
+    db = world.tmp / "accounts.sqlite3"
+    first = world.rendezvous(db=db)
+    carol = world.peer("carol", first, password="right-horse").logged_in()
+    carol.send("::quit")
+    assert carol.wait() == 0
+    assert first.stop() == 0
+
+    second = world.rendezvous(db=db)
+    intruder = world.peer("carol", second, password="wrong-horse")
+    assert intruder.wait() == 2
+    assert "Wrong password for carol" in intruder.output
+
+    carol_again = world.peer("carol", second, password="right-horse")
+    carol_again.expect(r"Logged in as carol")
+    carol_again.expect(r"Who do you want to talk to\? carol online")
+
+
+def test_users_menu_and_errors_for_unknown_or_offline_users(world: Lab) -> None:
+    server = world.rendezvous()
+    dave = world.peer("dave", server).logged_in()
+    erin = world.peer("erin", server).logged_in()
+    erin.send("::quit")
+    assert erin.wait() == 0
+
+    dave.send("::users")
+    dave.expect_line("* Who do you want to talk to? dave online, erin offline")
+    dave.send("connect: nobody")
+    dave.expect(r"Servidor\[ERROR\]: There is no user named nobody")
+    dave.send("connect: erin")
+    dave.expect(r"Servidor\[ERROR\]: erin is offline")
+    dave.send("::frobnicate")
+    dave.expect(r"Unknown command ::frobnicate")
+
+
+def test_a_raw_line_client_and_a_peer_talk_through_the_relay(world: Lab) -> None:
+    """The protocol is plain text: a person with nc can talk to a peer."""
+    server = world.rendezvous()
+    fred = world.peer("fred", server).logged_in()
+    with socket.create_connection((server.host, server.port), timeout=10) as raw:
+        f = raw.makefile("rw", encoding="utf-8", newline="\n")
+
+        def read_until(prefix: str) -> str:
+            while True:
+                line = f.readline()
+                assert line, f"connection closed before {prefix!r}"
+                if line.startswith(prefix):
+                    return line.rstrip("\n")
+
+        read_until("Servidor[USERNAME]")
+        f.write("username: gina\n")
+        f.flush()
+        read_until("Servidor[PASSWORD]")
+        f.write("password: gina-secret\n")
+        f.flush()
+        read_until("Servidor[OK]")
+        f.write("connect: fred\n")
+        f.flush()
+        assert read_until("Servidor[PEER]").startswith("Servidor[PEER]: fred 127.0.0.1:")
+        f.write("hello from a plain socket\n")
+        f.flush()
+        fred.expect_line("gina: hello from a plain socket")
+        fred.send("hello gina")
+        assert read_until("fred:") == "fred: hello gina"

@@ -1,0 +1,162 @@
+"""The peer node in-process: a real Server and real PeerNodes on 127.0.0.1.
+
+Faster than processes and able to reach inside (break a direct link on
+purpose), while still using real sockets. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from peer.events import Incoming, System, UIEvent
+from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
+from rendezvous.passwords import Passwords, fast_hasher
+from rendezvous.server import Server
+from rendezvous.store import SqliteStore
+
+DEADLINE = 10
+
+
+class Watcher:
+    """Reads a node's events; tests wait for the ones they expect."""
+
+    def __init__(self, node: PeerNode) -> None:
+        self.node = node
+        self.seen: list[UIEvent] = []
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        async for ev in self.node.events:
+            self.seen.append(ev)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, pred, what: str) -> UIEvent:  # type: ignore[no-untyped-def]
+        with trio.fail_after(DEADLINE):
+            while True:
+                for ev in self.seen:
+                    if pred(ev):
+                        return ev
+                await self._changed.wait()
+        raise AssertionError(what)  # pragma: no cover
+
+    async def system(self, fragment: str) -> UIEvent:
+        return await self.wait_for(
+            lambda e: isinstance(e, System) and fragment in e.text, f"system line {fragment!r}"
+        )
+
+    def texts(self) -> list[str]:
+        return [e.text for e in self.seen if isinstance(e, Incoming)]
+
+    async def texts_count(self, n: int) -> list[str]:
+        await self.wait_for(lambda e: len(self.texts()) >= n, f"{n} messages")
+        return self.texts()
+
+
+@asynccontextmanager
+async def world(nursery: trio.Nursery) -> AsyncIterator[Server]:
+    server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
+    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+    server.port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+    yield server
+
+
+@asynccontextmanager
+async def peer(
+    server: Server, name: str, nursery: trio.Nursery, listen: str = "127.0.0.1"
+) -> AsyncIterator[tuple[PeerNode, Watcher]]:
+    cfg = PeerConfig(name, "127.0.0.1", server.port, listen, 0)  # type: ignore[attr-defined]
+    async with open_peer(cfg, fixed_password(f"{name}-pw")) as node:
+        w = Watcher(node)
+        nursery.start_soon(w.run)
+        yield node, w
+
+
+async def test_direct_link_breaks_then_relay_carries_on_with_nothing_lost_or_doubled() -> None:
+    async with trio.open_nursery() as nursery:
+        async with (
+            world(nursery) as server,
+            peer(server, "alice", nursery) as (alice, wa),
+            peer(server, "bob", nursery) as (bob, wb),
+        ):
+            await alice.connect("bob")
+            await wb.system("Talking to alice (direct)")
+            for i in range(3):
+                await alice.send("bob", f"m{i}")
+            assert await wb.texts_count(3) == ["m0", "m1", "m2"]
+
+            # Kill the TCP link under both nodes, as a dying network would.
+            link = alice.talks["bob"].link
+            assert link is not None
+            await trio.aclose_forcefully(link.stream)
+            await wa.system("talking to bob through the relay (relayed)")
+            for i in range(3, 6):
+                await alice.send("bob", f"m{i}")
+            await bob.send("alice", "still here")
+            assert await wb.texts_count(6) == [f"m{i}" for i in range(6)]
+            assert (await wa.texts_count(1)) == ["still here"]
+            with trio.fail_after(DEADLINE):
+                await alice.wait_delivered()
+            assert alice.talks["bob"].path == "relayed"
+            nursery.cancel_scope.cancel()
+
+
+async def test_unacknowledged_messages_are_resent_when_the_path_changes() -> None:
+    async with trio.open_nursery() as nursery:
+        async with (
+            world(nursery) as server,
+            peer(server, "alice", nursery) as (alice, wa),
+            peer(server, "bob", nursery) as (bob, wb),
+        ):
+            await alice.connect("bob")
+            await wb.system("Talking to alice (direct)")
+            talk = alice.talks["bob"]
+            # Messages "sent" while the link is stalled: queued in the conversation
+            # but never written (as if lost in flight).
+            lost = [talk.conv.send_text(f"lost {i}") for i in range(2)]
+            assert [c.seq for c in lost] == [1, 2]
+            assert alice.unacknowledged() == 2
+            link = talk.link
+            assert link is not None
+            await trio.aclose_forcefully(link.stream)
+            assert await wb.texts_count(2) == ["lost 0", "lost 1"]
+            with trio.fail_after(DEADLINE):
+                await alice.wait_delivered()
+            nursery.cancel_scope.cancel()
+
+
+async def test_incoming_conversation_becomes_active_only_when_none_is() -> None:
+    async with trio.open_nursery() as nursery:
+        async with (
+            world(nursery) as server,
+            peer(server, "alice", nursery) as (alice, _),
+            peer(server, "bob", nursery) as (bob, wb),
+            peer(server, "carol", nursery) as (carol, wc),
+        ):
+            await alice.connect("bob")
+            await wb.system("Talking to alice")
+            assert bob.active == "alice"
+            await carol.connect("bob")
+            await wb.system("Talking to carol")
+            assert bob.active == "alice"  # carol does not steal the conversation
+            assert bob.status().partner == "alice"
+            assert bob.status().path == "direct"
+            await bob.handle_input("::switch carol")
+            assert bob.active == "carol"
+            await bob.handle_input("hi carol")
+            assert await wc.texts_count(1) == ["hi carol"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_sending_to_nobody_and_to_self_is_refused_with_a_reason() -> None:
+    async with trio.open_nursery() as nursery:
+        async with world(nursery) as server, peer(server, "alice", nursery) as (alice, wa):
+            assert await alice.handle_input("hello?") is True
+            await wa.system("You are not in a conversation")
+            assert await alice.connect("alice") is None
+            await wa.system("You cannot talk to yourself")
+            assert await alice.handle_input("::quit") is False
+            nursery.cancel_scope.cancel()
