@@ -84,8 +84,7 @@ async def run(server: Server, host: str, port: int) -> None:
             )
             async for signum in signals:
                 log.info("got %s; telling clients and shutting down", signal.Signals(signum).name)
-                for lst in listeners:
-                    await lst.aclose()
+                server.stop_accepting()
                 server.shutdown_notice()
                 with trio.move_on_after(SHUTDOWN_FLUSH_SECONDS):
                     await server.wait_no_connections()

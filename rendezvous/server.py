@@ -134,6 +134,7 @@ class Server:
         self.connections: set[Connection] = set()
         self._no_connections = trio.Event()
         self._no_connections.set()
+        self._accepting = trio.CancelScope()
 
     async def serve(
         self,
@@ -142,12 +143,25 @@ class Server:
         *,
         task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen and serve until cancelled; ``started()`` gets the listeners."""
+        """Listen and serve until cancelled; ``started()`` gets the listeners.
+
+        After :meth:`stop_accepting` no new connection is accepted, and this
+        returns once the open ones are closed.
+        """
         listeners = await trio.open_tcp_listeners(port, host=host)
         for lst in listeners:
             log.info("listening on %s:%s", *lst.socket.getsockname()[:2])
-        task_status.started(listeners)
-        await trio.serve_listeners(self.handle_stream, listeners)
+        async with trio.open_nursery() as handlers:
+            with self._accepting:
+                await trio.serve_listeners(
+                    self.handle_stream,
+                    listeners,
+                    handler_nursery=handlers,
+                    task_status=task_status,
+                )
+
+    def stop_accepting(self) -> None:
+        self._accepting.cancel()
 
     async def wait_no_connections(self) -> None:
         await self._no_connections.wait()

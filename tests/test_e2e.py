@@ -148,3 +148,51 @@ def test_a_raw_line_client_and_a_peer_talk_through_the_relay(world: Lab) -> None
         fred.expect_line("gina: hello from a plain socket")
         fred.send("hello gina")
         assert read_until("fred:") == "fred: hello gina"
+
+
+def test_terminal_ui_keeps_the_half_typed_line_when_a_message_arrives(world: Lab) -> None:
+    """Real processes: bob in a pseudo-terminal, alice in plain mode."""
+    import os
+
+    import pexpect
+
+    from tests.procs import command
+    from tests.ptys import wait_for, wait_for_text
+
+    server = world.rendezvous()
+    alice = world.peer("alice", server).logged_in()
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env |= {"TERM": "xterm-256color", "CHATHACK_PASSWORD": "bob-pw-secret"}
+    bob = pexpect.spawn(
+        command("chathack-peer"),
+        [
+            "bob",
+            "--server",
+            server.address,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(world.tmp / "bob-tty"),
+        ],
+        env=env,
+        dimensions=(24, 80),
+        timeout=15,
+        encoding="utf-8",
+    )
+    bob.delaybeforesend = None
+    try:
+        wait_for_text(bob, "bob · no conversation")  # the toolbar: the prompt is up
+        alice.send("connect: bob")
+        wait_for_text(bob, "bob → alice · direct")
+        bob.send("hel")
+        wait_for_text(bob, "hel")
+        alice.send("a message while bob types")
+        wait_for_text(bob, "alice: a message while bob types")
+        bob.send("lo there\r")
+        alice.expect_line("bob: hello there")
+        bob.sendcontrol("d")
+        wait_for(bob, pexpect.EOF)
+        bob.close()
+        assert bob.exitstatus == 0
+    finally:
+        bob.close(force=True)

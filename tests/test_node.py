@@ -6,8 +6,8 @@ purpose), while still using real sockets. Every wait has a deadline.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 
@@ -34,7 +34,7 @@ class Watcher:
             self._changed.set()
             self._changed = trio.Event()
 
-    async def wait_for(self, pred, what: str) -> UIEvent:  # type: ignore[no-untyped-def]
+    async def wait_for(self, pred: Callable[[UIEvent], bool], what: str) -> UIEvent:
         with trio.fail_after(DEADLINE):
             while True:
                 for ev in self.seen:
@@ -57,106 +57,95 @@ class Watcher:
 
 
 @asynccontextmanager
-async def world(nursery: trio.Nursery) -> AsyncIterator[Server]:
-    server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
-    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
-    server.port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
-    yield server
-
-
-@asynccontextmanager
-async def peer(
-    server: Server, name: str, nursery: trio.Nursery, listen: str = "127.0.0.1"
-) -> AsyncIterator[tuple[PeerNode, Watcher]]:
-    cfg = PeerConfig(name, "127.0.0.1", server.port, listen, 0)  # type: ignore[attr-defined]
+async def _peer(port: int, name: str, nursery: trio.Nursery) -> AsyncIterator[Watcher]:
+    cfg = PeerConfig(name, "127.0.0.1", port, "127.0.0.1", 0)
     async with open_peer(cfg, fixed_password(f"{name}-pw")) as node:
         w = Watcher(node)
         nursery.start_soon(w.run)
-        yield node, w
+        yield w
+
+
+@asynccontextmanager
+async def world(*names: str) -> AsyncIterator[dict[str, Watcher]]:
+    """An in-process rendezvous and one logged-in node per name, each with its watcher."""
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        peers = {n: await stack.enter_async_context(_peer(port, n, nursery)) for n in names}
+        yield peers
+        nursery.cancel_scope.cancel()
 
 
 async def test_direct_link_breaks_then_relay_carries_on_with_nothing_lost_or_doubled() -> None:
-    async with trio.open_nursery() as nursery:
-        async with (
-            world(nursery) as server,
-            peer(server, "alice", nursery) as (alice, wa),
-            peer(server, "bob", nursery) as (bob, wb),
-        ):
-            await alice.connect("bob")
-            await wb.system("Talking to alice (direct)")
-            for i in range(3):
-                await alice.send("bob", f"m{i}")
-            assert await wb.texts_count(3) == ["m0", "m1", "m2"]
+    async with world("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice, bob = wa.node, wb.node
+        await alice.connect("bob")
+        await wb.system("Talking to alice (direct)")
+        for i in range(3):
+            await alice.send("bob", f"m{i}")
+        assert await wb.texts_count(3) == ["m0", "m1", "m2"]
 
-            # Kill the TCP link under both nodes, as a dying network would.
-            link = alice.talks["bob"].link
-            assert link is not None
-            await trio.aclose_forcefully(link.stream)
-            await wa.system("talking to bob through the relay (relayed)")
-            for i in range(3, 6):
-                await alice.send("bob", f"m{i}")
-            await bob.send("alice", "still here")
-            assert await wb.texts_count(6) == [f"m{i}" for i in range(6)]
-            assert (await wa.texts_count(1)) == ["still here"]
-            with trio.fail_after(DEADLINE):
-                await alice.wait_delivered()
-            assert alice.talks["bob"].path == "relayed"
-            nursery.cancel_scope.cancel()
+        # Kill the TCP link under both nodes, as a dying network would.
+        link = alice.talks["bob"].link
+        assert link is not None
+        await trio.aclose_forcefully(link.stream)
+        await wa.system("talking to bob through the relay (relayed)")
+        for i in range(3, 6):
+            await alice.send("bob", f"m{i}")
+        await bob.send("alice", "still here")
+        assert await wb.texts_count(6) == [f"m{i}" for i in range(6)]
+        assert (await wa.texts_count(1)) == ["still here"]
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
+        assert alice.talks["bob"].path == "relayed"
 
 
 async def test_unacknowledged_messages_are_resent_when_the_path_changes() -> None:
-    async with trio.open_nursery() as nursery:
-        async with (
-            world(nursery) as server,
-            peer(server, "alice", nursery) as (alice, wa),
-            peer(server, "bob", nursery) as (bob, wb),
-        ):
-            await alice.connect("bob")
-            await wb.system("Talking to alice (direct)")
-            talk = alice.talks["bob"]
-            # Messages "sent" while the link is stalled: queued in the conversation
-            # but never written (as if lost in flight).
-            lost = [talk.conv.send_text(f"lost {i}") for i in range(2)]
-            assert [c.seq for c in lost] == [1, 2]
-            assert alice.unacknowledged() == 2
-            link = talk.link
-            assert link is not None
-            await trio.aclose_forcefully(link.stream)
-            assert await wb.texts_count(2) == ["lost 0", "lost 1"]
-            with trio.fail_after(DEADLINE):
-                await alice.wait_delivered()
-            nursery.cancel_scope.cancel()
+    async with world("alice", "bob") as w:
+        wb = w["bob"]
+        alice = w["alice"].node
+        await alice.connect("bob")
+        await wb.system("Talking to alice (direct)")
+        talk = alice.talks["bob"]
+        # Messages "sent" while the link is stalled: queued in the conversation
+        # but never written (as if lost in flight).
+        lost = [talk.conv.send_text(f"lost {i}") for i in range(2)]
+        assert [c.seq for c in lost] == [1, 2]
+        assert alice.unacknowledged() == 2
+        link = talk.link
+        assert link is not None
+        await trio.aclose_forcefully(link.stream)
+        assert await wb.texts_count(2) == ["lost 0", "lost 1"]
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
 
 
 async def test_incoming_conversation_becomes_active_only_when_none_is() -> None:
-    async with trio.open_nursery() as nursery:
-        async with (
-            world(nursery) as server,
-            peer(server, "alice", nursery) as (alice, _),
-            peer(server, "bob", nursery) as (bob, wb),
-            peer(server, "carol", nursery) as (carol, wc),
-        ):
-            await alice.connect("bob")
-            await wb.system("Talking to alice")
-            assert bob.active == "alice"
-            await carol.connect("bob")
-            await wb.system("Talking to carol")
-            assert bob.active == "alice"  # carol does not steal the conversation
-            assert bob.status().partner == "alice"
-            assert bob.status().path == "direct"
-            await bob.handle_input("::switch carol")
-            assert bob.active == "carol"
-            await bob.handle_input("hi carol")
-            assert await wc.texts_count(1) == ["hi carol"]
-            nursery.cancel_scope.cancel()
+    async with world("alice", "bob", "carol") as w:
+        wb, wc = w["bob"], w["carol"]
+        alice, bob, carol = w["alice"].node, wb.node, wc.node
+        await alice.connect("bob")
+        await wb.system("Talking to alice")
+        assert bob.active == "alice"
+        await carol.connect("bob")
+        await wb.system("Talking to carol")
+        assert bob.active == "alice"  # carol does not steal the conversation
+        assert bob.status().partner == "alice"
+        assert bob.status().path == "direct"
+        await bob.handle_input("::switch carol")
+        assert bob.active == "carol"
+        await bob.handle_input("hi carol")
+        assert await wc.texts_count(1) == ["hi carol"]
 
 
 async def test_sending_to_nobody_and_to_self_is_refused_with_a_reason() -> None:
-    async with trio.open_nursery() as nursery:
-        async with world(nursery) as server, peer(server, "alice", nursery) as (alice, wa):
-            assert await alice.handle_input("hello?") is True
-            await wa.system("You are not in a conversation")
-            assert await alice.connect("alice") is None
-            await wa.system("You cannot talk to yourself")
-            assert await alice.handle_input("::quit") is False
-            nursery.cancel_scope.cancel()
+    async with world("alice") as w:
+        wa = w["alice"]
+        alice = wa.node
+        assert await alice.handle_input("hello?") is True
+        await wa.system("You are not in a conversation")
+        assert await alice.connect("alice") is None
+        await wa.system("You cannot talk to yourself")
+        assert await alice.handle_input("::quit") is False

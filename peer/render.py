@@ -1,0 +1,162 @@
+"""Pure views for the terminal UI: a UI event in, a rich renderable out.
+
+Nothing here prints, reads a clock or touches the node: :mod:`peer.tty`
+prints what these functions return, and the tests print it into a
+``StringIO``. Everything that came from another machine (message text, user
+names, server lines) goes through :func:`neutralise` and into a
+:class:`rich.text.Text` *as plain text*, never as console markup, so "[bold]"
+typed by somebody shows literally and no escape sequence of theirs can drive
+the reader's terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.theme import Theme
+
+from peer.events import (
+    Incoming,
+    Outgoing,
+    ServerNotice,
+    Status,
+    System,
+    UIEvent,
+    UsersList,
+)
+
+#: Semantic style names; the views use only these, so a theme is one table.
+THEME = Theme(
+    {
+        "chat.time": "dim",
+        "chat.me": "bold green",
+        "chat.nick": "bold cyan",
+        "chat.text": "none",  # the terminal's own colours: the easiest to read
+        "chat.system": "dim italic",
+        "chat.warning": "yellow",
+        "chat.error": "bold red",
+        "chat.server": "magenta",
+        "chat.title": "bold",
+        "chat.online": "green",
+        "chat.offline": "dim",
+        "path.direct": "green",
+        "path.punched": "cyan",
+        "path.relayed": "yellow",
+    }
+)
+
+TIME_FORMAT = "%H:%M"
+USERS_TITLE = "Who do you want to talk to?"
+
+# C0 controls (TAB excepted: rich expands it), DEL, C1 controls (0x9b is a
+# one-byte CSI on some terminals) and the bidi overrides/isolates, which can
+# make a line display in an order other than the one it was written in.
+_UNSAFE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SYSTEM_STYLE = {"info": "chat.system", "warning": "chat.warning", "error": "chat.error"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 0x40)  # caret notation, as ``cat -v``: ESC -> ^[
+    if code == 0x7F:
+        return "^?"
+    return f"<U+{code:04X}>"
+
+
+def neutralise(text: str) -> str:
+    """``text`` with every character that could steer a terminal made visible."""
+    return _UNSAFE_RE.sub(_visible, text)
+
+
+def _clock(at: float) -> str:
+    return time.strftime(TIME_FORMAT, time.localtime(at))
+
+
+def _message(at: float, nick: str, nick_style: str, text: str) -> Text:
+    return Text.assemble(
+        (_clock(at), "chat.time"),
+        " ",
+        (neutralise(nick), nick_style),
+        ": ",
+        (neutralise(text), "chat.text"),
+    )
+
+
+def _system(event: System) -> Text:
+    # Our own text may span lines (help, for instance); every line is marked.
+    lines = [neutralise(line) for line in event.text.split("\n")]
+    return Text("\n".join(f"— {line}" for line in lines), style=_SYSTEM_STYLE[event.level])
+
+
+def _server(event: ServerNotice) -> Text:
+    style = "chat.error" if event.flag == "ERROR" else "chat.server"
+    return Text(f"Servidor[{neutralise(event.flag)}]: {neutralise(event.text)}", style=style)
+
+
+def users_menu(event: UsersList, me: str = "") -> Group:
+    """The numbered menu; row N is what typing N at the prompt picks."""
+    notes = []
+    if event.more:
+        notes.append(f"+{event.more} more not shown")
+    notes.append("type a number to connect" if event.users else "nobody else is registered yet")
+    # Title and caption sit outside the table: rich wraps a table's own title
+    # to the width of its columns, which for short names is narrower than it.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("#", justify="right", style="chat.time")
+    table.add_column("name", style="chat.nick")
+    table.add_column("state")
+    for number, user in enumerate(event.users, start=1):
+        state = Text("online", "chat.online") if user.online else Text("offline", "chat.offline")
+        if user.name.lower() == me.lower():
+            state.append(" (you)", "chat.me")  # the server lists everyone, us too
+        table.add_row(str(number), Text(neutralise(user.name)), state)
+    title = Text(USERS_TITLE, "chat.title")
+    caption = Text(" · ".join(notes), "chat.system")
+    return Group(title, table, caption) if event.users else Group(title, caption)
+
+
+def render_event(event: UIEvent, me: str) -> RenderableType | None:
+    """What to print for ``event``; ``None`` when it belongs to the toolbar."""
+    match event:
+        case Incoming(origin, text, at, _path):
+            return _message(at, origin, "chat.nick", text)
+        case Outgoing(_partner, text, at):
+            return _message(at, me, "chat.me", text)
+        case System():
+            return _system(event)
+        case ServerNotice():
+            return _server(event)
+        case UsersList():
+            return users_menu(event, me)
+        case Status():
+            return None
+    raise TypeError(f"not a UI event: {event!r}")  # pragma: no cover - the union is closed
+
+
+def status_parts(status: Status) -> list[tuple[str, str]]:
+    """The toolbar as ``(theme name or "", text)`` pieces, so the UI can colour the path."""
+    me = neutralise(status.me)
+    parts: list[tuple[str, str]]
+    if status.partner is None:
+        parts = [("", f"{me} · no conversation — connect: NAME")]
+    elif status.path is None:
+        parts = [("", f"{me} → {neutralise(status.partner)} · "), ("chat.warning", "connecting…")]
+    else:
+        parts = [
+            ("", f"{me} → {neutralise(status.partner)} · "),
+            (f"path.{status.path}", status.path),
+        ]
+    if status.server != "online":
+        parts += [("", " · "), ("chat.warning", f"server: {neutralise(status.server)}")]
+    return parts
+
+
+def status_text(status: Status) -> str:
+    """The bottom toolbar as plain text: ``alice → bob · direct``."""
+    return "".join(text for _style, text in status_parts(status))
