@@ -49,14 +49,27 @@ MAX_OUT_OF_ORDER = 1024
 _LEN = struct.Struct(">I")
 
 
+#: How the sender of a Hello got the connection: it dialled a listening
+#: address, accepted on its listener, or dialled from its shared port toward the
+#: other's public endpoint (hole punching).
+VIAS = ("dial", "accept", "punch")
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """First frame on a direct stream, each way: who speaks, to whom."""
+    """First frame on a direct stream, each way: who speaks, to whom, and how."""
 
     name: str
     to: str
     epoch: str
     version: int = LINK_VERSION
+    via: str = "dial"
+
+
+def path_of(mine: str, theirs: str) -> str:
+    """The path word both ends agree on: ``punched`` when neither side accepted
+    (a TCP simultaneous open through NATs), else ``direct``."""
+    return "direct" if "accept" in (mine, theirs) else "punched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +157,10 @@ def frame_from_bytes(data: bytes) -> Frame:
                 _field(d, "to", str),  # type: ignore[arg-type]
                 _field(d, "epoch", str),
                 _field(d, "version", int),  # type: ignore[arg-type]
+                d.get("via", "dial"),  # type: ignore[arg-type]
             )
+            if frame.via not in VIAS:
+                raise RemoteProtocolError("Malformed link frame: unknown via in hello")
             if not NAME_RE.fullmatch(frame.name) or not NAME_RE.fullmatch(frame.to):
                 raise RemoteProtocolError("Malformed link frame: bad user name in hello")
         case "chat":

@@ -52,8 +52,10 @@ FLAG_RE = re.compile(r"[A-Z_]{1,16}")
 
 _SERVER_LINE_RE = re.compile(r"Servidor\[([A-Z_]{1,16})\]: ?(.*)", re.DOTALL)
 _USER_LINE_RE = re.compile(r"([A-Za-z0-9_.-]{1,32}): ?(.*)", re.DOTALL)
-# C0 controls and DEL, except TAB: they could drive a terminal that shows the text.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 controls (except TAB), DEL and C1 controls (U+009B is a one-character CSI
+# on some terminals): they could drive the terminal of a person who reads the
+# text, with nc as much as with a peer.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 # --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ def test_ruff_is_clean() -> None:
     exe = str(ruff) if ruff.exists() else shutil.which("ruff")
     if exe is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    result = subprocess.run([exe, "check", "."], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [exe, "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

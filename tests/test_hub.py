@@ -1,0 +1,327 @@
+"""Pure domain tests of :class:`rendezvous.hub.Hub`: no sockets, no trio, no clock.
+
+Sessions write into a :class:`FakeOutbox` that records bytes; the store is a
+real :class:`SqliteStore` in memory; ``now`` is a plain number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import rendezvous.hub
+from chathack.protocol import (
+    Command,
+    Connect,
+    ListenPort,
+    Msg,
+    Password,
+    PeerAddress,
+    ServerLine,
+    Text,
+    UserLine,
+    Username,
+    UserState,
+    parse_peer_address,
+    parse_server_line,
+    parse_users,
+)
+from rendezvous.commands import COMMANDS, KEYWORD_HELP, help_lines
+from rendezvous.hub import Hub, Session
+from rendezvous.store import SqliteStore
+
+
+class FakeOutbox:
+    """Records what the hub sends to one session."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> list[ServerLine | UserLine]:
+        """Every line sent since the last call, parsed."""
+        text = self.data.decode("utf-8")
+        self.data.clear()
+        assert text == "" or text.endswith("\n")
+        return [parse_server_line(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def store() -> Iterator[SqliteStore]:
+    s = SqliteStore(":memory:")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hub(store: SqliteStore) -> Hub:
+    return Hub(store)
+
+
+def login(hub: Hub, name: str, ip: str = "10.0.0.1", now: float = 100.0) -> Session:
+    """Register ``name`` if needed and attach a new session for it (login is the server's job)."""
+    account = hub.store.get_account(name) or hub.store.create_account(name, "hash", now)
+    session = Session(FakeOutbox(), ip)
+    hub.attach(session, account, now)
+    return session
+
+
+def take(session: Session) -> list[ServerLine | UserLine]:
+    assert isinstance(session.outbox, FakeOutbox)
+    return session.outbox.take()
+
+
+def say(hub: Hub, session: Session, *events: object, now: float = 200.0) -> None:
+    for event in events:
+        hub.handle(session, event, now)  # type: ignore[arg-type]
+
+
+def only(session: Session, flag: str) -> str:
+    """The one line the session got, which must be ``Servidor[flag]``; its text."""
+    [line] = take(session)
+    assert isinstance(line, ServerLine) and line.flag == flag, line
+    return line.text
+
+
+# --------------------------------------------------------------------------
+# Presence
+# --------------------------------------------------------------------------
+
+
+def test_attach_puts_the_user_online_and_records_the_login(hub: Hub) -> None:
+    alice = login(hub, "alice", "10.0.0.1", now=5)
+    assert hub.session_of("ALICE") is alice and alice.name == "alice"
+    acc = hub.store.get_account("alice")
+    assert acc is not None and acc.last_ip == "10.0.0.1" and acc.last_seen == 5
+    assert take(alice) == []  # the welcome is the I/O layer's job
+
+
+def test_detach_takes_the_user_offline_and_records_last_seen(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    hub.detach(alice, now=300)
+    assert hub.session_of("alice") is None
+    acc = hub.store.get_account("alice")
+    assert acc is not None and acc.last_seen == 300
+    hub.detach(alice, now=400)  # twice is harmless
+    hub.detach(Session(FakeOutbox(), "10.0.0.9"), now=400)  # never logged in: nothing to do
+
+
+def test_second_login_kicks_the_old_session(hub: Hub) -> None:
+    old = login(hub, "alice", "10.0.0.1")
+    bob = login(hub, "bob")
+    say(hub, bob, Connect("alice"))
+    take(old), take(bob)
+    new = login(hub, "Alice", "192.0.2.55", now=500)
+    [bye] = take(old)
+    assert bye == ServerLine("BYE", "You logged in again from 192.0.2.55; this session is closed")
+    assert old.closed and old.outbox.closed  # type: ignore[attr-defined]
+    assert hub.session_of("alice") is new and new.name == "alice"  # the registered spelling
+    acc = hub.store.get_account("alice")
+    assert acc is not None and acc.last_ip == "192.0.2.55"
+    # The conversation was with the old session: bob is told it went away.
+    assert only(bob, "GONE") == "alice went offline"
+    assert bob.current is None
+    # The old session's connection ending later changes nothing.
+    hub.detach(old, now=600)
+    assert hub.session_of("alice") is new
+
+
+# --------------------------------------------------------------------------
+# connect:
+# --------------------------------------------------------------------------
+
+
+def test_connect_sends_peer_to_the_caller_and_call_to_the_callee(hub: Hub) -> None:
+    alice, bob = login(hub, "alice", "10.0.0.1"), login(hub, "bob", "10.0.0.2")
+    say(hub, bob, ListenPort(4000))
+    assert only(bob, "OK") == "Direct links to you go to 10.0.0.2:4000"
+    say(hub, alice, Connect("BOB"))
+    assert parse_peer_address(only(alice, "PEER")) == PeerAddress("bob", "10.0.0.2", 4000)
+    assert parse_peer_address(only(bob, "CALL")) == PeerAddress("alice", None, None)
+    assert alice.current == "bob" and bob.current == "alice"
+    assert alice.partners == {"bob"} and bob.partners == {"alice"}
+
+
+def test_port_is_stored(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, ListenPort(5555))
+    acc = hub.store.get_account("alice")
+    assert acc is not None and acc.last_port == 5555 and alice.port == 5555
+
+
+def test_a_call_does_not_steal_the_callees_current_conversation(hub: Hub) -> None:
+    alice, bob, carol = login(hub, "alice"), login(hub, "bob"), login(hub, "carol")
+    say(hub, alice, Connect("bob"))
+    say(hub, carol, Connect("bob"))
+    assert bob.current == "alice" and bob.partners == {"alice", "carol"}
+    assert [e.flag for e in take(bob)] == ["CALL", "CALL"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("nobody", "There is no user named nobody: ::users lists who is registered"),
+        ("alice", "You cannot connect to yourself"),
+        ("ALICE", "You cannot connect to yourself"),
+        ("carol", "carol is offline: try again when ::users shows carol online"),
+    ],
+)
+def test_connect_errors(hub: Hub, target: str, message: str) -> None:
+    hub.store.create_account("carol", "hash", 1)
+    alice = login(hub, "alice")
+    say(hub, alice, Connect(target))
+    assert only(alice, "ERROR") == message
+    assert alice.current is None and alice.partners == set()
+
+
+# --------------------------------------------------------------------------
+# Relaying text
+# --------------------------------------------------------------------------
+
+
+def test_msg_is_relayed_with_the_senders_name(hub: Hub) -> None:
+    alice, bob = login(hub, "alice"), login(hub, "bob")
+    say(hub, alice, Msg("Bob", "hello: there"))
+    assert bob.outbox.data == b"alice: hello: there\n"  # type: ignore[attr-defined]
+    assert take(bob) == [UserLine("alice", "hello: there")]
+    assert take(alice) == []  # no echo, no receipt
+
+
+def test_msg_errors(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    hub.store.create_account("carol", "hash", 1)
+    say(hub, alice, Msg("nobody", "hi"), Msg("alice", "hi"), Msg("carol", "hi"))
+    assert take(alice) == [
+        ServerLine("ERROR", "There is no user named nobody: ::users lists who is registered"),
+        ServerLine("ERROR", "You cannot send messages to yourself"),
+        ServerLine("ERROR", "carol is offline: try again when ::users shows carol online"),
+    ]
+
+
+def test_plain_text_goes_to_the_current_partner(hub: Hub) -> None:
+    alice, bob = login(hub, "alice"), login(hub, "bob")
+    say(hub, alice, Text("before connecting"))
+    assert "You are not in a conversation" in only(alice, "ERROR")
+    say(hub, alice, Connect("bob"))
+    take(alice), take(bob)
+    say(hub, alice, Text("hi bob"))
+    say(hub, bob, Text("hi alice"))
+    assert take(bob) == [UserLine("alice", "hi bob")]
+    assert take(alice) == [UserLine("bob", "hi alice")]
+
+
+def test_login_lines_after_login_are_errors(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, Username("bob"), Password("x"))
+    assert take(alice) == [ServerLine("ERROR", "You are already logged in as alice")] * 2
+
+
+# --------------------------------------------------------------------------
+# ::commands
+# --------------------------------------------------------------------------
+
+
+def test_end_notifies_the_partner(hub: Hub) -> None:
+    alice, bob = login(hub, "alice"), login(hub, "bob")
+    say(hub, alice, Connect("bob"))
+    take(alice), take(bob)
+    say(hub, bob, Command("end"))
+    assert only(bob, "OK") == "Conversation with alice ended"
+    assert only(alice, "END") == "bob ended the conversation"
+    assert alice.current is None and bob.current is None
+    assert alice.partners == set() and bob.partners == set()
+    say(hub, alice, Text("still there?"))
+    assert "You are not in a conversation" in only(alice, "ERROR")
+
+
+def test_end_by_name_keeps_the_other_conversations(hub: Hub) -> None:
+    alice, bob, carol = login(hub, "alice"), login(hub, "bob"), login(hub, "carol")
+    say(hub, alice, Connect("bob"), Connect("carol"))  # now talking to carol
+    say(hub, alice, Command("end", "bob"))
+    assert alice.current == "carol" and alice.partners == {"carol"}
+    assert carol.partners == {"alice"}
+    assert [e.flag for e in take(bob)] == ["CALL", "END"]  # type: ignore[union-attr]
+
+
+def test_end_errors(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, Command("end"), Command("end", "bob"))
+    assert take(alice) == [
+        ServerLine("ERROR", "You are not in a conversation; there is nothing to end"),
+        ServerLine("ERROR", "You are not in a conversation with bob"),
+    ]
+
+
+def test_users_lists_online_first_then_recently_seen(hub: Hub, store: SqliteStore) -> None:
+    for name, seen in [("dave", 10), ("erin", 30), ("carol", 20)]:
+        store.create_account(name, "hash", seen)
+    bob = login(hub, "bob", now=40)
+    alice = login(hub, "alice", now=50)
+    say(hub, alice, Command("users"))
+    text = only(alice, "USERS")
+    assert text == "alice online, bob online, erin offline, carol offline, dave offline"
+    assert parse_users(text)[:2] == [UserState("alice", True), UserState("bob", True)]
+    hub.detach(bob, now=60)
+    say(hub, alice, Command("users"))
+    assert only(alice, "USERS").startswith("alice online, bob offline, erin offline")
+
+
+def test_users_says_how_many_were_left_out(
+    hub: Hub, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rendezvous.hub, "MAX_USERS_LISTED", 3)
+    for i in range(5):
+        store.create_account(f"user{i}", "hash", i)
+    alice = login(hub, "alice", now=100)
+    say(hub, alice, Command("users"))
+    assert only(alice, "USERS") == "alice online, user4 offline, user3 offline, +3 more"
+
+
+def test_help_is_generated_from_the_registry(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, Command("help"))
+    lines = take(alice)
+    assert all(isinstance(e, ServerLine) and e.flag == "HELP" for e in lines)
+    texts = [e.text for e in lines]
+    assert texts == help_lines()
+    assert len(texts) == len(COMMANDS) + len(KEYWORD_HELP)
+    for spec in COMMANDS.values():
+        assert any(t.startswith(spec.usage) and t.endswith(spec.help) for t in texts)
+    for usage, text in KEYWORD_HELP:
+        assert any(t.startswith(usage) and t.endswith(text) for t in texts)
+
+
+def test_unknown_command(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, Command("dance", "now"))
+    assert only(alice, "ERROR") == "Unknown command ::dance: ::help lists the commands"
+
+
+def test_quit_says_goodbye_and_closes(hub: Hub) -> None:
+    alice, bob = login(hub, "alice"), login(hub, "bob")
+    say(hub, bob, Connect("alice"))
+    take(alice), take(bob)
+    say(hub, alice, Command("quit"))
+    assert only(alice, "BYE") == "Goodbye alice"
+    assert alice.closed and hub.session_of("alice") is None
+    assert only(bob, "GONE") == "alice went offline"
+
+
+def test_partners_are_told_when_a_user_goes_offline(hub: Hub) -> None:
+    alice, bob, carol = login(hub, "alice"), login(hub, "bob"), login(hub, "carol")
+    say(hub, alice, Connect("bob"), Connect("carol"))
+    for s in (alice, bob, carol):
+        take(s)
+    hub.detach(alice, now=300)
+    assert only(bob, "GONE") == "alice went offline"
+    assert only(carol, "GONE") == "alice went offline"
+    assert bob.current is None and bob.partners == set()
+    say(hub, bob, Text("hello?"))
+    assert "You are not in a conversation" in only(bob, "ERROR")
