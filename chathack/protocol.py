@@ -47,6 +47,9 @@ MAX_RELAY_CHARS = 12000
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 #: The origin name the server uses for itself; nobody may register it.
 SERVER_ORIGIN = "Servidor"
+#: How the ``Servidor[BYE]`` to a session replaced by a newer login of the same
+#: user begins: a peer that reads it must not reconnect (the two would take turns).
+KICKED_PREFIX = "You logged in again"
 #: Flags are upper-case words.
 FLAG_RE = re.compile(r"[A-Z_]{1,16}")
 
@@ -173,7 +176,26 @@ class Text:
     text: str
 
 
-ClientEvent = Username | Password | ListenPort | Connect | Msg | Command | Text
+@dataclass(frozen=True, slots=True)
+class Lan:
+    """``lan: HOST:PORT ...`` — where this peer listens on its own networks
+    (``lan: -`` for nowhere). Sending it at all says "I am a chathack peer":
+    partners then talk to it in link frames."""
+
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Punch:
+    """``punch: NAME`` — ask the server to start a hole punch with NAME now."""
+
+    name: str
+
+
+ClientEvent = Username | Password | ListenPort | Lan | Connect | Punch | Msg | Command | Text
+
+#: Most addresses one ``lan:`` line may list.
+MAX_LAN_ADDRS = 8
 
 
 def check_name(name: str) -> str:
@@ -237,7 +259,39 @@ def _parse_msg(arg: str) -> ClientEvent:
     return Msg(check_name(to), check_text(text.strip(), MAX_RELAY_CHARS))
 
 
+def _parse_lan(arg: str) -> ClientEvent:
+    if arg == "-":
+        return Lan(())
+    addrs = tuple(arg.split())
+    if not addrs or len(addrs) > MAX_LAN_ADDRS or not all(_is_endpoint(a) for a in addrs):
+        raise RemoteProtocolError(
+            f'Malformed line: write "lan: HOST:PORT ..." (at most {MAX_LAN_ADDRS}) or "lan: -"'
+        )
+    return Lan(addrs)
+
+
+def _parse_punch(arg: str) -> ClientEvent:
+    if not arg:
+        raise RemoteProtocolError('Malformed line: write "punch: NAME"')
+    return Punch(check_name(arg))
+
+
+def _is_endpoint(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    return (
+        bool(_HOST_RE.fullmatch(host))
+        and port.isascii()
+        and port.isdigit()
+        and 1 <= int(port) <= 65535
+    )
+
+
+_HOST_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+
 _KEYWORDS = {
+    "lan": _parse_lan,
+    "punch": _parse_punch,
     "username": _parse_username,
     "password": _parse_password,
     "port": _parse_port,
@@ -268,6 +322,10 @@ def format_client_event(event: ClientEvent) -> bytes:
             line = f"password: {secret}"
         case ListenPort(port):
             line = f"port: {port}"
+        case Lan(addrs):
+            line = f"lan: {' '.join(addrs) if addrs else '-'}"
+        case Punch(name):
+            line = f"punch: {name}"
         case Connect(name):
             line = f"connect: {name}"
         case Msg(to, text):

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to accept direct links from other peers (default: all addresses, a free port)",
     )
     p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="never open direct links nor tell anyone your addresses: every "
+        "conversation goes through the rendezvous relay",
+    )
+    p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -123,6 +129,7 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
         listen_host=args.listen[0],
         listen_port=args.listen[1],
         data_dir=data_dir,
+        relay_only=args.relay_only,
     )
     secret = os.environ.get(PASSWORD_ENV)
     if secret is not None:

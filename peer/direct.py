@@ -12,7 +12,7 @@ connections are closed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -40,12 +40,19 @@ class DirectLink:
     writer: StreamWriter
     path: PathName = "direct"
     dialer: str = ""  # who opened it ("" for a simultaneous open)
+    last_rx: float = 0.0  # trio clock of the last frame received
+    heard: trio.Event = field(default_factory=trio.Event)  # set (and renewed) on each frame
+
+    def received(self) -> None:
+        self.last_rx = trio.current_time()
+        self.heard.set()
+        self.heard = trio.Event()
 
     def send(self, frame: Frame) -> bool:
         """Queue ``frame``; False if the link is broken."""
         return self.writer.send(encode_frame(frame))
 
-    def rank(self, me: str) -> tuple[int, str]:
+    def rank(self) -> tuple[int, str]:
         """Both ends order two links to each other the same way; the higher is kept."""
         return (1 if self.path == "direct" else 0, self.dialer.lower())
 
@@ -81,13 +88,17 @@ async def handshake_out(
         raise LinkFailed(f"handshake with {partner} failed ({why(e)})") from e
     path = path_of(via, hello.via)
     dialer = me if via == "dial" else (hello.name if hello.via == "dial" else "")
-    return DirectLink(hello.name, hello.epoch, stream, reader, StreamWriter(stream),
-                      path, dialer)  # type: ignore[arg-type]
+    return DirectLink(hello.name, hello.epoch, stream, reader, StreamWriter(stream), path, dialer)  # type: ignore[arg-type]
 
 
 async def dial(
-    host: str, port: int, me: str, partner: str, epoch: str,
-    local: tuple[str, int] | None = None, via: str = "dial",
+    host: str,
+    port: int,
+    me: str,
+    partner: str,
+    epoch: str,
+    local: tuple[str, int] | None = None,
+    via: str = "dial",
 ) -> DirectLink:
     """Open a direct link to ``partner`` at ``host:port`` or raise :class:`LinkFailed`.
 
@@ -117,8 +128,7 @@ async def accept(stream: trio.abc.Stream, me: str, epoch: str) -> DirectLink:
         raise LinkFailed(f"incoming handshake failed ({why(e)})") from e
     path = path_of("accept", hello.via)
     dialer = hello.name if hello.via == "dial" else ""
-    return DirectLink(hello.name, hello.epoch, stream, reader, StreamWriter(stream),
-                      path, dialer)  # type: ignore[arg-type]
+    return DirectLink(hello.name, hello.epoch, stream, reader, StreamWriter(stream), path, dialer)  # type: ignore[arg-type]
 
 
 def why(e: BaseException) -> str:

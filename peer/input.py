@@ -41,6 +41,11 @@ async def _help(node: PeerNode, arg: str) -> bool:
     return True
 
 
+async def _netcheck(node: PeerNode, arg: str) -> bool:
+    await node.netcheck()
+    return True
+
+
 async def _quit(node: PeerNode, arg: str) -> bool:
     await node.quit()
     return False
@@ -62,6 +67,7 @@ HANDLERS: dict[str, Handler] = {
     "::end": _end,
     "::switch": _switch,
     "::help": _help,
+    "::netcheck": _netcheck,
     "::quit": _quit,
     "connect:": _connect,
 }

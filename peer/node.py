@@ -3,19 +3,24 @@
 
 Theory of operation
 -------------------
-``open_peer`` connects to the rendezvous, logs in, opens a listening socket
-for direct links and tells the server its port. From then on:
+``open_peer`` opens a listener for direct links on a local port P, connects
+to the rendezvous *from the same port P* (:mod:`peer.server_link`), logs in,
+and tells the server P and its own addresses (``port:``, ``lan:``). Then:
 
-* one task reads the rendezvous (answers, calls, relayed lines);
-* one task accepts direct links, and each link has its own reader task;
+* one task serves the rendezvous session (and reconnects it after a loss);
+* one task accepts direct links; each link has its own reader task, a
+  keepalive, and a writer task;
 * every talk keeps a :class:`chathack.link.Conversation` (sequence numbers,
-  acks, de-duplication) and a *path*: a direct link when one is up, else the
-  relay (frames wrapped in ``msg:`` lines).
+  acks, de-duplication) and a *path*: ``direct`` or ``punched`` when a link is
+  up, ``relayed`` otherwise (frames wrapped in ``msg:`` lines).
 
-``connect: NAME`` asks the server for NAME's address, dials it
-(:data:`peer.direct.DIAL_TIMEOUT`), and falls back to the relay when the dial
-fails. When a direct link breaks, the talk falls back to the relay and
-re-sends what was not acknowledged, so nothing is lost or shown twice.
+``connect: NAME`` asks the server for NAME's candidates and starts an
+upgrade (:mod:`peer.paths`): a short grace lets a LAN conversation open
+``direct`` at once; otherwise it opens ``relayed`` and upgrades in the
+background. The partner, told by ``Servidor[CALL]``, races too. When a link
+breaks or goes silent (no frame for :data:`LINK_DEAD_AFTER` s) the talk falls
+back to the relay and re-sends whatever was not acknowledged, so nothing is
+lost or shown twice.
 
 The node never touches the terminal: it puts :mod:`peer.events` records on
 ``events``, read by exactly one UI (or by a bot through the library API).
@@ -27,7 +32,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -52,21 +57,21 @@ from chathack.link import (
 from chathack.protocol import Command as ServerCommand
 from chathack.protocol import Connect as ServerConnect
 from chathack.protocol import (
+    Lan,
     ListenPort,
     Msg,
-    Password,
     PeerAddress,
+    Punch,
     ServerEvent,
     ServerLine,
     UserLine,
-    Username,
     UserState,
     format_client_event,
     parse_peer_address,
     parse_users,
 )
-from peer import direct
-from peer.errors import LinkFailed, LoginFailed, ServerUnreachable
+from peer import direct, paths
+from peer.errors import LinkFailed
 from peer.events import (
     Incoming,
     Outgoing,
@@ -77,19 +82,27 @@ from peer.events import (
     UIEvent,
     UsersList,
 )
-from peer.transport import LineReader, StreamWriter
+from peer.server_link import PasswordSource, ServerLink, parse_endpoint
+from peer.sockets import open_listener, wildcard_for
 
 log = logging.getLogger("chathack.peer")
 
-#: Seconds to open the TCP connection to the rendezvous.
-SERVER_CONNECT_TIMEOUT = 5.0
-#: Seconds the rendezvous has to answer a login step or a ``connect:``.
-SERVER_REPLY_TIMEOUT = 10.0
-#: Seconds ``aclose`` waits for goodbyes to be written.
+#: Seconds the rendezvous has to answer a ``connect:``.
+CONNECT_REPLY_TIMEOUT = 10.0
+#: Seconds ``connect`` waits for a direct link before opening on the relay.
+DIRECT_GRACE = 0.5
+#: Seconds between keepalive pings on a direct link.
+LINK_PING_INTERVAL = 1.0
+#: Seconds without any frame after which a direct link counts as dead.
+LINK_DEAD_AFTER = 4.0
+#: Seconds to wait for an answer when checking that a link still works.
+LINK_PROBE_TIMEOUT = 1.5
+#: Seconds ``quit`` waits for goodbyes to be written.
 CLOSE_FLUSH_TIMEOUT = 2.0
+#: Upgrade outcomes ``::netcheck`` remembers.
+NETCHECK_HISTORY = 10
 
-#: ``await source(prompt_text, is_new_account, attempt)`` returns a password.
-PasswordSource = Callable[[str, bool, int], Awaitable[str]]
+__all__ = ["PasswordSource", "PeerConfig", "PeerNode", "fixed_password", "open_peer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +113,7 @@ class PeerConfig:
     listen_host: str = "0.0.0.0"
     listen_port: int = 0
     data_dir: Path | None = None
+    relay_only: bool = False  # never open direct links (nor reveal addresses)
 
 
 @dataclass(eq=False)
@@ -112,7 +126,7 @@ class Talk:
     link: direct.DirectLink | None = None
     plain: bool = False  # the partner is a plain text client (e.g. nc): no frames
     open: bool = True
-    links: set[direct.DirectLink] = field(default_factory=set)
+    links: set[direct.DirectLink] = field(default_factory=set)  # established, maybe spare
 
 
 class PeerNode:
@@ -129,10 +143,16 @@ class PeerNode:
         self.talks: dict[str, Talk] = {}
         self.active: str | None = None
         self.known_users: list[UserState] = []
-        self.server_state = "connecting"
         self.listen_port: int | None = None
-        self._server: StreamWriter | None = None
-        self._server_stream: trio.SocketStream | None = None
+        self.server = ServerLink(
+            config.name,
+            (config.server_host, config.server_port),
+            self._on_server_event,
+            self._on_server_state,
+        )
+        self.upgrades: list[str] = []  # recent outcomes, for ::netcheck
+        self._upgrade_scopes: dict[str, trio.CancelScope] = {}
+        self._linked: dict[str, trio.Event] = {}
         self._connect_lock = trio.Lock()
         self._connect_wait: tuple[str, trio.Event, list[PeerAddress | str]] | None = None
         self._acked = trio.Event()
@@ -143,79 +163,65 @@ class PeerNode:
         with suppress(trio.ClosedResourceError):
             self._events_send.send_nowait(event)
 
+    @property
+    def server_state(self) -> str:
+        return self.server.state
+
     def status(self) -> Status:
         talk = self.talks.get(self.active.lower()) if self.active else None
         return Status(
-            self.me, talk.partner if talk else None, talk.path if talk else None, self.server_state
+            self.me,
+            talk.partner if talk else None,
+            talk.path if talk else None,
+            self.server_state,
         )
 
     def _status_changed(self) -> None:
         self.emit(self.status())
 
-    # ------------------------------------------------------- rendezvous link
-    async def login(self, password_source: PasswordSource) -> None:
-        host, port = self.config.server_host, self.config.server_port
-        try:
-            with trio.fail_after(SERVER_CONNECT_TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as e:
-            why = "timed out" if isinstance(e, trio.TooSlowError) else (e.strerror or str(e))
-            raise ServerUnreachable(
-                f"Cannot reach the rendezvous at {host}:{port} ({why}). "
-                "Check --server HOST:PORT and that chathack-rendezvous is running there."
-            ) from e
-        self._server_stream = stream
-        writer = StreamWriter(stream)
-        self.nursery.start_soon(writer.run)
-        self._server = writer
-        reader = LineReader(stream)
-        self._send_server(format_client_event(Username(self.me)))
-        attempt, asked_name, last_error = 0, 0, ""
-        while True:
-            with trio.move_on_after(SERVER_REPLY_TIMEOUT) as scope:
-                event = await reader.next_event()
-            if scope.cancelled_caught:
-                raise ServerUnreachable(f"The rendezvous at {host}:{port} stopped answering")
-            match event:
-                case None:
-                    raise LoginFailed(last_error or "The rendezvous closed the connection")
-                case ServerLine("PASSWORD", text):
-                    attempt += 1
-                    prompt = f"{last_error}. {text}" if last_error else text
-                    secret = await password_source(prompt, text.startswith("New user"), attempt)
-                    self._send_server(format_client_event(Password(secret)))
-                case ServerLine("USERNAME", text):
-                    asked_name += 1
-                    if asked_name > 1:  # the first one is the greeting
-                        raise LoginFailed(last_error or text)
-                case ServerLine("ERROR", text):
-                    last_error = text
-                case ServerLine("BYE", text):
-                    raise LoginFailed(f"{last_error}. {text}" if last_error else text)
-                case ServerLine("OK", _):
-                    break
-        self.server_state = "online"
-        self.nursery.start_soon(self._read_server, reader)
+    # ------------------------------------------------------- rendezvous
+    async def start(self, source: PasswordSource) -> None:
+        """Listen, log in, announce where we can be reached, serve the session."""
+        if not self.config.relay_only:
+            listener = await open_listener(self.config.listen_host, self.config.listen_port)
+            self.listen_port = int(listener.socket.getsockname()[1])
+            bind = self.config.listen_host
+            self.server.local = (bind, self.listen_port)
+            self.nursery.start_soon(partial(trio.serve_listeners, self._accept, [listener]))
+        reader = await self.server.login(self.nursery, source)
+        self._announce()
+        self.nursery.start_soon(self.server.run, reader, self.nursery, self._after_relogin)
+
+    def _announce(self) -> None:
+        """Tell the server where we accept direct links."""
+        if self.config.relay_only or self.listen_port is None:
+            self._send_server(format_client_event(Lan(())))
+            return
+        self._send_server(format_client_event(ListenPort(self.listen_port)))
+        addrs: list[str] = []
+        for host in (self.config.listen_host, self.server.local_ip):
+            if host and host != wildcard_for(host) and host not in addrs:
+                addrs.append(host)
+        lan = tuple(
+            f"[{h}]:{self.listen_port}" if ":" in h else f"{h}:{self.listen_port}" for h in addrs
+        )
+        self._send_server(format_client_event(Lan(lan)))
+
+    def _after_relogin(self) -> None:
+        """Back on the rendezvous (maybe from a new address): re-announce, and ask
+        every partner's current address (they learn ours from Servidor[CALL])."""
+        self._announce()
+        for talk in self.talks.values():
+            if talk.open:
+                self._send_server(format_client_event(ServerConnect(talk.partner)))
 
     def _send_server(self, data: bytes) -> bool:
-        return self._server is not None and self._server.send(data)
+        return self.server.send(data)
 
-    async def _read_server(self, reader: LineReader) -> None:
-        while True:
-            event = await reader.next_event()
-            if event is None:
-                break
-            self._on_server_event(event)
-        if not self.closed:
-            self.server_state = "offline"
-            self.emit(
-                System(
-                    "Lost the connection to the rendezvous: direct conversations go "
-                    "on; relayed messages wait. Restart chathack-peer to reconnect.",
-                    "warning",
-                )
-            )
-            self._status_changed()
+    def _on_server_state(self, state: str, sentence: str) -> None:
+        if sentence and not self.closed:
+            self.emit(System(sentence, "info" if state == "online" else "warning"))
+        self._status_changed()
 
     def _on_server_event(self, event: ServerEvent) -> None:
         match event:
@@ -231,48 +237,61 @@ class PeerNode:
                 talk.plain = True
                 self.emit(Incoming(talk.partner, text, time.time(), "relayed"))
             case ServerLine("PEER", text):
-                self._answer_connect(text, None)
+                self._on_address(text, answering=True)
             case ServerLine("ERROR", text) if self._connect_wait is not None:
                 self._answer_connect(None, text)
             case ServerLine("CALL", text):
-                try:
-                    addr = parse_peer_address(text)
-                except RemoteProtocolError:
-                    return
-                self._know_user(addr.name)
-                if not self._is_open(addr.name):
-                    self.emit(System(f"{addr.name} wants to talk to you"))
-            case ServerLine("END", text) | ServerLine("GONE", text):
-                name = text.split(" ", 1)[0]
-                talk = self.talks.get(name.lower())
+                self._on_address(text, answering=False)
+            case ServerLine("PUNCH", text):
+                name, _, where = text.partition(" ")
+                endpoint = parse_endpoint(where)
+                if endpoint is not None and self._is_open(name):
+                    self.nursery.start_soon(self._punch, name, (endpoint.host, endpoint.port))
+            case ServerLine("END", text):
+                talk = self.talks.get(text.split(" ", 1)[0].lower())
                 if talk is not None and talk.open:
                     self._close_talk(talk, text)
+            case ServerLine("GONE", text):
+                talk = self.talks.get(text.split(" ", 1)[0].lower())
+                if talk is not None and talk.open:
+                    self.emit(System(f"{text}; the conversation stays open", "warning"))
             case ServerLine("USERS", text):
                 users = parse_users(text)
                 more = text.rsplit("+", 1)[-1].split()[0] if ", +" in text else "0"
                 self.known_users = users
                 self.emit(UsersList(tuple(users), int(more) if more.isdigit() else 0))
-            case ServerLine("BYE", text):
-                self.emit(ServerNotice("BYE", text))
-            case ServerLine("OK", _) | ServerLine("HELP", _):
+            case ServerLine("OK" | "HELP" | "PONG" | "SEEN", _):
+                pass
+            case ServerLine("BYE", text) if self.closed:
                 pass
             case ServerLine(flag, text):
                 self.emit(ServerNotice(flag, text))
+
+    def _on_address(self, text: str, answering: bool) -> None:
+        """A partner's candidates, in answer to our ``connect:`` or in a CALL."""
+        try:
+            addr = parse_peer_address(text)
+        except RemoteProtocolError as e:
+            if answering:
+                self._answer_connect(None, str(e))
+            return
+        self._know_user(addr.name)
+        if answering and self._answer_connect(addr, None):
+            return  # connect() takes it from here
+        if answering or self._is_open(addr.name):
+            # Our re-login's answer, or the partner came back (maybe from a new network).
+            if not answering:
+                self.emit(System(f"{addr.name} is back online"))
+            self._start_upgrade(paths.candidates_of(addr))
+        else:
+            self.emit(System(f"{addr.name} wants to talk to you"))
+            self._start_upgrade(paths.candidates_of(addr))
 
     def _know_user(self, name: str) -> None:
         if all(u.name.lower() != name.lower() for u in self.known_users):
             self.known_users.append(UserState(name, True))
 
-    # ------------------------------------------------------------ listening
-    async def listen(self) -> None:
-        listeners = await self.nursery.start(
-            partial(
-                trio.serve_tcp, self._accept, self.config.listen_port, host=self.config.listen_host
-            )
-        )
-        self.listen_port = int(listeners[0].socket.getsockname()[1])
-        self._send_server(format_client_event(ListenPort(self.listen_port)))
-
+    # ------------------------------------------------------------ direct links
     async def _accept(self, stream: trio.SocketStream) -> None:
         try:
             link = await direct.accept(stream, self.me, self.epoch)
@@ -280,13 +299,17 @@ class PeerNode:
             log.info("refused an incoming link: %s", e)
             await trio.aclose_forcefully(stream)
             return
-        self._adopt_link(link)
-        await self._run_link(link)
+        if self._adopt_link(link):
+            await self._run_link(link)
+        else:
+            await link.aclose()
 
     async def _run_link(self, link: direct.DirectLink) -> None:
+        link.received()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link.writer.run)
+                nursery.start_soon(self._link_keepalive, link)
                 while True:
                     try:
                         frame = await link.reader.next_frame()
@@ -295,6 +318,7 @@ class PeerNode:
                         break
                     if frame is None:
                         break
+                    link.received()
                     self._on_frame(link.partner, frame, link)
                 nursery.cancel_scope.cancel()
         finally:
@@ -302,20 +326,48 @@ class PeerNode:
                 await link.aclose()
             self._link_lost(link)
 
-    def _adopt_link(self, link: direct.DirectLink) -> None:
+    async def _link_keepalive(self, link: direct.DirectLink) -> None:
+        nonce = 0
+        while True:
+            await trio.sleep(LINK_PING_INTERVAL)
+            if trio.current_time() - link.last_rx > LINK_DEAD_AFTER:
+                log.info("link to %s silent for %.0f s: dropping it", link.partner, LINK_DEAD_AFTER)
+                await trio.aclose_forcefully(link.stream)
+                return
+            nonce += 1
+            link.send(Ping(nonce))
+
+    async def _link_alive(self, link: direct.DirectLink) -> bool:
+        """Whether ``link`` still carries traffic: ping it and wait for any frame."""
+        before = link.last_rx
+        if not link.send(Ping(0)):
+            return False
+        with trio.move_on_after(LINK_PROBE_TIMEOUT):
+            while link.last_rx <= before:
+                await link.heard.wait()
+            return True
+        return False
+
+    def _adopt_link(self, link: direct.DirectLink) -> bool:
+        """Make ``link`` the talk's path unless a better one is up; False: not taken."""
         talk = self._talk_for(link.partner, link)
-        old = talk.link
+        current = talk.link
+        if current is not None and current is not link and current.rank() >= link.rank():
+            return False  # both ends keep the same (higher-ranked) link
         talk.links.add(link)
         talk.link, talk.plain = link, False
         was = talk.path
-        talk.path = "direct"
-        if old is not None and old is not link:
-            old.writer.finish()
-        if was != "direct":
-            self.emit(System(f"Now talking to {talk.partner} directly (direct)"))
+        talk.path = link.path
+        if current is not None and current is not link:
+            current.writer.finish()
+        if was != talk.path:
+            how = "directly" if talk.path == "direct" else "through a punched hole"
+            self.emit(System(f"Now talking to {talk.partner} {how} ({talk.path})"))
             self._status_changed()
         for chat in talk.conv.to_resend():
             link.send(chat)
+        self._linked.setdefault(link.partner.lower(), trio.Event()).set()
+        return True
 
     def _link_lost(self, link: direct.DirectLink) -> None:
         talk = self.talks.get(link.partner.lower())
@@ -325,17 +377,88 @@ class PeerNode:
         if talk.link is not link:
             return
         talk.link = None
-        if talk.open and not self.closed:
-            self._fall_back(talk, "the direct link broke")
+        spare = max(talk.links, key=lambda x: x.rank(), default=None)
+        if spare is not None and talk.open:
+            self._adopt_link(spare)
+        elif talk.open and not self.closed:
+            self._fall_back(talk, "The direct link broke")
 
     def _fall_back(self, talk: Talk, why: str) -> None:
         talk.path = "relayed"
+        self._linked.pop(talk.partner.lower(), None)
         self.emit(
             System(f"{why}; talking to {talk.partner} through the relay (relayed)", "warning")
         )
         self._status_changed()
         for chat in talk.conv.to_resend():
             self._send_frame(talk, chat)
+
+    # ------------------------------------------------------------ upgrading
+    def _start_upgrade(self, cands: paths.Candidates) -> None:
+        """(Re)start looking for a direct path to ``cands.name`` in the background."""
+        if self.config.relay_only or not cands.frames:
+            return
+        key = cands.name.lower()
+        old = self._upgrade_scopes.pop(key, None)
+        if old is not None:
+            old.cancel()
+        scope = self._upgrade_scopes[key] = trio.CancelScope()
+        self.nursery.start_soon(self._upgrade, cands, scope)
+
+    async def _upgrade(self, cands: paths.Candidates, scope: trio.CancelScope) -> None:
+        key = cands.name.lower()
+        with scope:
+            talk = self.talks.get(key)
+            if talk is not None and talk.link is not None:
+                if await self._link_alive(talk.link):
+                    return
+                await trio.aclose_forcefully(talk.link.stream)  # dead: replace it
+            try:
+                link = await paths.race_direct(cands, self.me, self.epoch)
+            except LinkFailed as e:
+                self._note(cands.name, f"direct race failed ({e})")
+            else:
+                self._note(cands.name, f"{link.path} link up")
+                if self._adopt_link(link):
+                    self.nursery.start_soon(self._run_link, link)
+                else:
+                    await link.aclose()
+                return
+            if self._has_link(key):
+                return  # the partner reached us meanwhile
+            if cands.public is None or self.server.seen is None:
+                self._note(cands.name, "no public endpoints to punch with")
+                return
+            if self.me.lower() < key:  # one side asks, both get Servidor[PUNCH]
+                self._send_server(format_client_event(Punch(cands.name)))
+        if self._upgrade_scopes.get(key) is scope:
+            del self._upgrade_scopes[key]
+
+    async def _punch(self, name: str, remote: tuple[str, int]) -> None:
+        if self._has_link(name.lower()) or self.listen_port is None:
+            return
+        local = (self.config.listen_host, self.listen_port)
+        try:
+            link = await paths.punch(remote, local, self.me, name, self.epoch)
+        except LinkFailed as e:
+            self._note(name, str(e))
+            if not self._has_link(name.lower()) and self._is_open(name):
+                self.emit(System(f"No direct path to {name} ({e}); staying on the relay (relayed)"))
+            return
+        self._note(name, f"{link.path} link up (punch)")
+        if self._adopt_link(link):
+            self.nursery.start_soon(self._run_link, link)
+        else:
+            await link.aclose()
+
+    def _has_link(self, key: str) -> bool:
+        talk = self.talks.get(key)
+        return talk is not None and talk.link is not None
+
+    def _note(self, name: str, outcome: str) -> None:
+        self.upgrades.append(f"{time.strftime('%H:%M:%S')} {name}: {outcome}")
+        del self.upgrades[:-NETCHECK_HISTORY]
+        log.info("upgrade %s: %s", name, outcome)
 
     # ---------------------------------------------------------------- talks
     def _is_open(self, name: str) -> bool:
@@ -349,7 +472,7 @@ class PeerNode:
         if talk is not None and talk.open:
             return talk
         conv = talk.conv if talk is not None else Conversation(self.me, partner, self.epoch)
-        talk = Talk(partner, conv, "direct" if link else "relayed", link)
+        talk = Talk(partner, conv, link.path if link else "relayed", link)
         self.talks[key] = talk
         self._know_user(partner)
         self.emit(System(f"Talking to {partner} ({talk.path})"))
@@ -360,9 +483,13 @@ class PeerNode:
 
     def _close_talk(self, talk: Talk, why: str) -> None:
         talk.open = False
+        scope = self._upgrade_scopes.pop(talk.partner.lower(), None)
+        if scope is not None:
+            scope.cancel()
         for link in list(talk.links):
             link.writer.finish()
         talk.link = None
+        self._linked.pop(talk.partner.lower(), None)
         self.emit(System(why))
         if self.active and self.active.lower() == talk.partner.lower():
             self.active = next((t.partner for t in self.talks.values() if t.open), None)
@@ -374,7 +501,7 @@ class PeerNode:
                 return
             link, talk.link = talk.link, None
             talk.links.discard(link)
-            self._fall_back(talk, "the direct link stalled")
+            self._fall_back(talk, "The direct link stalled")
             if isinstance(frame, Chat):
                 return  # _fall_back re-sent every unacknowledged chat frame
         msg = Msg(talk.partner, frame_to_relay_text(frame))
@@ -400,16 +527,15 @@ class PeerNode:
                 talk = self.talks.get(origin.lower())
                 if talk is not None and talk.open:
                     self._close_talk(talk, f"{talk.partner} ended the conversation")
-            case Ping(nonce):
-                talk = self.talks.get(origin.lower())
-                if talk is not None:
-                    self._send_frame(talk, Pong(nonce))
-            case Pong():
+            case Ping(nonce) if link is not None:
+                link.send(Pong(nonce))
+            case Ping() | Pong():
                 pass
 
     # ------------------------------------------------------------ user API
     async def connect(self, name: str) -> Talk | None:
-        """Open a conversation with ``name``: direct if possible, else relayed."""
+        """Open a conversation with ``name``: direct if possible, else relayed
+        at once and upgraded in the background."""
         if name.lower() == self.me.lower():
             self.emit(System("You cannot talk to yourself", "error"))
             return None
@@ -424,20 +550,18 @@ class PeerNode:
             self.emit(ServerNotice("ERROR", answer))
             return None
         self._know_user(answer.name)
-        if answer.host is None or answer.port is None:
+        cands = paths.candidates_of(answer)
+        if not cands.frames:
             talk = self._talk_for(answer.name, None)
             talk.plain = True
         else:
-            try:
-                link = await direct.dial(answer.host, answer.port, self.me, answer.name, self.epoch)
-            except LinkFailed as e:
-                self.emit(System(f"No direct link: {e}", "warning"))
-                talk = self._talk_for(answer.name, None)
+            self._start_upgrade(cands)
+            linked = self._linked.setdefault(answer.name.lower(), trio.Event())
+            with trio.move_on_after(DIRECT_GRACE):
+                await linked.wait()
+            talk = self._talk_for(answer.name, None)
+            if talk.link is None:
                 self._send_frame(talk, Hello(self.me, answer.name, self.epoch))
-            else:
-                self._adopt_link(link)
-                self.nursery.start_soon(self._run_link, link)
-                talk = self.talks[answer.name.lower()]
         self.active = talk.partner
         self._status_changed()
         return talk
@@ -450,28 +574,22 @@ class PeerNode:
             try:
                 if not self._send_server(format_client_event(ServerConnect(name))):
                     return "Not connected to the rendezvous: cannot look anybody up"
-                with trio.move_on_after(SERVER_REPLY_TIMEOUT):
+                with trio.move_on_after(CONNECT_REPLY_TIMEOUT):
                     await done.wait()
             finally:
                 self._connect_wait = None
             return answer[0] if answer else "The rendezvous did not answer in time"
 
-    def _answer_connect(self, peer_text: str | None, error: str | None) -> None:
+    def _answer_connect(self, addr: PeerAddress | None, error: str | None) -> bool:
+        """Hand a PEER (or ERROR) to the waiting ``connect``; True if it was for it."""
         if self._connect_wait is None:
-            return
+            return False
         name, done, answer = self._connect_wait
-        if peer_text is not None:
-            try:
-                addr = parse_peer_address(peer_text)
-            except RemoteProtocolError as e:
-                answer.append(str(e))
-            else:
-                if addr.name.lower() != name:
-                    return
-                answer.append(addr)
-        else:
-            answer.append(error or "connect failed")
+        if addr is not None and addr.name.lower() != name:
+            return False
+        answer.append(addr if addr is not None else (error or "connect failed"))
         done.set()
+        return True
 
     async def send(self, name: str, text: str) -> bool:
         """Send ``text`` to ``name`` (opening the conversation if needed)."""
@@ -518,6 +636,14 @@ class PeerNode:
         self.active = self.talks[name.lower()].partner
         self._status_changed()
 
+    async def netcheck(self) -> None:
+        """Report what this peer knows about its network (``::netcheck``)."""
+        from peer.netcheck import report
+
+        rtt = await self.server.ping()
+        for line in report(self, rtt):
+            self.emit(System(line))
+
     async def handle_input(self, line: str) -> bool:
         """Act on one line typed by the user; False once the user quit."""
         from peer.input import dispatch
@@ -551,8 +677,9 @@ class PeerNode:
             return
         self.closed = True
         writers = [link.writer for talk in self.talks.values() for link in talk.links]
-        if self._server is not None:
-            writers.append(self._server)
+        server_writer = self.server.finish()
+        if server_writer is not None:
+            writers.append(server_writer)
         for writer in writers:
             writer.finish()
         with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):
@@ -570,17 +697,21 @@ class PeerNode:
 async def open_peer(config: PeerConfig, password_source: PasswordSource) -> AsyncIterator[PeerNode]:
     """Log in and listen; yield the running :class:`PeerNode`; close it on exit.
 
-    Raises :class:`ServerUnreachable` or :class:`LoginFailed` before yielding.
+    Raises :class:`~peer.errors.ServerUnreachable` or
+    :class:`~peer.errors.LoginFailed` before yielding.
     """
     try:
         async with trio.open_nursery() as nursery:
             node = PeerNode(config, nursery)
-            await node.login(password_source)
-            await node.listen()
+            await node.start(password_source)
+            where = (
+                f"direct links come to port {node.listen_port}"
+                if node.listen_port
+                else "relay only"
+            )
             node.emit(
                 System(
-                    f"Logged in as {node.me} at {config.server_host}:"
-                    f"{config.server_port}; direct links come to port {node.listen_port}"
+                    f"Logged in as {node.me} at {config.server_host}:{config.server_port}; {where}"
                 )
             )
             node.request_users()  # the notes' main menu: "Who do you want to talk to?"
@@ -598,6 +729,7 @@ async def open_peer(config: PeerConfig, password_source: PasswordSource) -> Asyn
 
 def fixed_password(secret: str) -> PasswordSource:
     """A password source for scripts and bots: always ``secret``; gives up on a retry."""
+    from peer.errors import LoginFailed
 
     async def source(prompt: str, is_new: bool, attempt: int) -> str:
         if attempt > 1:

@@ -65,9 +65,7 @@ def candidates_of(addr: PeerAddress) -> Candidates:
     return Candidates(addr.name, tuple(addrs), public, "lan" in extra)
 
 
-async def race_direct(
-    cands: Candidates, me: str, epoch: str
-) -> direct.DirectLink:
+async def race_direct(cands: Candidates, me: str, epoch: str) -> direct.DirectLink:
     """Dial every listening address of ``cands`` at once; the first link wins."""
     if not cands.addrs:
         raise LinkFailed(f"{cands.name} accepts no direct links")

@@ -34,6 +34,10 @@ def _end(hub: Hub, s: Session, arg: str, now: float) -> None:
     hub.end(s, arg or None)
 
 
+def _ping(hub: Hub, s: Session, arg: str, now: float) -> None:
+    s.say("PONG", arg or "-")
+
+
 def _quit(hub: Hub, s: Session, arg: str, now: float) -> None:
     s.say("BYE", f"Goodbye {s.name}")
     hub.detach(s, now)
@@ -46,6 +50,9 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("users", "::users", "list users, online first", _users),
         CommandSpec("end", "::end [NAME]", "end the conversation (with NAME)", _end),
         CommandSpec("quit", "::quit", "log out and close the connection", _quit),
+        CommandSpec(
+            "ping", "::ping [TOKEN]", "answer Servidor[PONG]: TOKEN (keepalive, RTT)", _ping
+        ),
         CommandSpec("help", "::help", "this list", _help),
     )
 }
@@ -56,6 +63,8 @@ KEYWORD_HELP = (
     ("msg: NAME TEXT", "send one line to NAME through the server"),
     ("TEXT", "a line with no keyword goes to your current conversation"),
     ("port: N", "tell the server the TCP port you accept direct links on"),
+    ("lan: HOST:PORT ...", "your own addresses, for peers on your network (a chathack peer)"),
+    ("punch: NAME", "hole punching: both of you get the other's public endpoint now"),
 )
 
 

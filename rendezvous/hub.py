@@ -14,13 +14,16 @@ from typing import Protocol
 
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
+    KICKED_PREFIX,
     ClientEvent,
     Command,
     Connect,
+    Lan,
     ListenPort,
     Msg,
     Password,
     PeerAddress,
+    Punch,
     Text,
     Username,
     UserState,
@@ -49,8 +52,10 @@ class Session:
 
     outbox: Outbox
     ip: str
+    remote_port: int | None = None  # the client's port as we see it (after any NAT)
     name: str | None = None
-    port: int | None = None
+    port: int | None = None  # where it accepts direct links
+    lan: tuple[str, ...] | None = None  # its own addresses; None: not a chathack peer
     current: str | None = None  # partner that plain text goes to
     partners: set[str] = field(default_factory=set)  # lower-case names
     closed: bool = False
@@ -75,7 +80,10 @@ class Hub:
         key = account.name.lower()
         old = self.online.get(key)
         if old is not None and old is not session:
-            old.say("BYE", f"You logged in again from {session.ip}; this session is closed")
+            old.say("BYE", f"{KICKED_PREFIX} from {session.ip}; this session is closed")
+            # Same user, new connection (often a new network): conversations carry on.
+            session.partners, old.partners = old.partners, set()
+            session.current = old.current
             self.detach(old, now)
             old.close()
         session.name = account.name
@@ -124,7 +132,13 @@ class Hub:
                     session.port = port
                     assert session.name is not None
                     self.store.record_port(session.name, port)
-                    session.say("OK", f"Direct links to you go to {session.ip}:{port}")
+                    where = _endpoint(session.ip, port)
+                    session.say("OK", f"Direct links to you go to {where}")
+                case Lan(addrs):
+                    session.lan = addrs
+                    session.say("OK", f"Your own addresses: {' '.join(addrs) or 'none'}")
+                case Punch(name):
+                    self.punch(session, name)
                 case Username() | Password():
                     session.say("ERROR", f"You are already logged in as {session.name}")
         except RemoteProtocolError as e:
@@ -145,10 +159,31 @@ class Hub:
         return target
 
     def address_of(self, session: Session) -> PeerAddress:
+        """NAME, where it listens as we see it, and for chathack peers the
+        candidates for a direct path: ``public=`` (its connection to us, after
+        any NAT) and ``lan=`` (its own addresses)."""
         assert session.name is not None
+        extra: list[tuple[str, str]] = []
+        if session.lan is not None:
+            if session.remote_port is not None:
+                extra.append(("public", _endpoint(session.ip, session.remote_port)))
+            extra.append(("lan", ",".join(session.lan) or "-"))
         if session.port is None:
-            return PeerAddress(session.name, None, None)
-        return PeerAddress(session.name, session.ip, session.port)
+            return PeerAddress(session.name, None, None, tuple(extra))
+        return PeerAddress(session.name, session.ip, session.port, tuple(extra))
+
+    def public_of(self, session: Session) -> str:
+        """Where the server sees ``session`` come from: ``IP:PORT``."""
+        return _endpoint(session.ip, session.remote_port or 0)
+
+    def punch(self, session: Session, name: str) -> None:
+        """Send both sides each other's public endpoint at once: both dial now."""
+        target = self._target(session, name, "punch to")
+        assert session.name is not None and target.name is not None
+        if target.lan is None or target.remote_port is None or session.remote_port is None:
+            raise RemoteProtocolError(f"{target.name} cannot take part in hole punching")
+        target.say("PUNCH", f"{session.name} {self.public_of(session)}")
+        session.say("PUNCH", f"{target.name} {self.public_of(target)}")
 
     def connect(self, session: Session, name: str) -> None:
         target = self._target(session, name, "connect to")
@@ -200,3 +235,7 @@ class Hub:
     def users_line(self) -> str:
         users, more = self.users()
         return format_users(users, more)
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

@@ -174,15 +174,17 @@ class Server:
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         try:
-            ip = str(stream.socket.getpeername()[0])
+            peer = stream.socket.getpeername()
         except OSError:  # already reset by the client
             await trio.aclose_forcefully(stream)
             return
-        await self.handle_connection(stream, ip)
+        await self.handle_connection(stream, str(peer[0]), int(peer[1]))
 
-    async def handle_connection(self, stream: trio.abc.Stream, ip: str) -> None:
+    async def handle_connection(
+        self, stream: trio.abc.Stream, ip: str, port: int | None = None
+    ) -> None:
         conn = Connection(stream, ip, self.limits.outbox_lines)
-        session = Session(conn, ip)
+        session = Session(conn, ip, port)
         self.connections.add(conn)
         if self._no_connections.is_set():
             self._no_connections = trio.Event()
@@ -262,6 +264,8 @@ class Server:
                     f"{verb} {account.name}. You are seen as {session.ip}. "
                     "::help lists the commands",
                 )
+                # Where this client's connection comes from, after any NAT (like STUN).
+                session.say("SEEN", self.hub.public_of(session))
                 log.info("%s logged in from %s", account.name, session.ip)
                 return True
             case Command("quit", _):

@@ -98,7 +98,9 @@ class LineClient:
         await self.send_line(f"username: {name}")
         await self.expect("PASSWORD")
         await self.send_line(f"password: {password}")
-        return await self.expect("OK")
+        ok = await self.expect("OK")
+        self.seen = await self.expect("SEEN")  # our address as the server sees it
+        return ok
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)

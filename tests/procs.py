@@ -7,6 +7,7 @@ process is ended in a ``finally`` even when a test fails.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -31,8 +32,17 @@ def command(name: str) -> str:
 
 
 class Rendezvous:
-    def __init__(self, db: Path, *extra: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        db: Path,
+        *extra: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """``prefix`` runs it elsewhere (``ip netns exec NS``)."""
         argv = [
+            *prefix,
             command("chathack-rendezvous"),
             "--host",
             host,
@@ -74,9 +84,11 @@ class Peer:
         password: str | None = None,
         listen: str = "127.0.0.1:0",
         extra: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
     ) -> None:
         env = dict(os.environ, CHATHACK_PASSWORD=password or f"pw-{name}-secret")
         argv = [
+            *prefix,
             command("chathack-peer"),
             name,
             "--server",
@@ -89,6 +101,8 @@ class Peer:
         ]
         self.name = name
         self.proc = PopenSpawn(argv, timeout=EXPECT_TIMEOUT, encoding="utf-8", env=env)
+        self.transcript = io.StringIO()
+        self.proc.logfile_read = self.transcript
 
     def send(self, line: str) -> None:
         self.proc.sendline(line)

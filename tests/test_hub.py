@@ -65,7 +65,7 @@ def hub(store: SqliteStore) -> Hub:
     return Hub(store)
 
 
-def login(hub: Hub, name: str, ip: str = "10.0.0.1", now: float = 100.0) -> Session:
+def login(hub: Hub, name: str, ip: str = "198.51.100.1", now: float = 100.0) -> Session:
     """Register ``name`` if needed and attach a new session for it (login is the server's job)."""
     account = hub.store.get_account(name) or hub.store.create_account(name, "hash", now)
     session = Session(FakeOutbox(), ip)
@@ -96,10 +96,10 @@ def only(session: Session, flag: str) -> str:
 
 
 def test_attach_puts_the_user_online_and_records_the_login(hub: Hub) -> None:
-    alice = login(hub, "alice", "10.0.0.1", now=5)
+    alice = login(hub, "alice", "198.51.100.1", now=5)
     assert hub.session_of("ALICE") is alice and alice.name == "alice"
     acc = hub.store.get_account("alice")
-    assert acc is not None and acc.last_ip == "10.0.0.1" and acc.last_seen == 5
+    assert acc is not None and acc.last_ip == "198.51.100.1" and acc.last_seen == 5
     assert take(alice) == []  # the welcome is the I/O layer's job
 
 
@@ -110,11 +110,11 @@ def test_detach_takes_the_user_offline_and_records_last_seen(hub: Hub) -> None:
     acc = hub.store.get_account("alice")
     assert acc is not None and acc.last_seen == 300
     hub.detach(alice, now=400)  # twice is harmless
-    hub.detach(Session(FakeOutbox(), "10.0.0.9"), now=400)  # never logged in: nothing to do
+    hub.detach(Session(FakeOutbox(), "198.51.100.9"), now=400)  # never logged in: nothing to do
 
 
-def test_second_login_kicks_the_old_session(hub: Hub) -> None:
-    old = login(hub, "alice", "10.0.0.1")
+def test_second_login_kicks_the_old_session_and_keeps_its_conversations(hub: Hub) -> None:
+    old = login(hub, "alice", "198.51.100.1")
     bob = login(hub, "bob")
     say(hub, bob, Connect("alice"))
     take(old), take(bob)
@@ -125,9 +125,10 @@ def test_second_login_kicks_the_old_session(hub: Hub) -> None:
     assert hub.session_of("alice") is new and new.name == "alice"  # the registered spelling
     acc = hub.store.get_account("alice")
     assert acc is not None and acc.last_ip == "192.0.2.55"
-    # The conversation was with the old session: bob is told it went away.
-    assert only(bob, "GONE") == "alice went offline"
-    assert bob.current is None
+    # Same user from a new network (roaming): the conversation carries on.
+    assert take(bob) == []
+    assert bob.current == "alice" and new.partners == {"bob"} and new.current == "bob"
+    assert old.partners == set()
     # The old session's connection ending later changes nothing.
     hub.detach(old, now=600)
     assert hub.session_of("alice") is new
@@ -139,11 +140,11 @@ def test_second_login_kicks_the_old_session(hub: Hub) -> None:
 
 
 def test_connect_sends_peer_to_the_caller_and_call_to_the_callee(hub: Hub) -> None:
-    alice, bob = login(hub, "alice", "10.0.0.1"), login(hub, "bob", "10.0.0.2")
+    alice, bob = login(hub, "alice", "198.51.100.1"), login(hub, "bob", "198.51.100.2")
     say(hub, bob, ListenPort(4000))
-    assert only(bob, "OK") == "Direct links to you go to 10.0.0.2:4000"
+    assert only(bob, "OK") == "Direct links to you go to 198.51.100.2:4000"
     say(hub, alice, Connect("BOB"))
-    assert parse_peer_address(only(alice, "PEER")) == PeerAddress("bob", "10.0.0.2", 4000)
+    assert parse_peer_address(only(alice, "PEER")) == PeerAddress("bob", "198.51.100.2", 4000)
     assert parse_peer_address(only(bob, "CALL")) == PeerAddress("alice", None, None)
     assert alice.current == "bob" and bob.current == "alice"
     assert alice.partners == {"bob"} and bob.partners == {"alice"}

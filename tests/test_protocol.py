@@ -361,7 +361,7 @@ def test_users_format_and_parse() -> None:
         (PeerAddress("bob", "2001:db8::1", 4000), "bob [2001:db8::1]:4000"),
         (PeerAddress("bob", "::1", 65535), "bob [::1]:65535"),
         (PeerAddress("bob", None, None), "bob -"),
-        (PeerAddress("bob", "10.0.0.2", 1, (("key", "a=b"),)), "bob 10.0.0.2:1 key=a=b"),
+        (PeerAddress("bob", "198.51.100.2", 1, (("key", "a=b"),)), "bob 198.51.100.2:1 key=a=b"),
     ],
 )
 def test_peer_address(peer: PeerAddress, text: str) -> None:

@@ -49,14 +49,14 @@ def make_server(db: str | Path = ":memory:", **limits: float) -> Server:
 
 @asynccontextmanager
 async def running(server: Server) -> AsyncIterator[Connect]:
-    """Yield ``connect(ip="10.0.0.1", lockstep=False)``, which opens a client.
+    """Yield ``connect(ip="198.51.100.1", lockstep=False)``, which opens a client.
 
     Memory streams buffer without limit; ``lockstep=True`` gives a stream whose
     ``send_all`` waits until the client reads, to model a client that stops reading.
     """
     async with trio.open_nursery() as nursery:
 
-        async def connect(ip: str = "10.0.0.1", *, lockstep: bool = False) -> LineClient:
+        async def connect(ip: str = "198.51.100.1", *, lockstep: bool = False) -> LineClient:
             pair = (
                 trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
             )
@@ -85,12 +85,14 @@ async def test_register_then_log_in_with_the_same_password(server: Server) -> No
         await first.send_line("username: alice")
         assert await first.expect("PASSWORD") == "New user alice: choose a password to register"
         await first.send_line("password: s3cret")
-        assert (await first.expect("OK")).startswith("Registered alice. You are seen as 10.0.0.1")
+        ok = await first.expect("OK")
+        assert ok.startswith("Registered alice. You are seen as 198.51.100.1")
+        assert (await first.expect("SEEN")).startswith("198.51.100.1:")
         await first.send_line("::quit")
         assert await first.expect("BYE") == "Goodbye alice"
         await first.expect_eof()
 
-        again = await connect("10.0.0.1")
+        again = await connect("198.51.100.1")
         await again.expect("USERNAME")
         await again.send_line("username: ALICE")
         assert await again.expect("PASSWORD") == "Password for alice"
@@ -158,7 +160,7 @@ async def test_login_from_a_new_ip_updates_the_store_and_kicks_the_old_session(
     server: Server,
 ) -> None:
     async with running(server) as connect:
-        old = await connect("10.0.0.1")
+        old = await connect("198.51.100.1")
         await old.login("alice", "pw12")
         new = await connect("198.51.100.7")
         assert "You are seen as 198.51.100.7" in await new.login("alice", "pw12")
@@ -244,7 +246,7 @@ async def test_two_clients_relay_both_ways_over_loopback() -> None:
 
 async def test_partner_going_offline_is_announced(server: Server) -> None:
     async with running(server) as connect:
-        alice, bob = await connect(), await connect("10.0.0.2")
+        alice, bob = await connect(), await connect("198.51.100.2")
         await alice.login("alice", "pw12")
         await bob.login("bob", "pw34")
         await alice.send_line("connect: bob")
@@ -278,7 +280,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_carry_on() -> N
     server = make_server(outbox_lines=4)
     async with running(server) as connect:
         alice = await connect()
-        stuck = await connect("10.0.0.2", lockstep=True)
+        stuck = await connect("198.51.100.2", lockstep=True)
         await alice.login("alice", "pw12")
         await stuck.login("stuck", "pw34")
         # stuck reads no more. Its writer blocks on the first line; the next

@@ -1,0 +1,283 @@
+"""The peer's session with the rendezvous: connect (from the shared local
+port), log in, keep alive, and come back by itself after a loss.
+
+The connection leaves from the same local port the peer listens on, so the
+public endpoint the rendezvous reports (``Servidor[SEEN]``) is the one a
+partner must aim at to punch through our NAT (see :mod:`peer.sockets`).
+
+Liveness: a ``::ping`` every :data:`PING_INTERVAL` seconds; when nothing at
+all has come from the server for :data:`DEAD_AFTER` seconds the connection is
+dropped. After a loss it reconnects with exponential backoff and jitter
+(:data:`BACKOFF_FIRST` doubling up to :data:`BACKOFF_MAX`), logging in again
+with the password that worked — except when the server closed this session
+because the same user logged in elsewhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import socket as stdsocket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+import trio
+
+from chathack.protocol import (
+    KICKED_PREFIX,
+    Password,
+    ServerEvent,
+    ServerLine,
+    Username,
+    format_client_event,
+)
+from chathack.protocol import Command as ServerCommand
+from peer.errors import LoginFailed, ServerUnreachable
+from peer.sockets import connect_from, resolve
+from peer.transport import LineReader, StreamWriter
+
+log = logging.getLogger("chathack.peer")
+
+#: Seconds to open the TCP connection to the rendezvous.
+CONNECT_TIMEOUT = 5.0
+#: Seconds the rendezvous has to answer each login step.
+REPLY_TIMEOUT = 10.0
+#: Seconds between keepalive pings to the rendezvous.
+PING_INTERVAL = 5.0
+#: Seconds of silence from the rendezvous after which the connection is dropped.
+DEAD_AFTER = 15.0
+#: First and largest pause between reconnection attempts, in seconds.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+#: ``await source(prompt_text, is_new_account, attempt)`` returns a password.
+PasswordSource = Callable[[str, bool, int], Awaitable[str]]
+
+
+@dataclass(slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_endpoint(text: str) -> Endpoint | None:
+    host, _, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if host and port.isascii() and port.isdigit():
+        return Endpoint(host, int(port))
+    return None
+
+
+class ServerLink:
+    """One logged-in rendezvous session at a time, replaced after a loss."""
+
+    def __init__(
+        self,
+        name: str,
+        server: tuple[str, int],
+        on_event: Callable[[ServerEvent], None],
+        on_state: Callable[[str, str], None],
+    ) -> None:
+        self.name = name
+        self.server = server
+        self.on_event = on_event
+        self.on_state = on_state  # (state word, a sentence for the user)
+        self.local: tuple[str, int] | None = None  # shared local address, once listening
+        self.writer: StreamWriter | None = None
+        self.stream: trio.SocketStream | None = None
+        self.seen: Endpoint | None = None  # our connection as the server sees it
+        self.local_ip: str | None = None  # our end of the connection
+        self.state = "connecting"
+        self.rtt: float | None = None  # last keepalive round trip, seconds
+        self.kicked = False
+        self.closed = False
+        self._secret: str | None = None
+        self._last_rx = 0.0
+        self._pongs: dict[str, trio.Event] = {}
+
+    # ------------------------------------------------------------ sending
+    def send(self, data: bytes) -> bool:
+        return self.writer is not None and self.writer.send(data)
+
+    # --------------------------------------------------------- connecting
+    async def _open(self) -> trio.SocketStream:
+        host, port = self.server
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                addr = await resolve(host, port)
+                if self.local is not None:
+                    try:
+                        return await connect_from(self.local, addr)
+                    except OSError as e:
+                        # The shared port is taken for this destination (a lingering old
+                        # connection): connect from any port; only hole punching suffers.
+                        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                            raise
+                        log.info("shared port unavailable for the rendezvous: %s", e)
+                return await trio.open_tcp_stream(*addr)
+        except (OSError, trio.TooSlowError) as e:
+            why = "timed out" if isinstance(e, trio.TooSlowError) else (e.strerror or str(e))
+            raise ServerUnreachable(
+                f"Cannot reach the rendezvous at {host}:{port} ({why}). "
+                "Check --server HOST:PORT and that chathack-rendezvous is running there."
+            ) from e
+
+    async def login(self, nursery: trio.Nursery, source: PasswordSource) -> LineReader:
+        """Connect and log in; return the reader for the rest of the session."""
+        stream = await self._open()
+        self.stream = stream
+        self.local_ip = str(stream.socket.getsockname()[0])
+        writer = StreamWriter(stream)
+        nursery.start_soon(writer.run)
+        self.writer = writer
+        reader = LineReader(stream)
+        self.send(format_client_event(Username(self.name)))
+        attempt, asked_name, last_error = 0, 0, ""
+        while True:
+            with trio.move_on_after(REPLY_TIMEOUT) as scope:
+                event = await reader.next_event()
+            if scope.cancelled_caught:
+                raise ServerUnreachable(
+                    f"The rendezvous at {self.server[0]}:{self.server[1]} stopped answering"
+                )
+            match event:
+                case None:
+                    raise LoginFailed(last_error or "The rendezvous closed the connection")
+                case ServerLine("USERNAME", text):
+                    asked_name += 1
+                    if asked_name > 1:  # the first one is the greeting
+                        raise LoginFailed(last_error or text)
+                case ServerLine("PASSWORD", text):
+                    attempt += 1
+                    prompt = f"{last_error}. {text}" if last_error else text
+                    secret = await source(prompt, text.startswith("New user"), attempt)
+                    self._secret = secret
+                    self.send(format_client_event(Password(secret)))
+                case ServerLine("ERROR", text):
+                    last_error = text
+                case ServerLine("BYE", text):
+                    raise LoginFailed(f"{last_error}. {text}" if last_error else text)
+                case ServerLine("OK", _):
+                    break
+        self._last_rx = trio.current_time()
+        self.kicked = False
+        self._set_state("online", "")
+        return reader
+
+    # ------------------------------------------------------------ running
+    async def run(
+        self, reader: LineReader, nursery: trio.Nursery, on_login: Callable[[], None]
+    ) -> None:
+        """Serve the session; after a loss, reconnect (backoff) and serve again."""
+        while True:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(self._keepalive, inner.cancel_scope)
+                await self._read(reader)
+                inner.cancel_scope.cancel()
+            self._drop()
+            if self.closed:
+                return
+            if self.kicked:
+                self._set_state(
+                    "offline",
+                    "This user logged in elsewhere; this session ended. "
+                    "Restart chathack-peer to take it back.",
+                )
+                return
+            reader = await self._reconnect(nursery)
+            on_login()
+
+    async def _read(self, reader: LineReader) -> None:
+        while True:
+            event = await reader.next_event()
+            if event is None:
+                return
+            self._last_rx = trio.current_time()
+            match event:
+                case ServerLine("PONG", token) if token in self._pongs:
+                    self._pongs.pop(token).set()
+                case ServerLine("SEEN", text):
+                    self.seen = parse_endpoint(text)
+                case ServerLine("BYE", text) if text.startswith(KICKED_PREFIX):
+                    self.kicked = True
+            self.on_event(event)
+
+    async def _keepalive(self, scope: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(PING_INTERVAL)
+            if trio.current_time() - self._last_rx > DEAD_AFTER:
+                log.info("the rendezvous has been silent for %.0f s; reconnecting", DEAD_AFTER)
+                scope.cancel()
+                return
+            await self.ping()
+
+    async def ping(self) -> float | None:
+        """Round trip to the rendezvous in seconds (None: no answer in time)."""
+        token = f"{time.monotonic_ns():x}"
+        done = self._pongs[token] = trio.Event()
+        start = trio.current_time()
+        if not self.send(format_client_event(ServerCommand("ping", token))):
+            self._pongs.pop(token, None)
+            return None
+        with trio.move_on_after(REPLY_TIMEOUT):
+            await done.wait()
+            self.rtt = trio.current_time() - start
+            return self.rtt
+        self._pongs.pop(token, None)
+        return None
+
+    async def _reconnect(self, nursery: trio.Nursery) -> LineReader:
+        delay = BACKOFF_FIRST
+        self._set_state(
+            "reconnecting",
+            "Lost the rendezvous; reconnecting. Direct conversations go on; relayed messages wait.",
+        )
+        secret = self._secret
+
+        async def same_password(prompt: str, is_new: bool, attempt: int) -> str:
+            if attempt > 1 or secret is None:
+                raise LoginFailed(prompt)
+            return secret
+
+        while True:
+            try:
+                reader = await self.login(nursery, same_password)
+            except ServerUnreachable as e:
+                log.info("%s; next try in %.1f s", e, delay)
+                self._drop()
+                await trio.sleep(delay * random.uniform(0.5, 1.0))  # backoff with jitter
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            self._set_state("online", "Reconnected to the rendezvous")
+            return reader
+
+    def _drop(self) -> None:
+        """Forget the current connection, resetting it so no TIME_WAIT holds our port."""
+        if self.writer is not None:
+            self.writer.finish()
+        if self.stream is not None:
+            with suppress(OSError):
+                self.stream.socket.setsockopt(
+                    stdsocket.SOL_SOCKET, stdsocket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+            self.stream.socket.close()
+        self.writer, self.stream = None, None
+
+    def _set_state(self, state: str, sentence: str) -> None:
+        self.state = state
+        self.on_state(state, sentence)
+
+    def finish(self) -> StreamWriter | None:
+        """We are leaving: no reconnection; return the writer to flush."""
+        self.closed = True
+        writer = self.writer
+        if writer is not None:
+            writer.finish()
+        return writer
