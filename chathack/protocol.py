@@ -13,6 +13,10 @@ client -> server::
     port: N                 the TCP port this peer accepts direct links on
     connect: NAME           start a conversation with NAME
     msg: NAME TEXT          relay one line to NAME
+    mail: NAME ID TEXT      store TEXT for NAME, online or not (docs/MAILBOX.md)
+    ack: ORIGIN ID ...      these MAIL lines arrived: the server may forget them
+    read: ORIGIN ID ...     these MAIL lines were shown: tell their senders
+    receipt: FLAG NAME ID ..  these receipts arrived: the server may forget them
     ::COMMAND [ARG]         ::users ::help ::end ::quit ...
     TEXT                    anything else: relayed to the current partner
 
@@ -52,6 +56,12 @@ SERVER_ORIGIN = "Servidor"
 KICKED_PREFIX = "You logged in again"
 #: Flags are upper-case words.
 FLAG_RE = re.compile(r"[A-Z_]{1,16}")
+#: A mail id, chosen by its sender; (sender, id) names one stored message.
+MAIL_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: The receipts a sender gets about its mail (``Servidor[FLAG]: NAME ID``).
+RECEIPT_FLAGS = ("DELIVERED", "READ", "EXPIRED")
+#: Most items one ``ack:``, ``read:`` or ``receipt:`` line may carry.
+MAX_MAIL_KEYS = 1024
 
 _SERVER_LINE_RE = re.compile(r"Servidor\[([A-Z_]{1,16})\]: ?(.*)", re.DOTALL)
 _USER_LINE_RE = re.compile(r"([A-Za-z0-9_.-]{1,32}): ?(.*)", re.DOTALL)
@@ -192,7 +202,82 @@ class Punch:
     name: str
 
 
-ClientEvent = Username | Password | ListenPort | Lan | Connect | Punch | Msg | Command | Text
+@dataclass(frozen=True, slots=True)
+class IdentityKey:
+    """``key: BASE64`` — this user's public identity key (Ed25519, 32 bytes)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """``mail: NAME ID TEXT`` — store TEXT for NAME (who may be offline) under
+    the sender's id ID. TEXT is checked by the server, which answers
+    ``Servidor[REFUSED]`` (correlated by NAME ID) rather than ``ERROR``."""
+
+    to: str
+    msg_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailKey:
+    """One stored message: ``name`` is its sender (in ``ack:``/``read:``/``MAIL``)
+    or its recipient (in receipts); ``msg_id`` is the sender's id."""
+
+    name: str
+    msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailAck:
+    """``ack: ORIGIN ID [ORIGIN ID ...]`` — these messages arrived."""
+
+    keys: tuple[MailKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MailRead:
+    """``read: ORIGIN ID [ORIGIN ID ...]`` — these messages were shown."""
+
+    keys: tuple[MailKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """``Servidor[FLAG]: NAME ID`` — what became of the message ID you sent NAME."""
+
+    flag: str  # one of RECEIPT_FLAGS
+    name: str
+    msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptAck:
+    """``receipt: FLAG NAME ID [FLAG NAME ID ...]`` — these receipts arrived."""
+
+    receipts: tuple[Receipt, ...]
+
+
+ClientEvent = (
+    Username
+    | Password
+    | ListenPort
+    | Lan
+    | IdentityKey
+    | Connect
+    | Punch
+    | Msg
+    | Mail
+    | MailAck
+    | MailRead
+    | ReceiptAck
+    | Command
+    | Text
+)
+
+#: An identity key on the wire: standard base64 of 32 bytes.
+KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 #: Most addresses one ``lan:`` line may list.
 MAX_LAN_ADDRS = 8
@@ -218,6 +303,11 @@ def check_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     if _CONTROL_RE.search(text):
         raise RemoteProtocolError("Control characters are not allowed in messages")
     return text
+
+
+def has_controls(text: str) -> bool:
+    """True if ``text`` holds a character that :func:`check_text` refuses."""
+    return bool(_CONTROL_RE.search(text))
 
 
 def _keyword(line: str) -> tuple[str, str] | None:
@@ -287,9 +377,72 @@ def _is_endpoint(text: str) -> bool:
     )
 
 
+def _parse_key(arg: str) -> ClientEvent:
+    if not KEY_RE.fullmatch(arg):
+        raise RemoteProtocolError('Malformed line: write "key: BASE64" (a 32-byte public key)')
+    return IdentityKey(arg)
+
+
+def check_mail_id(msg_id: str) -> str:
+    """Return ``msg_id`` if it is a valid mail id, else raise."""
+    if not MAIL_ID_RE.fullmatch(msg_id):
+        raise RemoteProtocolError(
+            f"Invalid mail id {msg_id[:70]!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
+        )
+    return msg_id
+
+
+def _parse_mail(arg: str) -> ClientEvent:
+    to, _, rest = arg.partition(" ")
+    msg_id, _, text = rest.strip().partition(" ")
+    if not to or not msg_id:
+        raise RemoteProtocolError('Malformed line: write "mail: NAME ID TEXT"')
+    # TEXT is the server's to judge: a refusal then names NAME and ID.
+    return Mail(check_name(to), check_mail_id(msg_id), text.strip())
+
+
+def _mail_keys(arg: str, keyword: str) -> tuple[MailKey, ...]:
+    words = arg.split()
+    if not words or len(words) % 2 or len(words) > 2 * MAX_MAIL_KEYS:
+        raise RemoteProtocolError(
+            f'Malformed line: write "{keyword}: NAME ID [NAME ID ...]" '
+            f"(at most {MAX_MAIL_KEYS} pairs)"
+        )
+    return tuple(
+        MailKey(check_name(words[i]), check_mail_id(words[i + 1])) for i in range(0, len(words), 2)
+    )
+
+
+def _parse_ack(arg: str) -> ClientEvent:
+    return MailAck(_mail_keys(arg, "ack"))
+
+
+def _parse_read(arg: str) -> ClientEvent:
+    return MailRead(_mail_keys(arg, "read"))
+
+
+def _parse_receipt(arg: str) -> ClientEvent:
+    words = arg.split()
+    if not words or len(words) % 3 or len(words) > 3 * MAX_MAIL_KEYS:
+        raise RemoteProtocolError(
+            'Malformed line: write "receipt: FLAG NAME ID [FLAG NAME ID ...]" '
+            f"(at most {MAX_MAIL_KEYS})"
+        )
+    out: list[Receipt] = []
+    for i in range(0, len(words), 3):
+        flag, name, msg_id = words[i : i + 3]
+        if flag not in RECEIPT_FLAGS:
+            raise RemoteProtocolError(
+                f"Unknown receipt {flag[:20]!r}: it is one of {', '.join(RECEIPT_FLAGS)}"
+            )
+        out.append(Receipt(flag, check_name(name), check_mail_id(msg_id)))
+    return ReceiptAck(tuple(out))
+
+
 _HOST_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}")
 
 _KEYWORDS = {
+    "key": _parse_key,
     "lan": _parse_lan,
     "punch": _parse_punch,
     "username": _parse_username,
@@ -297,7 +450,14 @@ _KEYWORDS = {
     "port": _parse_port,
     "connect": _parse_connect,
     "msg": _parse_msg,
+    "mail": _parse_mail,
+    "ack": _parse_ack,
+    "read": _parse_read,
+    "receipt": _parse_receipt,
 }
+
+#: The words that make a line a keyword line (``word: ...``) rather than chat text.
+CLIENT_KEYWORDS = tuple(_KEYWORDS)
 
 
 def parse_client_line(line: str) -> ClientEvent:
@@ -326,10 +486,20 @@ def format_client_event(event: ClientEvent) -> bytes:
             line = f"lan: {' '.join(addrs) if addrs else '-'}"
         case Punch(name):
             line = f"punch: {name}"
+        case IdentityKey(key):
+            line = f"key: {key}"
         case Connect(name):
             line = f"connect: {name}"
         case Msg(to, text):
             line = f"msg: {to} {text}"
+        case Mail(to, msg_id, text):
+            line = f"mail: {to} {msg_id} {text}"
+        case MailAck(keys):
+            line = f"ack: {format_mail_keys(keys)}"
+        case MailRead(keys):
+            line = f"read: {format_mail_keys(keys)}"
+        case ReceiptAck(receipts):
+            line = "receipt: " + " ".join(f"{r.flag} {r.name} {r.msg_id}" for r in receipts)
         case Command(name, arg):
             line = f"::{name} {arg}" if arg else f"::{name}"
         case Text(text):
@@ -456,3 +626,77 @@ def parse_peer_address(text: str) -> PeerAddress:
     if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise RemoteProtocolError(f"Malformed peer address {text[:80]!r}")
     return PeerAddress(name, host, int(port), extra)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# The mailbox (store-and-forward; docs/MAILBOX.md)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MailItem:
+    """``Servidor[MAIL]: ORIGIN ID STAMP TEXT`` — a stored message for you,
+    sent by ORIGIN under its id ID, stored at STAMP (Unix seconds)."""
+
+    origin: str
+    msg_id: str
+    stamp: int
+    text: str
+
+
+def format_mail_keys(keys: tuple[MailKey, ...] | list[MailKey]) -> str:
+    """``NAME ID NAME ID ...``: the text of ``ack:``/``read:``, and (one key) of
+    ``Servidor[STORED|DELIVERED|READ|EXPIRED]``."""
+    return " ".join(f"{k.name} {k.msg_id}" for k in keys)
+
+
+def parse_mail_key(text: str) -> MailKey:
+    """The ``NAME ID`` of a ``STORED``, ``DELIVERED``, ``READ`` or ``EXPIRED`` line."""
+    words = text.split()
+    if len(words) != 2 or not NAME_RE.fullmatch(words[0]) or not MAIL_ID_RE.fullmatch(words[1]):
+        raise RemoteProtocolError(f"Malformed mail reference {text[:80]!r}")
+    return MailKey(words[0], words[1])
+
+
+def format_mail(item: MailItem) -> str:
+    return f"{item.origin} {item.msg_id} {item.stamp} {item.text}"
+
+
+def parse_mail(text: str) -> MailItem:
+    """The payload of a ``Servidor[MAIL]`` line."""
+    origin, msg_id, stamp, body = [*text.split(" ", 3), "", "", ""][:4]
+    if (
+        not NAME_RE.fullmatch(origin)
+        or not MAIL_ID_RE.fullmatch(msg_id)
+        or not (stamp.isascii() and stamp.isdigit())
+        or not body
+    ):
+        raise RemoteProtocolError(f"Malformed MAIL line {text[:80]!r}")
+    return MailItem(origin, msg_id, int(stamp), body)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """``Servidor[REFUSED]: NAME ID CODE: REASON`` — ``mail: NAME ID ...`` was not
+    stored. CODE is a word a program can act on (see :data:`REFUSAL_CODES`)."""
+
+    key: MailKey
+    code: str
+    reason: str
+
+
+#: Why a ``mail:`` line may be refused; only ``full`` and ``unavailable`` are
+#: worth retrying (later), the others never succeed as they are.
+REFUSAL_CODES = ("self", "unknown", "too-big", "bad-text", "full", "id-used", "unavailable")
+
+
+def format_refusal(r: Refusal) -> str:
+    return f"{r.key.name} {r.key.msg_id} {r.code}: {r.reason}"
+
+
+def parse_refusal(text: str) -> Refusal:
+    words = text.split(" ", 3)
+    if len(words) < 3 or not words[2].endswith(":"):
+        raise RemoteProtocolError(f"Malformed REFUSED line {text[:80]!r}")
+    key = parse_mail_key(f"{words[0]} {words[1]}")
+    return Refusal(key, words[2][:-1], words[3] if len(words) > 3 else "")

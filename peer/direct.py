@@ -20,6 +20,7 @@ from chathack.errors import RemoteProtocolError
 from chathack.link import Frame, Hello, encode_frame, path_of
 from peer.errors import LinkFailed
 from peer.events import PathName
+from peer.pathsec import PathSec
 from peer.sockets import connect_from
 from peer.transport import FrameReader, StreamWriter
 
@@ -40,6 +41,7 @@ class DirectLink:
     writer: StreamWriter
     path: PathName = "direct"
     dialer: str = ""  # who opened it ("" for a simultaneous open)
+    sec: PathSec = field(default_factory=lambda: PathSec())  # its own key exchange
     last_rx: float = 0.0  # trio clock of the last frame received
     heard: trio.Event = field(default_factory=trio.Event)  # set (and renewed) on each frame
 

@@ -70,4 +70,14 @@ class Status:
     server: str  # "online" or a word saying what is wrong
 
 
-UIEvent = Incoming | Outgoing | System | ServerNotice | UsersList | Status
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A sent message moved on: ``stored`` on the server (partner offline),
+    ``delivered``, ``read``, or ``expired`` unread."""
+
+    partner: str
+    msg_id: str
+    state: str
+
+
+UIEvent = Incoming | Outgoing | System | ServerNotice | UsersList | Status | Delivery

@@ -41,6 +41,31 @@ async def _help(node: PeerNode, arg: str) -> bool:
     return True
 
 
+async def _history(node: PeerNode, arg: str) -> bool:
+    name, _, count = arg.partition(" ")
+    if not name or (count and not count.strip().isdigit()):
+        node.emit(System("Write ::history NAME [N]", "error"))
+    else:
+        node.show_history(name, int(count) if count.strip() else 20)
+    return True
+
+
+async def _whois(node: PeerNode, arg: str) -> bool:
+    if not arg:
+        node.emit(System("Write ::whois NAME", "error"))
+    else:
+        node.whois(arg)
+    return True
+
+
+async def _trust(node: PeerNode, arg: str) -> bool:
+    if not arg:
+        node.emit(System("Write ::trust NAME", "error"))
+    else:
+        node.trust(arg)
+    return True
+
+
 async def _netcheck(node: PeerNode, arg: str) -> bool:
     await node.netcheck()
     return True
@@ -68,6 +93,9 @@ HANDLERS: dict[str, Handler] = {
     "::switch": _switch,
     "::help": _help,
     "::netcheck": _netcheck,
+    "::whois": _whois,
+    "::history": _history,
+    "::trust": _trust,
     "::quit": _quit,
     "connect:": _connect,
 }

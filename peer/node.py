@@ -28,6 +28,7 @@ The node never touches the terminal: it puts :mod:`peer.events` records on
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import secrets
@@ -39,6 +40,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from nacl.signing import SigningKey
 
 from chathack.errors import RemoteProtocolError, sole_error
 from chathack.link import (
@@ -50,6 +52,7 @@ from chathack.link import (
     Hello,
     Ping,
     Pong,
+    Sealed,
     frame_to_relay_text,
     is_relay_frame,
     relay_text_to_frame,
@@ -57,6 +60,7 @@ from chathack.link import (
 from chathack.protocol import Command as ServerCommand
 from chathack.protocol import Connect as ServerConnect
 from chathack.protocol import (
+    IdentityKey,
     Lan,
     ListenPort,
     Msg,
@@ -70,7 +74,8 @@ from chathack.protocol import (
     parse_peer_address,
     parse_users,
 )
-from peer import direct, paths
+from chathack.secure import KeyConfirm, KeyInit, KeyReply
+from peer import direct, paths, pathsec
 from peer.errors import LinkFailed
 from peer.events import (
     Incoming,
@@ -82,6 +87,9 @@ from peer.events import (
     UIEvent,
     UsersList,
 )
+from peer.identity import Pins, load_identity, public_b64
+from peer.mail import Mailroom
+from peer.pathsec import PathSec
 from peer.server_link import PasswordSource, ServerLink, parse_endpoint
 from peer.sockets import open_listener, wildcard_for
 
@@ -99,6 +107,8 @@ LINK_DEAD_AFTER = 4.0
 LINK_PROBE_TIMEOUT = 1.5
 #: Seconds ``quit`` waits for goodbyes to be written.
 CLOSE_FLUSH_TIMEOUT = 2.0
+#: Messages of a conversation shown again when it reopens.
+REOPEN_LINES = 3
 #: Upgrade outcomes ``::netcheck`` remembers.
 NETCHECK_HISTORY = 10
 
@@ -114,6 +124,7 @@ class PeerConfig:
     listen_port: int = 0
     data_dir: Path | None = None
     relay_only: bool = False  # never open direct links (nor reveal addresses)
+    identity: SigningKey | None = None  # default: the one in data_dir (made on first run)
 
 
 @dataclass(eq=False)
@@ -127,6 +138,8 @@ class Talk:
     plain: bool = False  # the partner is a plain text client (e.g. nc): no frames
     open: bool = True
     links: set[direct.DirectLink] = field(default_factory=set)  # established, maybe spare
+    relay_sec: PathSec = field(default_factory=PathSec)  # key exchange on the relay path
+    offline: bool = False  # the partner is offline: messages go to the mailbox
 
 
 class PeerNode:
@@ -150,7 +163,13 @@ class PeerNode:
             self._on_server_event,
             self._on_server_state,
         )
+        self.identity = config.identity or load_identity(config.data_dir)
+        self.pins = Pins(config.data_dir)
+        self.vouched: dict[str, bytes] = {}  # lower name -> key the rendezvous vouches for
+        self.blocked: dict[str, bytes] = {}  # lower name -> changed key awaiting ::trust
+        self.candidates: dict[str, paths.Candidates] = {}  # lower name -> last known
         self.upgrades: list[str] = []  # recent outcomes, for ::netcheck
+        self.mail = Mailroom(self)
         self._upgrade_scopes: dict[str, trio.CancelScope] = {}
         self._linked: dict[str, trio.Event] = {}
         self._connect_lock = trio.Lock()
@@ -189,11 +208,14 @@ class PeerNode:
             self.server.local = (bind, self.listen_port)
             self.nursery.start_soon(partial(trio.serve_listeners, self._accept, [listener]))
         reader = await self.server.login(self.nursery, source)
+        self.nursery.start_soon(self.mail.run)
         self._announce()
+        self.mail.resend_pending()
         self.nursery.start_soon(self.server.run, reader, self.nursery, self._after_relogin)
 
     def _announce(self) -> None:
-        """Tell the server where we accept direct links."""
+        """Tell the server our identity key and where we accept direct links."""
+        self._send_server(format_client_event(IdentityKey(public_b64(self.identity))))
         if self.config.relay_only or self.listen_port is None:
             self._send_server(format_client_event(Lan(())))
             return
@@ -214,6 +236,9 @@ class PeerNode:
         for talk in self.talks.values():
             if talk.open:
                 self._send_server(format_client_event(ServerConnect(talk.partner)))
+                if talk.link is None:
+                    self.resend(talk)  # what waited for the relay goes now
+        self.mail.resend_pending()
 
     def _send_server(self, data: bytes) -> bool:
         return self.server.send(data)
@@ -225,6 +250,8 @@ class PeerNode:
 
     def _on_server_event(self, event: ServerEvent) -> None:
         match event:
+            case ServerLine() if self.mail.on_line(event):
+                pass
             case UserLine(origin, text) if is_relay_frame(text):
                 try:
                     frame = relay_text_to_frame(text)
@@ -232,6 +259,14 @@ class PeerNode:
                     self.emit(System(f"Dropped a damaged message from {origin}: {e}", "warning"))
                     return
                 self._on_frame(origin, frame, None)
+            case UserLine(origin, text) if origin.lower() in self.vouched:
+                self.emit(
+                    System(
+                        f"Dropped an unencrypted line claiming to be from {origin}: "
+                        f"{origin} is a chathack peer and always encrypts",
+                        "warning",
+                    )
+                )
             case UserLine(origin, text):
                 talk = self._talk_for(origin, None)
                 talk.plain = True
@@ -245,7 +280,9 @@ class PeerNode:
             case ServerLine("PUNCH", text):
                 name, _, where = text.partition(" ")
                 endpoint = parse_endpoint(where)
-                if endpoint is not None and self._is_open(name):
+                # Only toward someone we asked for or who called us (the race that
+                # precedes a punch may end before the conversation opens).
+                if endpoint is not None and name.lower() in self.candidates:
                     self.nursery.start_soon(self._punch, name, (endpoint.host, endpoint.port))
             case ServerLine("END", text):
                 talk = self.talks.get(text.split(" ", 1)[0].lower())
@@ -254,7 +291,7 @@ class PeerNode:
             case ServerLine("GONE", text):
                 talk = self.talks.get(text.split(" ", 1)[0].lower())
                 if talk is not None and talk.open:
-                    self.emit(System(f"{text}; the conversation stays open", "warning"))
+                    self._partner_left(talk, text)
             case ServerLine("USERS", text):
                 users = parse_users(text)
                 more = text.rsplit("+", 1)[-1].split()[0] if ", +" in text else "0"
@@ -276,16 +313,36 @@ class PeerNode:
                 self._answer_connect(None, str(e))
             return
         self._know_user(addr.name)
+        self._learn(addr)
         if answering and self._answer_connect(addr, None):
             return  # connect() takes it from here
+        talk = self.talks.get(addr.name.lower())
+        if dict(addr.extra).get("state") == "offline":
+            # The answer to a re-login's connect: the partner is away meanwhile.
+            if talk is not None and talk.open and not talk.offline:
+                self._partner_left(talk, f"{addr.name} is offline")
+            return
         if answering or self._is_open(addr.name):
             # Our re-login's answer, or the partner came back (maybe from a new network).
+            if talk is not None and talk.offline:
+                talk.offline = False
+                self._status_changed()
             if not answering:
                 self.emit(System(f"{addr.name} is back online"))
+            if talk is not None and talk.open and talk.link is None:
+                self.resend(talk)  # what waited on the relay goes now
             self._start_upgrade(paths.candidates_of(addr))
         else:
             self.emit(System(f"{addr.name} wants to talk to you"))
             self._start_upgrade(paths.candidates_of(addr))
+
+    def _learn(self, addr: PeerAddress) -> None:
+        """Remember the key the rendezvous vouches for and where ``addr.name`` is."""
+        key = dict(addr.extra).get("key")
+        if key:
+            with suppress(ValueError):
+                self.vouched[addr.name.lower()] = base64.b64decode(key, validate=True)
+        self.candidates[addr.name.lower()] = paths.candidates_of(addr)
 
     def _know_user(self, name: str) -> None:
         if all(u.name.lower() != name.lower() for u in self.known_users):
@@ -299,10 +356,7 @@ class PeerNode:
             log.info("refused an incoming link: %s", e)
             await trio.aclose_forcefully(stream)
             return
-        if self._adopt_link(link):
-            await self._run_link(link)
-        else:
-            await link.aclose()
+        await self._run_link(link)
 
     async def _run_link(self, link: direct.DirectLink) -> None:
         link.received()
@@ -310,6 +364,8 @@ class PeerNode:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link.writer.run)
                 nursery.start_soon(self._link_keepalive, link)
+                if pathsec.link_initiator(self, link):
+                    pathsec.start(self, link.partner, link.sec, link)
                 while True:
                     try:
                         frame = await link.reader.next_frame()
@@ -348,6 +404,21 @@ class PeerNode:
             return True
         return False
 
+    def link_verified(self, link: direct.DirectLink) -> None:
+        """The key exchange on ``link`` proved the partner: use it if it is the best."""
+        if not self._adopt_link(link):
+            link.writer.finish()
+
+    def relay_verified(self, partner: str) -> None:
+        """The key exchange on the relay finished: what waited for it goes now."""
+        talk = self.talks.get(partner.lower())
+        if talk is not None and talk.open and talk.link is None:
+            self.resend(talk)
+
+    def resend(self, talk: Talk) -> None:
+        for chat in talk.conv.to_resend():
+            self._send_frame(talk, chat)
+
     def _adopt_link(self, link: direct.DirectLink) -> bool:
         """Make ``link`` the talk's path unless a better one is up; False: not taken."""
         talk = self._talk_for(link.partner, link)
@@ -364,8 +435,7 @@ class PeerNode:
             how = "directly" if talk.path == "direct" else "through a punched hole"
             self.emit(System(f"Now talking to {talk.partner} {how} ({talk.path})"))
             self._status_changed()
-        for chat in talk.conv.to_resend():
-            link.send(chat)
+        self.resend(talk)
         self._linked.setdefault(link.partner.lower(), trio.Event()).set()
         return True
 
@@ -383,6 +453,21 @@ class PeerNode:
         elif talk.open and not self.closed:
             self._fall_back(talk, "The direct link broke")
 
+    def _partner_left(self, talk: Talk, text: str) -> None:
+        """The partner went offline: what it did not confirm goes to the mailbox."""
+        if talk.link is not None:
+            self.emit(System(f"{text}; your direct link to {talk.partner} goes on"))
+            return
+        talk.offline = True
+        pending = talk.conv.to_resend()
+        talk.conv.unacked.clear()
+        for chat in pending:  # same id as on the link: the partner shows it once
+            self.mail.send(talk, chat.text, chat.sent_at, msg_id=f"{self.epoch}-{chat.seq}")
+        self.emit(
+            System(f"{text}; what you type is kept for {talk.partner} on the server", "warning")
+        )
+        self._status_changed()
+
     def _fall_back(self, talk: Talk, why: str) -> None:
         talk.path = "relayed"
         self._linked.pop(talk.partner.lower(), None)
@@ -390,8 +475,7 @@ class PeerNode:
             System(f"{why}; talking to {talk.partner} through the relay (relayed)", "warning")
         )
         self._status_changed()
-        for chat in talk.conv.to_resend():
-            self._send_frame(talk, chat)
+        self.resend(talk)
 
     # ------------------------------------------------------------ upgrading
     def _start_upgrade(self, cands: paths.Candidates) -> None:
@@ -407,22 +491,28 @@ class PeerNode:
 
     async def _upgrade(self, cands: paths.Candidates, scope: trio.CancelScope) -> None:
         key = cands.name.lower()
-        with scope:
+        try:
+            with scope:
+                await self._upgrade_steps(cands, key)
+        finally:
+            if self._upgrade_scopes.get(key) is scope:
+                del self._upgrade_scopes[key]
+
+    async def _upgrade_steps(self, cands: paths.Candidates, key: str) -> None:
+        if True:  # keeps the steps' indentation readable in diffs
             talk = self.talks.get(key)
-            if talk is not None and talk.link is not None:
-                if await self._link_alive(talk.link):
+            current = talk.link if talk is not None else None
+            if current is not None:
+                if await self._link_alive(current):
                     return
-                await trio.aclose_forcefully(talk.link.stream)  # dead: replace it
+                await trio.aclose_forcefully(current.stream)  # dead: replace it
             try:
                 link = await paths.race_direct(cands, self.me, self.epoch)
             except LinkFailed as e:
                 self._note(cands.name, f"direct race failed ({e})")
             else:
                 self._note(cands.name, f"{link.path} link up")
-                if self._adopt_link(link):
-                    self.nursery.start_soon(self._run_link, link)
-                else:
-                    await link.aclose()
+                self.nursery.start_soon(self._run_link, link)
                 return
             if self._has_link(key):
                 return  # the partner reached us meanwhile
@@ -431,8 +521,6 @@ class PeerNode:
                 return
             if self.me.lower() < key:  # one side asks, both get Servidor[PUNCH]
                 self._send_server(format_client_event(Punch(cands.name)))
-        if self._upgrade_scopes.get(key) is scope:
-            del self._upgrade_scopes[key]
 
     async def _punch(self, name: str, remote: tuple[str, int]) -> None:
         if self._has_link(name.lower()) or self.listen_port is None:
@@ -446,10 +534,7 @@ class PeerNode:
                 self.emit(System(f"No direct path to {name} ({e}); staying on the relay (relayed)"))
             return
         self._note(name, f"{link.path} link up (punch)")
-        if self._adopt_link(link):
-            self.nursery.start_soon(self._run_link, link)
-        else:
-            await link.aclose()
+        self.nursery.start_soon(self._run_link, link)
 
     def _has_link(self, key: str) -> bool:
         talk = self.talks.get(key)
@@ -475,6 +560,7 @@ class PeerNode:
         talk = Talk(partner, conv, link.path if link else "relayed", link)
         self.talks[key] = talk
         self._know_user(partner)
+        self.show_history(partner, REOPEN_LINES, "earlier")
         self.emit(System(f"Talking to {partner} ({talk.path})"))
         if self.active is None or not self._is_open(self.active):
             self.active = partner
@@ -496,41 +582,88 @@ class PeerNode:
         self._status_changed()
 
     def _send_frame(self, talk: Talk, frame: Frame) -> None:
+        """Send on the talk's current path; chat, acks and goodbyes only sealed."""
         if talk.link is not None:
-            if talk.link.send(frame):
+            sealed = pathsec.seal(talk.link.sec, frame)
+            if sealed is not None and talk.link.send(sealed):
                 return
             link, talk.link = talk.link, None
             talk.links.discard(link)
             self._fall_back(talk, "The direct link stalled")
             if isinstance(frame, Chat):
                 return  # _fall_back re-sent every unacknowledged chat frame
-        msg = Msg(talk.partner, frame_to_relay_text(frame))
-        if not self._send_server(format_client_event(msg)) and isinstance(frame, Chat):
+        sealed = pathsec.seal(talk.relay_sec, frame)
+        if sealed is None:
+            # No key agreed on the relay yet: start one; chat frames wait in the
+            # conversation (unacknowledged) and go once it is done.
+            pathsec.start(self, talk.partner, talk.relay_sec, None)
+            return
+        if not self.send_raw(talk.partner, sealed, None) and isinstance(frame, Chat):
             self.emit(System(f"No path to {talk.partner} right now; the message waits", "warning"))
+
+    def send_raw(self, partner: str, frame: Frame, link: direct.DirectLink | None) -> bool:
+        """Put ``frame`` on a path as it is (handshakes, and already sealed frames)."""
+        if link is not None:
+            return link.send(frame)
+        return self._send_server(format_client_event(Msg(partner, frame_to_relay_text(frame))))
 
     def _on_frame(self, origin: str, frame: Frame, link: direct.DirectLink | None) -> None:
         match frame:
-            case Chat():
+            case KeyInit() | KeyReply() | KeyConfirm():
+                if link is not None:
+                    pathsec.on_handshake(self, origin, link.sec, link, frame)
+                else:
+                    talk = self._talk_for(origin, None)
+                    pathsec.on_handshake(self, talk.partner, talk.relay_sec, None, frame)
+            case Sealed():
+                if link is not None and not self._is_current(link):
+                    return  # a spare or unverified link carries no conversation
                 talk = self._talk_for(origin, link)
-                got = talk.conv.receive_chat(frame)
-                for chat in got.deliver:
-                    self.emit(Incoming(talk.partner, chat.text, time.time(), talk.path))
-                self._send_frame(talk, got.ack)
-            case Ack():
-                talk = self.talks.get(origin.lower())
-                if talk is not None and talk.conv.receive_ack(frame):
-                    self._acked.set()
-                    self._acked = trio.Event()
+                sec = link.sec if link is not None else talk.relay_sec
+                inner = pathsec.open_sealed(self, talk.partner, sec, link, frame)
+                if inner is not None:
+                    self._on_inner(talk, inner)
+            case Hello() if link is None:  # the caller announces a relayed conversation
+                talk = self._talk_for(origin, None)
+                pathsec.start(self, talk.partner, talk.relay_sec, None)
             case Hello():
-                self._talk_for(origin, link)
-            case Bye():
-                talk = self.talks.get(origin.lower())
-                if talk is not None and talk.open:
-                    self._close_talk(talk, f"{talk.partner} ended the conversation")
+                pass
             case Ping(nonce) if link is not None:
                 link.send(Pong(nonce))
             case Ping() | Pong():
                 pass
+            case _:
+                self.emit(
+                    System(
+                        f"Dropped an unencrypted message claiming to be from {origin}", "warning"
+                    )
+                )
+
+    def _is_current(self, link: direct.DirectLink) -> bool:
+        talk = self.talks.get(link.partner.lower())
+        return talk is not None and link in talk.links
+
+    def _on_inner(self, talk: Talk, frame: Frame) -> None:
+        """A frame that arrived sealed, so it is really from ``talk.partner``."""
+        match frame:
+            case Chat():
+                got = talk.conv.receive_chat(frame)
+                now = time.time()
+                for chat in got.deliver:
+                    msg_id = f"{chat.epoch}-{chat.seq}"  # the id it would have as mail
+                    if self.mail.history.add_incoming(talk.partner, chat.text, now, msg_id):
+                        self.emit(Incoming(talk.partner, chat.text, now, talk.path))
+                self._send_frame(talk, got.ack)
+            case Ack():
+                done = talk.conv.receive_ack(frame)
+                for chat in done:
+                    self.mail.history.advance(talk.partner, f"{self.epoch}-{chat.seq}", "delivered")
+                if done:
+                    self._acked.set()
+                    self._acked = trio.Event()
+            case Bye():
+                if talk.open:
+                    self._close_talk(talk, f"{talk.partner} ended the conversation")
 
     # ------------------------------------------------------------ user API
     async def connect(self, name: str) -> Talk | None:
@@ -551,7 +684,16 @@ class PeerNode:
             return None
         self._know_user(answer.name)
         cands = paths.candidates_of(answer)
-        if not cands.frames:
+        if dict(answer.extra).get("state") == "offline":
+            talk = self._talk_for(answer.name, None)
+            talk.offline = True
+            self.emit(
+                System(
+                    f"{answer.name} is offline: what you type is kept for "
+                    f"{answer.name} on the server and delivered at the next login"
+                )
+            )
+        elif not cands.frames:
             talk = self._talk_for(answer.name, None)
             talk.plain = True
         else:
@@ -561,8 +703,10 @@ class PeerNode:
                 await linked.wait()
             talk = self._talk_for(answer.name, None)
             if talk.link is None:
-                self._send_frame(talk, Hello(self.me, answer.name, self.epoch))
+                self.send_raw(talk.partner, Hello(self.me, answer.name, self.epoch), None)
+                pathsec.start(self, talk.partner, talk.relay_sec, None)
         self.active = talk.partner
+        self.mail.mark_read(talk.partner)
         self._status_changed()
         return talk
 
@@ -601,12 +745,15 @@ class PeerNode:
         now = time.time()
         if talk.plain:
             sent = self._send_server(format_client_event(Msg(talk.partner, text)))
+        elif talk.offline:
+            sent = self.mail.send(talk, text, now)
         else:
             try:
                 chat = talk.conv.send_text(text, now)
             except RemoteProtocolError as e:
                 self.emit(System(str(e), "error"))
                 return False
+            self.mail.history.add_outgoing(talk.partner, text, now, f"{self.epoch}-{chat.seq}")
             self._send_frame(talk, chat)
             sent = True
         if sent:
@@ -634,7 +781,36 @@ class PeerNode:
             self.emit(System(f"No open conversation with {name}", "error"))
             return
         self.active = self.talks[name.lower()].partner
+        self.mail.mark_read(self.active)
         self._status_changed()
+
+    def show_history(self, name: str, n: int, label: str = "history") -> None:
+        """The last ``n`` messages with ``name``, oldest first, with their states."""
+        for e in self.mail.history.last(name, n):
+            who = self.me if e.outgoing else e.partner
+            state = f" [{e.state}]" if e.outgoing else ""
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
+            self.emit(System(f"{label}: {when} {who}: {e.text}{state}"))
+
+    def whois(self, name: str) -> None:
+        for line in pathsec.describe(self, name):
+            self.emit(System(line))
+
+    def trust(self, name: str) -> None:
+        """Accept ``name``'s new identity key (after checking the safety number)."""
+        key = self.blocked.pop(name.lower(), None)
+        if key is None:
+            self.emit(System(f"No changed key is waiting for {name}", "error"))
+            return
+        self.pins.pin(name, key)
+        self.emit(System(f"{name}'s new key is trusted and pinned"))
+        talk = self.talks.get(name.lower())
+        if talk is not None and talk.open:
+            talk.relay_sec.reset()
+            pathsec.start(self, talk.partner, talk.relay_sec, None)
+            cands = self.candidates.get(name.lower())
+            if cands is not None:
+                self._start_upgrade(cands)
 
     async def netcheck(self) -> None:
         """Report what this peer knows about its network (``::netcheck``)."""
@@ -680,6 +856,7 @@ class PeerNode:
         server_writer = self.server.finish()
         if server_writer is not None:
             writers.append(server_writer)
+        self.mail.flush()
         for writer in writers:
             writer.finish()
         with trio.move_on_after(CLOSE_FLUSH_TIMEOUT):

@@ -47,7 +47,7 @@ class Candidates:
 def _endpoint(text: str) -> tuple[str, int] | None:
     host, _, port = text.rpartition(":")
     host = host.strip("[]")
-    if host and port.isdigit() and 0 < int(port) < 65536:
+    if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
         return host, int(port)
     return None
 

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import trio
 
-from peer.events import Incoming, ServerNotice, System, UIEvent, UsersList
+from peer.events import Delivery, Incoming, ServerNotice, System, UIEvent, UsersList
 from peer.node import PeerNode
 
 #: Seconds to wait, at end of input, for partners to confirm what was sent.
@@ -31,6 +31,8 @@ def plain_line(event: UIEvent) -> str | None:
             return f"* {level}: {text}"
         case ServerNotice(flag, text):
             return f"Servidor[{flag}]: {text}"
+        case Delivery(partner, msg_id, state):
+            return f"* {state}: message {msg_id} to {partner}"
         case UsersList(users, more):
             items = ", ".join(f"{u.name} {'online' if u.online else 'offline'}" for u in users)
             extra = f", +{more} more" if more else ""

@@ -21,6 +21,7 @@ from rich.text import Text
 from rich.theme import Theme
 
 from peer.events import (
+    Delivery,
     Incoming,
     Outgoing,
     ServerNotice,
@@ -121,6 +122,15 @@ def users_menu(event: UsersList, me: str = "") -> Group:
     return Group(title, table, caption) if event.users else Group(title, caption)
 
 
+#: How a delivery state reads in the conversation.
+DELIVERY_WORDS = {
+    "stored": "stored on the server until they log in",
+    "delivered": "delivered",
+    "read": "read",
+    "expired": "expired unread: the server dropped it",
+}
+
+
 def render_event(event: UIEvent, me: str) -> RenderableType | None:
     """What to print for ``event``; ``None`` when it belongs to the toolbar."""
     match event:
@@ -136,6 +146,11 @@ def render_event(event: UIEvent, me: str) -> RenderableType | None:
             return users_menu(event, me)
         case Status():
             return None
+        case Delivery(partner, _msg_id, state):
+            return Text(
+                f"  ✓ {DELIVERY_WORDS.get(state, state)} ({neutralise(partner)})",
+                "chat.warning" if state == "expired" else "chat.system",
+            )
     raise TypeError(f"not a UI event: {event!r}")  # pragma: no cover - the union is closed
 
 

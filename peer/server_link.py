@@ -70,7 +70,7 @@ class Endpoint:
 def parse_endpoint(text: str) -> Endpoint | None:
     host, _, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if host and port.isascii() and port.isdigit():
+    if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
         return Endpoint(host, int(port))
     return None
 
@@ -139,7 +139,7 @@ class ServerLink:
         self.writer = writer
         reader = LineReader(stream)
         self.send(format_client_event(Username(self.name)))
-        attempt, asked_name, last_error = 0, 0, ""
+        attempt, asked_name, last_error, sent_password = 0, 0, "", False
         while True:
             with trio.move_on_after(REPLY_TIMEOUT) as scope:
                 event = await reader.next_event()
@@ -148,8 +148,12 @@ class ServerLink:
                     f"The rendezvous at {self.server[0]}:{self.server[1]} stopped answering"
                 )
             match event:
+                case None if not (sent_password and last_error):
+                    # Closed before it judged a password (a server dying or full):
+                    # worth trying again, unlike a refused password.
+                    raise ServerUnreachable(last_error or "The rendezvous closed the connection")
                 case None:
-                    raise LoginFailed(last_error or "The rendezvous closed the connection")
+                    raise LoginFailed(last_error)
                 case ServerLine("USERNAME", text):
                     asked_name += 1
                     if asked_name > 1:  # the first one is the greeting
@@ -160,10 +164,13 @@ class ServerLink:
                     secret = await source(prompt, text.startswith("New user"), attempt)
                     self._secret = secret
                     self.send(format_client_event(Password(secret)))
+                    sent_password, last_error = True, ""
                 case ServerLine("ERROR", text):
                     last_error = text
+                case ServerLine("BYE", text) if not (sent_password and last_error):
+                    raise ServerUnreachable(text)  # full, too many connections, shutting down
                 case ServerLine("BYE", text):
-                    raise LoginFailed(f"{last_error}. {text}" if last_error else text)
+                    raise LoginFailed(f"{last_error}. {text}")
                 case ServerLine("OK", _):
                     break
         self._last_rx = trio.current_time()
@@ -269,6 +276,7 @@ class ServerLink:
                 )
             self.stream.socket.close()
         self.writer, self.stream = None, None
+        self.seen = None  # learnt again at the next login
 
     def _set_state(self, state: str, sentence: str) -> None:
         self.state = state

@@ -13,11 +13,18 @@ import trio
 
 from chathack import __version__
 from chathack.errors import sole_error
-from rendezvous.server import Limits, Server
+from rendezvous.limit_flags import (
+    add_limit_flags,
+    add_mail_flags,
+    limits_from_args,
+    mail_limits_from_args,
+)
+from rendezvous.server import Server
 from rendezvous.store import SqliteStore, StoreError
 
 DEFAULT_PORT = 7777
-#: Seconds the server waits for goodbye lines to reach clients on shutdown.
+#: Seconds the server takes on SIGINT/SIGTERM to handle what it has read,
+#: say goodbye to every client and flush.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 
 log = logging.getLogger("chathack.rendezvous")
@@ -28,7 +35,6 @@ def default_db() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = Limits()
     p = argparse.ArgumentParser(
         prog="chathack-rendezvous",
         description="Run the chathack rendezvous server: accounts, who is online and where, "
@@ -48,28 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log detail on stderr (default: %(default)s)",
     )
-    p.add_argument(
-        "--max-login-tries",
-        type=int,
-        default=d.max_login_tries,
-        metavar="N",
-        help="failed login attempts before a connection is closed (default: %(default)s)",
-    )
-    p.add_argument(
-        "--login-timeout",
-        type=float,
-        default=d.login_timeout,
-        metavar="SECONDS",
-        help="time a connection has to log in (default: %(default)s)",
-    )
-    p.add_argument(
-        "--outbox-lines",
-        type=int,
-        default=d.outbox_lines,
-        metavar="N",
-        help="lines queued for a client before it counts as not reading "
-        "and is disconnected (default: %(default)s)",
-    )
+    add_limit_flags(p)
+    add_mail_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -84,10 +70,8 @@ async def run(server: Server, host: str, port: int) -> None:
             )
             async for signum in signals:
                 log.info("got %s; telling clients and shutting down", signal.Signals(signum).name)
-                server.stop_accepting()
-                server.shutdown_notice()
-                with trio.move_on_after(SHUTDOWN_FLUSH_SECONDS):
-                    await server.wait_no_connections()
+                if await server.shut_down(SHUTDOWN_FLUSH_SECONDS):
+                    log.info("every connection closed; exiting")
                 nursery.cancel_scope.cancel()
                 break
 
@@ -99,21 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    limits = Limits(
-        max_login_tries=args.max_login_tries,
-        login_timeout=args.login_timeout,
-        outbox_lines=args.outbox_lines,
-    )
+    limits = limits_from_args(args)
     db = args.db or default_db()
     try:
-        store = SqliteStore(db)
+        store = SqliteStore(db, mail_sync=args.mail_sync.upper())
     except StoreError as e:
         print(f"chathack-rendezvous: {e}", file=sys.stderr)
         return 2
     log.info("accounts in %s", db)
     try:
         try:
-            trio.run(run, Server(store, limits=limits), args.host, args.port)
+            server = Server(store, limits=limits, mail_limits=mail_limits_from_args(args))
+            trio.run(run, server, args.host, args.port)
         except BaseExceptionGroup as group:
             raise (sole_error(group) or group) from None
     except OSError as e:

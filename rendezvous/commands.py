@@ -38,6 +38,10 @@ def _ping(hub: Hub, s: Session, arg: str, now: float) -> None:
     s.say("PONG", arg or "-")
 
 
+def _mailbox(hub: Hub, s: Session, arg: str, now: float) -> None:
+    s.say("MAILBOX", hub.mailbox.summary(s))
+
+
 def _quit(hub: Hub, s: Session, arg: str, now: float) -> None:
     s.say("BYE", f"Goodbye {s.name}")
     hub.detach(s, now)
@@ -49,6 +53,9 @@ COMMANDS: dict[str, CommandSpec] = {
     for c in (
         CommandSpec("users", "::users", "list users, online first", _users),
         CommandSpec("end", "::end [NAME]", "end the conversation (with NAME)", _end),
+        CommandSpec(
+            "mailbox", "::mailbox", "messages waiting for you, and yours for others", _mailbox
+        ),
         CommandSpec("quit", "::quit", "log out and close the connection", _quit),
         CommandSpec(
             "ping", "::ping [TOKEN]", "answer Servidor[PONG]: TOKEN (keepalive, RTT)", _ping
@@ -65,6 +72,10 @@ KEYWORD_HELP = (
     ("port: N", "tell the server the TCP port you accept direct links on"),
     ("lan: HOST:PORT ...", "your own addresses, for peers on your network (a chathack peer)"),
     ("punch: NAME", "hole punching: both of you get the other's public endpoint now"),
+    ("mail: NAME ID TEXT", "keep TEXT for NAME until NAME logs in (ID: yours, unique)"),
+    ("ack: NAME ID ...", "these MAIL lines arrived: the server forgets them"),
+    ("read: NAME ID ...", "these MAIL lines were read: their senders are told"),
+    ("receipt: FLAG NAME ID ...", "these DELIVERED/READ/EXPIRED lines arrived"),
 )
 
 

@@ -5,6 +5,12 @@ Plain synchronous code with no sockets and no clock: the I/O layer
 and the hub answers by putting bytes in sessions' outboxes, which never
 block. Login (password hashing is slow, so it runs off the event loop) is the
 I/O layer's job; the hub sees sessions only once they are logged in.
+
+The mailbox (:mod:`rendezvous.mailbox`: ``mail:``, ``ack:``, ``read:``,
+``receipt:``, ``::mailbox``) starts delivering to a session in
+:meth:`Hub.after_login`, which the I/O layer calls once it has sent the login
+reply, so that ``Servidor[MAIL]`` lines never come before ``Servidor[OK]``;
+failing that, with the session's first line.
 """
 
 from __future__ import annotations
@@ -18,12 +24,17 @@ from chathack.protocol import (
     ClientEvent,
     Command,
     Connect,
+    IdentityKey,
     Lan,
     ListenPort,
+    Mail,
+    MailAck,
+    MailRead,
     Msg,
     Password,
     PeerAddress,
     Punch,
+    ReceiptAck,
     Text,
     Username,
     UserState,
@@ -33,6 +44,7 @@ from chathack.protocol import (
     format_users,
 )
 from rendezvous.commands import run_command
+from rendezvous.mailbox import Mailbox, MailLimits
 from rendezvous.store import Account, Store
 
 #: Most names one ``Servidor[USERS]`` line lists.
@@ -56,6 +68,7 @@ class Session:
     name: str | None = None
     port: int | None = None  # where it accepts direct links
     lan: tuple[str, ...] | None = None  # its own addresses; None: not a chathack peer
+    pubkey: str | None = None  # its identity key, as registered
     current: str | None = None  # partner that plain text goes to
     partners: set[str] = field(default_factory=set)  # lower-case names
     closed: bool = False
@@ -70,9 +83,10 @@ class Session:
 
 
 class Hub:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, mail_limits: MailLimits | None = None) -> None:
         self.store = store
         self.online: dict[str, Session] = {}  # lower-case name -> session
+        self.mailbox = Mailbox(store, store.mail, self.session_of, mail_limits)
 
     # presence -------------------------------------------------------------
     def attach(self, session: Session, account: Account, now: float) -> None:
@@ -87,11 +101,23 @@ class Hub:
             self.detach(old, now)
             old.close()
         session.name = account.name
+        session.pubkey = account.pubkey
         self.online[key] = session
         self.store.record_login(account.name, session.ip, now)
 
+    def after_login(self, session: Session, now: float) -> None:
+        """The login reply has gone out: deliver what waits for ``session``."""
+        self.mailbox.maybe_purge(now)
+        self.mailbox.start(session)
+
+    def purge(self, now: float) -> None:
+        """Expire old mail now (it also happens by itself, at most hourly, on events)."""
+        while self.mailbox.purge(now):
+            pass
+
     def detach(self, session: Session, now: float) -> None:
         """``session`` is gone: partners are told, last-seen recorded."""
+        self.mailbox.stop(session)
         if session.name is None:
             return
         key = session.name.lower()
@@ -113,6 +139,10 @@ class Hub:
     # events ---------------------------------------------------------------
     def handle(self, session: Session, event: ClientEvent, now: float) -> None:
         """Act on one event from a logged-in session; bad input gets an ERROR line."""
+        self.mailbox.maybe_purge(now)
+        if not self.mailbox.started(session) and event != Command("quit"):
+            # The I/O layer did not call after_login: its first line starts delivery.
+            self.after_login(session, now)
         try:
             match event:
                 case Command(name, arg):
@@ -121,6 +151,14 @@ class Hub:
                     self.connect(session, name)
                 case Msg(to, text):
                     self.relay(session, to, text)
+                case Mail(to, msg_id, text):
+                    self.mailbox.store_mail(session, to, msg_id, text, now)
+                case MailAck(keys):
+                    self.mailbox.ack(session, keys, now)
+                case MailRead(keys):
+                    self.mailbox.read(session, keys, now)
+                case ReceiptAck(receipts):
+                    self.mailbox.receipt_ack(session, receipts)
                 case Text(text):
                     if session.current is None:
                         raise RemoteProtocolError(
@@ -139,6 +177,8 @@ class Hub:
                     session.say("OK", f"Your own addresses: {' '.join(addrs) or 'none'}")
                 case Punch(name):
                     self.punch(session, name)
+                case IdentityKey(pubkey):
+                    self.register_key(session, pubkey)
                 case Username() | Password():
                     session.say("ERROR", f"You are already logged in as {session.name}")
         except RemoteProtocolError as e:
@@ -164,13 +204,36 @@ class Hub:
         any NAT) and ``lan=`` (its own addresses)."""
         assert session.name is not None
         extra: list[tuple[str, str]] = []
+        if session.pubkey is not None:
+            extra.append(("key", session.pubkey))  # the rendezvous vouches for this key
         if session.lan is not None:
-            if session.remote_port is not None:
+            # A relay-only peer (no port) asked not to reveal where it is.
+            if session.remote_port is not None and session.port is not None:
                 extra.append(("public", _endpoint(session.ip, session.remote_port)))
             extra.append(("lan", ",".join(session.lan) or "-"))
         if session.port is None:
             return PeerAddress(session.name, None, None, tuple(extra))
         return PeerAddress(session.name, session.ip, session.port, tuple(extra))
+
+    def register_key(self, session: Session, pubkey: str) -> None:
+        """Record the identity key of ``session``'s user (the password proved who it is).
+
+        A different key than before means a new device or a reinstall; partners'
+        peers see the new key in PEER/CALL and warn their users.
+        """
+        assert session.name is not None
+        if session.pubkey == pubkey:
+            session.say("OK", "Identity key unchanged")
+            return
+        changed = session.pubkey is not None
+        self.store.set_pubkey(session.name, pubkey)
+        session.pubkey = pubkey
+        session.say(
+            "OK",
+            "Identity key changed: partners will be warned"
+            if changed
+            else "Identity key registered",
+        )
 
     def public_of(self, session: Session) -> str:
         """Where the server sees ``session`` come from: ``IP:PORT``."""
@@ -186,6 +249,18 @@ class Hub:
         session.say("PUNCH", f"{target.name} {self.public_of(target)}")
 
     def connect(self, session: Session, name: str) -> None:
+        if session.name is not None and name.lower() != session.name.lower():
+            account = self.store.get_account(name)
+            if account is not None and self.session_of(name) is None:
+                # Offline: the conversation opens all the same; what is said goes to
+                # the mailbox (``mail:``), sealed to the key we vouch for.
+                extra = [("state", "offline")]
+                if account.pubkey is not None:
+                    extra.append(("key", account.pubkey))
+                session.say(
+                    "PEER", format_peer_address(PeerAddress(account.name, None, None, tuple(extra)))
+                )
+                return
         target = self._target(session, name, "connect to")
         assert session.name is not None and target.name is not None
         session.partners.add(target.name.lower())

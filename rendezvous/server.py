@@ -1,10 +1,23 @@
 """The rendezvous's trio I/O layer: accept connections, log users in, and
 feed the :class:`~rendezvous.hub.Hub` one event at a time.
 
-Per connection there is one reader task (this module's ``_serve_one``) and
-one writer task draining a bounded channel (:class:`Connection`), so no two
-tasks ever interleave ``send_all`` and a client that stops reading is
-disconnected instead of stalling anybody else.
+Per connection there is one reader task (this module's ``_read_loop``) and
+one writer task draining a bounded channel
+(:class:`~rendezvous.connection.Connection`), so no two tasks ever interleave
+``send_all`` and a client that stops reading is disconnected instead of
+stalling anybody else.
+
+The reader enforces the per-client limits (:class:`~rendezvous.limits.Limits`):
+the login deadline, the idle timeout, and the rate limits, which it applies by
+pausing -- it stops reading from an over-eager client until its token bucket
+refills, so the client is slowed down by TCP backpressure and nothing it sent
+is dropped. Connections past the global or per-address cap get one
+``Servidor[BYE]`` line and are closed.
+
+Graceful shutdown (:meth:`Server.shut_down`): stop accepting; every reader
+stops reading and handles the lines it has already read (what they relay is
+queued first); then every client gets ``Servidor[BYE]``; the writers flush;
+all within a deadline.
 
 Wire protocol summary (details and an ``nc`` session in docs/PROTOCOL.md)::
 
@@ -24,13 +37,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
-    MAX_LINE_BYTES,
+    ClientEvent,
     Command,
     LineBuffer,
     Password,
@@ -38,85 +50,40 @@ from chathack.protocol import (
     format_server_line,
     parse_client_line,
 )
+from rendezvous.connection import Connection
 from rendezvous.hub import Hub, Session
+from rendezvous.limits import (
+    Admission,
+    ConnectionRates,
+    Limits,
+    chat_buckets,
+    login_buckets,
+    source_key,
+)
+from rendezvous.mailbox import MailLimits
 from rendezvous.passwords import MIN_PASSWORD_CHARS, Passwords
 from rendezvous.store import Account, Store
+
+__all__ = ["Connection", "Limits", "Server"]
 
 log = logging.getLogger("chathack.rendezvous")
 
 #: Bytes asked of the socket per read.
 RECV_BYTES = 16384
+#: Seconds a refused connection has to take its one ``BYE`` line.
+REFUSAL_WRITE_TIMEOUT = 2.0
+#: Seconds a refused connection stays half-closed, its input read and dropped,
+#: so that closing it does not reset it and destroy the ``BYE`` line unread.
+REFUSAL_LINGER = 1.0
+#: Seconds between two log lines about refused connections (a flood must not flood the log).
+REFUSAL_LOG_EVERY = 10.0
+SHUTDOWN_TEXT = "The server is shutting down; try again later"
+TOO_MANY_TRIES = "Too many failed attempts; connect again to retry"
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Every limit the server enforces; each has a command-line flag."""
-
-    #: Wrong passwords (or bad lines before login) before the connection is closed.
-    max_login_tries: int = 5
-    #: Seconds a connection may take to log in.
-    login_timeout: float = 60.0
-    #: Outgoing lines queued for one client before it counts as not reading.
-    outbox_lines: int = 1024
-    #: Seconds one write may block before the client counts as not reading.
-    write_timeout: float = 20.0
-    #: Longest line accepted, in bytes.
-    max_line_bytes: int = MAX_LINE_BYTES
-
-
-class Connection:
-    """A session's outbox: a bounded channel drained by one writer task."""
-
-    __slots__ = ("_recv", "_send", "cancel_scope", "peer", "stream")
-
-    def __init__(self, stream: trio.abc.Stream, peer: str, capacity: int) -> None:
-        self.stream = stream
-        self.peer = peer
-        self._send, self._recv = trio.open_memory_channel[bytes | None](capacity)
-        self.cancel_scope = trio.CancelScope()
-
-    def send(self, data: bytes) -> None:
-        try:
-            self._send.send_nowait(data)
-        except trio.WouldBlock:
-            log.warning("%s is not reading its messages; disconnecting it", self.peer)
-            self.cancel_scope.cancel()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-
-    def close(self) -> None:
-        """Flush what is queued, then close the connection."""
-        try:
-            self._send.send_nowait(None)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            self.cancel_scope.cancel()
-
-    async def run_writer(self, write_timeout: float) -> None:
-        async with self._recv:
-            async for first in self._recv:
-                batch = [first]
-                # Coalesce whatever else is already queued into one write.
-                while batch[-1] is not None:
-                    try:
-                        batch.append(self._recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                data = b"".join(b for b in batch if b is not None)
-                if data:
-                    with trio.move_on_after(write_timeout) as scope:
-                        try:
-                            await self.stream.send_all(data)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            # The client went away (reset, closed): this connection
-                            # ends; the error must not escape and stop the server.
-                            log.debug("%s: connection lost while writing", self.peer)
-                            break
-                    if scope.cancelled_caught:
-                        log.warning("%s: write timed out; disconnecting", self.peer)
-                        break
-                if batch[-1] is None:
-                    break
-        self.cancel_scope.cancel()
+def _or_never(seconds: float) -> float:
+    """A timeout from :class:`Limits`: 0 means none."""
+    return seconds if seconds > 0 else math.inf
 
 
 class Server:
@@ -126,15 +93,22 @@ class Server:
         passwords: Passwords | None = None,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
+        mail_limits: MailLimits | None = None,
     ) -> None:
-        self.hub = Hub(store)
+        self.hub = Hub(store, mail_limits)
         self.passwords = passwords or Passwords()
         self.limits = limits or Limits()
         self.clock = clock
         self.connections: set[Connection] = set()
+        self.admission = Admission(self.limits)
+        self.login_rates = login_buckets(self.limits)
+        self.chat_rates = chat_buckets(self.limits)
         self._no_connections = trio.Event()
         self._no_connections.set()
         self._accepting = trio.CancelScope()
+        self._closing = False
+        self._refused = 0
+        self._refusal_logged_at = -math.inf
 
     async def serve(
         self,
@@ -166,11 +140,31 @@ class Server:
     async def wait_no_connections(self) -> None:
         await self._no_connections.wait()
 
-    def shutdown_notice(self, text: str = "The server is shutting down; try again later") -> None:
+    def shutdown_notice(self, text: str = SHUTDOWN_TEXT) -> None:
         """Tell every client the server is going away and close them after a flush."""
         for conn in list(self.connections):
             conn.send(format_server_line("BYE", text))
             conn.close()
+
+    async def shut_down(self, flush_seconds: float, text: str = SHUTDOWN_TEXT) -> bool:
+        """Stop accepting and reading, handle every line already read, then say
+        ``BYE`` to everyone and flush; True if all closed within ``flush_seconds``."""
+        self._closing = True
+        self.stop_accepting()
+        deadline = trio.current_time() + flush_seconds
+        conns = list(self.connections)
+        for conn in conns:
+            conn.stop_reading()
+        # Half the time for the readers: what they relay must be queued before any BYE.
+        with trio.move_on_at(trio.current_time() + flush_seconds / 2):
+            for conn in conns:
+                await conn.drained.wait()
+        self.shutdown_notice(text)
+        with trio.move_on_at(deadline):
+            await self.wait_no_connections()
+            return True
+        log.warning("%d connection(s) did not close in time", len(self.connections))
+        return False
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         try:
@@ -183,6 +177,10 @@ class Server:
     async def handle_connection(
         self, stream: trio.abc.Stream, ip: str, port: int | None = None
     ) -> None:
+        refusal = SHUTDOWN_TEXT if self._closing else self.admission.admit(ip)
+        if refusal is not None:
+            await self._refuse(stream, ip, refusal)
+            return
         conn = Connection(stream, ip, self.limits.outbox_lines)
         session = Session(conn, ip, port)
         self.connections.add(conn)
@@ -192,10 +190,11 @@ class Server:
         try:
             with conn.cancel_scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn.run_writer, self.limits.write_timeout)
-                    await self._read_loop(stream, session)
+                    nursery.start_soon(conn.run_writer, _or_never(self.limits.write_timeout))
+                    await self._read_loop(conn, session)
                     conn.close()
         finally:
+            self.admission.release(ip)
             self.connections.discard(conn)
             if not self.connections:
                 self._no_connections.set()
@@ -203,42 +202,135 @@ class Server:
             log.debug("%s (%s) disconnected", ip, session.name or "not logged in")
             await trio.aclose_forcefully(stream)
 
-    async def _read_loop(self, stream: trio.abc.Stream, session: Session) -> None:
-        buf = LineBuffer(self.limits.max_line_bytes)
-        login = _LoginState()
-        session.say("USERNAME", 'Who are you? Send "username: NAME"')
-        deadline = trio.current_time() + self.limits.login_timeout
-        while not session.closed:
-            with trio.move_on_at(deadline if session.name is None else math.inf) as scope:
-                try:
-                    data = await stream.receive_some(RECV_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            if scope.cancelled_caught:
+    async def _refuse(self, stream: trio.abc.Stream, ip: str, text: str) -> None:
+        """One ``BYE`` line, then close: the connection was never admitted."""
+        self._refused += 1
+        now = trio.current_time()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_EVERY:
+            log.warning("refused %d connection(s), the last from %s: %s", self._refused, ip, text)
+            self._refused, self._refusal_logged_at = 0, now
+        try:
+            with trio.move_on_after(REFUSAL_WRITE_TIMEOUT):
+                await stream.send_all(format_server_line("BYE", text))
+                if isinstance(stream, trio.abc.HalfCloseableStream):
+                    await stream.send_eof()
+                    with trio.move_on_after(REFUSAL_LINGER):
+                        while await stream.receive_some(RECV_BYTES):
+                            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    # -- the reader ---------------------------------------------------------
+    async def _read_loop(self, conn: Connection, session: Session) -> None:
+        """Serve one client's lines until it leaves; ``conn.drained`` is set at the end."""
+        try:
+            login_deadline = trio.current_time() + _or_never(self.limits.login_timeout)
+            with trio.CancelScope(deadline=login_deadline) as login_scope:
+                stopped = await self._serve_lines(conn, session, login_scope)
+            if login_scope.cancelled_caught:
                 session.say("BYE", "Login timed out; connect again and log in")
                 return
-            if not data:
-                return
-            buf.receive_data(data)
-            while not session.closed:
-                try:
-                    line = buf.next_line()
-                    if line is None:
-                        break
-                    event = parse_client_line(line)
-                except RemoteProtocolError as e:
-                    session.say("ERROR", str(e))
-                    if session.name is None and login.count_failure(self.limits):
-                        session.say("BYE", "Too many failed attempts; connect again to retry")
-                        return
-                    continue
-                if session.name is None:
-                    if not await self._login_step(session, login, event):
-                        return
-                else:
-                    self.hub.handle(session, event, self.clock())
+        finally:
+            conn.drained.set()
+        if stopped:
+            # Shutting down: everything read was handled; shut_down() now says
+            # BYE and the writer, once it has flushed, closes the connection.
+            await trio.sleep_forever()
 
-    async def _login_step(self, session: Session, login: _LoginState, event: object) -> bool:
+    async def _serve_lines(
+        self, conn: Connection, session: Session, login_scope: trio.CancelScope
+    ) -> bool:
+        """Read, pace and handle lines; True when it stopped for a shutdown."""
+        buf = LineBuffer(self.limits.max_line_bytes)
+        login = _LoginState()
+        rates = ConnectionRates(self.limits, self.chat_rates, trio.current_time())
+        session.say("USERNAME", 'Who are you? Send "username: NAME"')
+        while True:
+            # Every complete line already read is handled, shutting down or not.
+            while not session.closed and (event := _next_event(buf)) is not None:
+                await self._pace(conn, session, rates, event)
+                if not await self._handle(conn, session, login, event):
+                    return False
+                if session.name is not None:
+                    login_scope.deadline = math.inf
+            if session.closed:
+                return False
+            if conn.stopping:
+                return True
+            data = await self._receive(conn, session)
+            if data is None:
+                return False
+            if data:
+                buf.receive_data(data)
+
+    async def _receive(self, conn: Connection, session: Session) -> bytes | None:
+        """The next bytes; None once the client is gone (or idle too long);
+        b"" when interrupted by a shutdown."""
+        idle = _or_never(self.limits.idle_timeout) if session.name is not None else math.inf
+        with conn.interruptible():
+            with trio.move_on_after(idle):
+                try:
+                    return await conn.stream.receive_some(RECV_BYTES) or None
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+            session.say(
+                "BYE",
+                f"Nothing received from you for {idle:g} s; closing the connection "
+                "(a client should send ::ping now and then)",
+            )
+            log.info("%s (%s) idle for %g s; closed", session.ip, session.name, idle)
+            return None
+        return b""
+
+    async def _pace(
+        self,
+        conn: Connection,
+        session: Session,
+        rates: ConnectionRates,
+        event: ClientEvent | RemoteProtocolError,
+    ) -> None:
+        """Wait (reading nothing) until the client's rate allows ``event``."""
+        wait = rates.delay(event, session.name, trio.current_time())
+        if wait <= 0 or conn.stopping:
+            return
+        if not rates.slowed:
+            rates.slowed = True
+            log.info("%s (%s) is over its rate limit; slowing it down", session.ip, session.name)
+        with conn.interruptible():
+            await trio.sleep(wait)
+
+    async def _handle(
+        self,
+        conn: Connection,
+        session: Session,
+        login: _LoginState,
+        event: ClientEvent | RemoteProtocolError,
+    ) -> bool:
+        """Act on one line; False closes the connection."""
+        if isinstance(event, RemoteProtocolError):
+            session.say("ERROR", str(event))
+            if session.name is None and login.count_failure(self.limits):
+                session.say("BYE", TOO_MANY_TRIES)
+                return False
+            return True
+        if session.name is None:
+            return await self._login_step(conn, session, login, event)
+        self.hub.handle(session, event, self.clock())
+        return True
+
+    async def _pace_login(self, conn: Connection, session: Session) -> None:
+        """Password attempts from one source address are limited per minute."""
+        wait = self.login_rates.take(source_key(session.ip), trio.current_time())
+        if wait > 0 and not conn.stopping:
+            log.debug("%s: over the password attempt rate; waiting %.1f s", session.ip, wait)
+            with conn.interruptible():
+                await trio.sleep(wait)
+
+    async def _login_step(
+        self, conn: Connection, session: Session, login: _LoginState, event: object
+    ) -> bool:
         """Advance the login dialogue by one event; False closes the connection."""
         match event:
             case Username(name):
@@ -250,10 +342,11 @@ class Server:
                     session.say("PASSWORD", f"Password for {login.account.name}")
                 return True
             case Password(secret) if login.name is not None:
+                await self._pace_login(conn, session)
                 account = await self._check_password(session, login, secret)
                 if account is None:
                     if login.count_failure(self.limits):
-                        session.say("BYE", "Too many failed attempts; connect again to retry")
+                        session.say("BYE", TOO_MANY_TRIES)
                         return False
                     session.say("PASSWORD", f"Password for {login.name}")
                     return True
@@ -266,6 +359,7 @@ class Server:
                 )
                 # Where this client's connection comes from, after any NAT (like STUN).
                 session.say("SEEN", self.hub.public_of(session))
+                self.hub.after_login(session, self.clock())  # then what waits for it (mail)
                 log.info("%s logged in from %s", account.name, session.ip)
                 return True
             case Command("quit", _):
@@ -274,7 +368,7 @@ class Server:
             case _:
                 session.say("ERROR", 'Log in first: send "username: NAME", then "password: SECRET"')
                 if login.count_failure(self.limits):
-                    session.say("BYE", "Too many failed attempts; connect again to retry")
+                    session.say("BYE", TOO_MANY_TRIES)
                     return False
                 session.say("USERNAME", 'Who are you? Send "username: NAME"')
                 return True
@@ -318,3 +412,12 @@ class _LoginState:
         """Count one failure; True when the connection has used up its tries."""
         self.failures += 1
         return self.failures >= limits.max_login_tries
+
+
+def _next_event(buf: LineBuffer) -> ClientEvent | RemoteProtocolError | None:
+    """The next line from ``buf`` parsed; the error for a bad one; None: need more bytes."""
+    try:
+        line = buf.next_line()
+        return None if line is None else parse_client_line(line)
+    except RemoteProtocolError as e:
+        return e

@@ -112,7 +112,7 @@ def test_users_menu_and_errors_for_unknown_or_offline_users(world: Lab) -> None:
     dave.send("connect: nobody")
     dave.expect(r"Servidor\[ERROR\]: There is no user named nobody")
     dave.send("connect: erin")
-    dave.expect(r"Servidor\[ERROR\]: erin is offline")
+    dave.expect(r"erin is offline: what you type is kept for erin on the server")
     dave.send("::frobnicate")
     dave.expect(r"Unknown command ::frobnicate")
 

@@ -14,10 +14,12 @@ import rendezvous.hub
 from chathack.protocol import (
     Command,
     Connect,
+    Lan,
     ListenPort,
     Msg,
     Password,
     PeerAddress,
+    Punch,
     ServerLine,
     Text,
     UserLine,
@@ -171,7 +173,6 @@ def test_a_call_does_not_steal_the_callees_current_conversation(hub: Hub) -> Non
         ("nobody", "There is no user named nobody: ::users lists who is registered"),
         ("alice", "You cannot connect to yourself"),
         ("ALICE", "You cannot connect to yourself"),
-        ("carol", "carol is offline: try again when ::users shows carol online"),
     ],
 )
 def test_connect_errors(hub: Hub, target: str, message: str) -> None:
@@ -180,6 +181,18 @@ def test_connect_errors(hub: Hub, target: str, message: str) -> None:
     say(hub, alice, Connect(target))
     assert only(alice, "ERROR") == message
     assert alice.current is None and alice.partners == set()
+
+
+def test_connect_to_an_offline_user_answers_with_the_vouched_key(hub: Hub) -> None:
+    hub.store.create_account("carol", "hash", 1)
+    key = "A" * 43 + "="
+    hub.store.set_pubkey("carol", key)
+    alice = login(hub, "alice")
+    say(hub, alice, Connect("Carol"))
+    assert parse_peer_address(only(alice, "PEER")) == PeerAddress(
+        "carol", None, None, (("state", "offline"), ("key", key))
+    )
+    assert alice.partners == set()  # nobody to tell: carol learns of it from her mail
 
 
 # --------------------------------------------------------------------------
@@ -326,3 +339,151 @@ def test_partners_are_told_when_a_user_goes_offline(hub: Hub) -> None:
     assert bob.current is None and bob.partners == set()
     say(hub, bob, Text("hello?"))
     assert "You are not in a conversation" in only(bob, "ERROR")
+
+
+# --------------------------------------------------------------------------
+# Across networks: candidates, hole punching, keepalive (issue 3)
+# --------------------------------------------------------------------------
+
+
+def login_from(hub: Hub, name: str, ip: str, remote_port: int, now: float = 100.0) -> Session:
+    """Like :func:`login`, with the client's source port as the server sees it (after NAT)."""
+    account = hub.store.get_account(name) or hub.store.create_account(name, "hash", now)
+    session = Session(FakeOutbox(), ip, remote_port)
+    hub.attach(session, account, now)
+    return session
+
+
+def extras(text: str) -> dict[str, str]:
+    return dict(parse_peer_address(text).extra)
+
+
+def test_lan_then_connect_shows_public_and_lan_candidates(hub: Hub) -> None:
+    # alice behind natA, bob behind natB, as in tests/netlab.py.
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    bob = login_from(hub, "bob", "203.0.113.102", 40002)
+    say(hub, alice, ListenPort(40001), Lan(("192.0.2.10:40001",)))
+    assert [e.text for e in take(alice)] == [  # type: ignore[union-attr]
+        "Direct links to you go to 203.0.113.101:40001",
+        "Your own addresses: 192.0.2.10:40001",
+    ]
+    say(hub, bob, ListenPort(40002), Lan(("198.51.100.10:40002", "[2001:db8::10]:40002")))
+    take(bob)
+    say(hub, alice, Connect("bob"))
+    peer = only(alice, "PEER")
+    addr = parse_peer_address(peer)
+    assert (addr.name, addr.host, addr.port) == ("bob", "203.0.113.102", 40002)
+    assert extras(peer)["public"] == "203.0.113.102:40002"
+    assert extras(peer)["lan"] == "198.51.100.10:40002,[2001:db8::10]:40002"  # comma-joined
+    call = only(bob, "CALL")
+    assert parse_peer_address(call).host == "203.0.113.101"
+    assert extras(call)["public"] == "203.0.113.101:40001"
+    assert extras(call)["lan"] == "192.0.2.10:40001"
+
+
+def test_public_is_the_observed_source_port_not_the_announced_one(hub: Hub) -> None:
+    # A symmetric NAT (or a taken port): the connection arrives from another port.
+    s1 = login_from(hub, "s1", "203.0.113.103", 61234)
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    say(hub, s1, ListenPort(40003), Lan(("198.51.100.130:40003",)))
+    take(s1)
+    say(hub, alice, Connect("s1"))
+    peer = only(alice, "PEER")
+    assert parse_peer_address(peer).port == 40003
+    assert extras(peer)["public"] == "203.0.113.103:61234"
+
+
+def test_a_relay_only_peer_has_no_address_but_is_marked_a_chathack_peer(hub: Hub) -> None:
+    dave = login_from(hub, "dave", "203.0.113.20", 50000)
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    say(hub, dave, Lan(()))
+    assert only(dave, "OK") == "Your own addresses: none"
+    say(hub, alice, Connect("dave"))
+    peer = parse_peer_address(only(alice, "PEER"))
+    assert (peer.host, peer.port) == (None, None)  # "dave -": nothing to dial
+    assert dict(peer.extra)["lan"] == "-"  # ... but it speaks link frames
+
+
+def test_a_plain_client_gets_no_candidates(hub: Hub) -> None:
+    """A person with nc sends neither lan: nor port:, so PEER/CALL stay as before issue 3."""
+    carol = login_from(hub, "carol", "203.0.113.5", 50500)
+    bob = login_from(hub, "bob", "203.0.113.102", 40002)
+    say(hub, bob, ListenPort(40002), Lan(("198.51.100.10:40002",)))
+    take(bob)
+    say(hub, carol, Connect("bob"))
+    assert "public" in extras(only(carol, "PEER"))
+    call = parse_peer_address(only(bob, "CALL"))
+    assert (call.name, call.host, call.port) == ("carol", None, None)
+    assert "public" not in dict(call.extra) and "lan" not in dict(call.extra)
+
+
+def test_a_new_lan_line_replaces_the_old_one(hub: Hub) -> None:
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    bob = login_from(hub, "bob", "203.0.113.102", 40002)
+    say(hub, bob, Lan(("198.51.100.10:40002",)), Lan(("198.51.100.11:40002",)))
+    take(bob)
+    say(hub, alice, Connect("bob"))
+    assert extras(only(alice, "PEER"))["lan"] == "198.51.100.11:40002"
+
+
+def test_punch_sends_both_sides_each_others_public_endpoint_at_once(hub: Hub) -> None:
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    bob = login_from(hub, "bob", "203.0.113.102", 40002)
+    say(hub, alice, Lan(("192.0.2.10:40001",)), Connect("bob"))
+    say(hub, bob, Lan(("198.51.100.10:40002",)))
+    take(alice), take(bob)
+    say(hub, alice, Punch("BOB"))
+    assert only(alice, "PUNCH") == "bob 203.0.113.102:40002"
+    assert only(bob, "PUNCH") == "alice 203.0.113.101:40001"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("alice", "You cannot punch to yourself"),
+        ("nobody", "There is no user named nobody: ::users lists who is registered"),
+        ("carol", "carol is offline: try again when ::users shows carol online"),
+        ("erin", "erin cannot take part in hole punching"),  # a plain client (no lan:)
+    ],
+)
+def test_punch_errors_go_to_the_asker_only(hub: Hub, target: str, message: str) -> None:
+    hub.store.create_account("carol", "hash", 1)
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    erin = login_from(hub, "erin", "203.0.113.5", 50500)
+    say(hub, alice, Lan(("192.0.2.10:40001",)))
+    take(alice)
+    say(hub, alice, Punch(target))
+    assert only(alice, "ERROR") == message
+    assert take(erin) == []
+
+
+def test_ping_answers_pong_with_the_token(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, Command("ping", "18c4f2a9"), Command("ping"))
+    assert take(alice) == [ServerLine("PONG", "18c4f2a9"), ServerLine("PONG", "-")]
+
+
+def test_help_lists_the_new_lines(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    say(hub, alice, Command("help"))
+    texts = [e.text for e in take(alice)]  # type: ignore[union-attr]
+    for usage in ("::ping [TOKEN]", "lan: HOST:PORT ...", "punch: NAME"):
+        assert any(t.startswith(usage) for t in texts), usage
+
+
+def test_relogin_from_a_new_address_keeps_partners_and_tells_them_where(hub: Hub) -> None:
+    """Roaming: alice's home gets a new public address; her peer logs in again,
+    re-announces, and asks for bob again; bob's CALL carries the new endpoint."""
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    bob = login_from(hub, "bob", "203.0.113.102", 40002)
+    say(hub, alice, Lan(("192.0.2.10:40001",)), Connect("bob"))
+    say(hub, bob, Lan(("198.51.100.10:40002",)))
+    take(alice), take(bob)
+    new = login_from(hub, "alice", "203.0.113.111", 40001, now=500)
+    assert new.partners == {"bob"} and bob.partners == {"alice"} and bob.current == "alice"
+    assert take(bob) == []  # no GONE: the conversation carries on
+    say(hub, new, ListenPort(40001), Lan(("192.0.2.10:40001",)), Connect("bob"))
+    take(new)
+    assert extras(only(bob, "CALL"))["public"] == "203.0.113.111:40001"
+    hub.detach(alice, now=600)  # the old connection's end, later, changes nothing
+    assert take(bob) == [] and hub.session_of("alice") is new

@@ -24,6 +24,7 @@ from chathack.link import (
     LINK_VERSION,
     MAX_FRAME_BYTES,
     RELAY_PREFIX,
+    VIAS,
     Ack,
     Bye,
     Chat,
@@ -38,6 +39,7 @@ from chathack.link import (
     frame_to_bytes,
     frame_to_relay_text,
     is_relay_frame,
+    path_of,
     relay_text_to_frame,
 )
 from chathack.protocol import (
@@ -525,3 +527,65 @@ def test_a_restarting_receiver_shows_everything_and_never_gets_stuck(
     for run in link.shown:  # each run of Bob's program: in order, no repeats
         seqs = [c.seq for c in run]
         assert seqs == sorted(set(seqs))
+
+
+# --------------------------------------------------------------------------
+# Hello.via and the path word (issue 3)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_hello_via_round_trips_on_both_encodings(via: str) -> None:
+    hello = Hello("alice", "bob", "e1", via=via)
+    assert json.loads(frame_to_bytes(hello))["via"] == via
+    assert frame_from_bytes(frame_to_bytes(hello)) == hello
+    assert relay_text_to_frame(frame_to_relay_text(hello)) == hello
+    dec = FrameDecoder()
+    dec.receive_data(encode_frame(hello))
+    assert decode_all(dec) == [hello]
+
+
+def test_a_hello_without_via_was_dialled() -> None:
+    """Peers from before issue 3 send no ``via``: they can only have dialled."""
+    old = raw({"t": "hello", "name": "alice", "to": "bob", "epoch": "e", "version": 1})
+    assert frame_from_bytes(old) == Hello("alice", "bob", "e", via="dial")
+
+
+@pytest.mark.parametrize("via", ["", "DIAL", "relay", "punched", 1, None, True, ["dial"], {}])
+def test_an_unknown_via_is_refused(via: object) -> None:
+    data = raw({"t": "hello", "name": "alice", "to": "bob", "epoch": "e", "version": 1, "via": via})
+    with pytest.raises(RemoteProtocolError, match="unknown via"):
+        frame_from_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "path"),
+    [
+        ("dial", "accept", "direct"),  # a plain dial to a listener
+        ("accept", "dial", "direct"),
+        ("punch", "accept", "direct"),  # a punch that reached a listener: reachable anyway
+        ("accept", "punch", "direct"),
+        ("punch", "punch", "punched"),  # TCP simultaneous open through two NATs
+        ("dial", "punch", "punched"),
+        ("punch", "dial", "punched"),
+        ("dial", "dial", "punched"),  # nobody accepted: a simultaneous open too
+        ("accept", "accept", "direct"),  # cannot happen; named for completeness
+    ],
+)
+def test_path_of(mine: str, theirs: str, path: str) -> None:
+    assert path_of(mine, theirs) == path
+
+
+@given(st.sampled_from(VIAS), st.sampled_from(VIAS))
+def test_both_ends_agree_on_the_path_word(mine: str, theirs: str) -> None:
+    assert path_of(mine, theirs) == path_of(theirs, mine)
+    assert path_of(mine, theirs) in ("direct", "punched")
+
+
+@given(names, names, epochs, st.integers(0, 100), st.sampled_from(VIAS))
+def test_hellos_with_any_via_round_trip(
+    name: str, to: str, epoch: str, version: int, via: str
+) -> None:
+    hello = Hello(name, to, epoch, version, via)
+    assert frame_from_bytes(frame_to_bytes(hello)) == hello
+    assert relay_text_to_frame(frame_to_relay_text(hello)) == hello

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
+    MAX_LAN_ADDRS,
     MAX_LINE_BYTES,
     MAX_RELAY_CHARS,
     MAX_TEXT_CHARS,
@@ -23,11 +24,13 @@ from chathack.protocol import (
     ClientEvent,
     Command,
     Connect,
+    Lan,
     LineBuffer,
     ListenPort,
     Msg,
     Password,
     PeerAddress,
+    Punch,
     ServerLine,
     Text,
     UserLine,
@@ -46,7 +49,7 @@ from chathack.protocol import (
     parse_users,
 )
 
-KEYWORDS = ("username", "password", "port", "connect", "msg")
+KEYWORDS = ("username", "password", "port", "connect", "msg", "lan", "punch")
 
 
 def drain(buf: LineBuffer) -> list[tuple[str, str]]:
@@ -537,7 +540,7 @@ def test_parse_client_line_raises_only_remote_protocol_error(line: str) -> None:
         event = parse_client_line(line)
     except RemoteProtocolError:
         return
-    assert isinstance(event, Username | Password | ListenPort | Connect | Msg | Command | Text)
+    assert isinstance(event, ClientEvent)
 
 
 @given(
@@ -548,3 +551,123 @@ def test_server_side_parsers_raise_only_remote_protocol_error(text: str) -> None
         with contextlib.suppress(RemoteProtocolError):
             parse(text)
     parse_users(text)  # never raises: junk is skipped
+
+
+# --------------------------------------------------------------------------
+# Across networks: lan: and punch: (issue 3)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "event"),
+    [
+        ("lan: 192.0.2.10:4000", Lan(("192.0.2.10:4000",))),
+        ("lan:192.0.2.10:4000", Lan(("192.0.2.10:4000",))),
+        (
+            "lan: 192.0.2.10:4000   198.51.100.10:4000 ",
+            Lan(("192.0.2.10:4000", "198.51.100.10:4000")),
+        ),
+        ("lan: [2001:db8::1]:4000", Lan(("[2001:db8::1]:4000",))),
+        ("lan: ::1:4000", Lan(("::1:4000",))),
+        ("lan: 127.0.0.1:1 127.0.0.1:65535", Lan(("127.0.0.1:1", "127.0.0.1:65535"))),
+        # "-": a chathack peer that listens nowhere (relay only).
+        ("lan: -", Lan(())),
+        ("lan:  -  ", Lan(())),
+        ("lan: " + " ".join(f"192.0.2.{i}:4000" for i in range(MAX_LAN_ADDRS)), None),
+        ("punch: bob", Punch("bob")),
+        ("punch:Bob.2", Punch("Bob.2")),
+        ("punch:   bob  ", Punch("bob")),
+        # Keywords are lower-case: these are chat text.
+        ("LAN: 192.0.2.10:4000", Text("LAN: 192.0.2.10:4000")),
+        ("Punch: bob", Text("Punch: bob")),
+    ],
+)
+def test_parse_lan_and_punch(line: str, event: ClientEvent | None) -> None:
+    if event is None:  # the longest list allowed: every address is kept, in order
+        event = Lan(tuple(line.removeprefix("lan: ").split()))
+        assert len(event.addrs) == MAX_LAN_ADDRS
+    assert parse_client_line(line) == event
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("lan:", "lan: HOST:PORT"),
+        ("lan:    ", "lan: HOST:PORT"),
+        ("lan: 192.0.2.10", "lan: HOST:PORT"),  # no port
+        ("lan: 192.0.2.10:", "lan: HOST:PORT"),
+        ("lan: :4000", "lan: HOST:PORT"),  # no host
+        ("lan: 192.0.2.10:0", "lan: HOST:PORT"),
+        ("lan: 192.0.2.10:65536", "lan: HOST:PORT"),
+        ("lan: 192.0.2.10:-1", "lan: HOST:PORT"),
+        ("lan: 192.0.2.10:\u00b2", "lan: HOST:PORT"),  # a digit to isdigit(), not to int()
+        ("lan: 192.0.2.10:\u0661\u0662", "lan: HOST:PORT"),
+        ("lan: example.org:4000", "lan: HOST:PORT"),  # numeric addresses only
+        ("lan: 192.0.2.10:4000,198.51.100.10:4000", "lan: HOST:PORT"),  # spaces, not commas
+        ("lan: 192.0.2.10:4000 junk", "lan: HOST:PORT"),  # one bad word spoils the line
+        ("lan: - 192.0.2.10:4000", "lan: HOST:PORT"),  # "-" stands alone
+        ("lan: --", "lan: HOST:PORT"),
+        ("lan: 192.0.2.1\x1b:4000", "lan: HOST:PORT"),
+        (
+            "lan: " + " ".join(f"192.0.2.{i}:4000" for i in range(MAX_LAN_ADDRS + 1)),
+            f"at most {MAX_LAN_ADDRS}",
+        ),
+        ("punch:", "punch: NAME"),
+        ("punch:   ", "punch: NAME"),
+        ("punch: two names", "Invalid user name"),
+        ("punch: b@d", "Invalid user name"),
+        ("punch: Servidor", "reserved"),
+    ],
+)
+def test_malformed_lan_and_punch(line: str, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        parse_client_line(line)
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        (Lan(()), b"lan: -\n"),
+        (Lan(("192.0.2.10:4000",)), b"lan: 192.0.2.10:4000\n"),
+        (
+            Lan(("192.0.2.10:4000", "[2001:db8::1]:4000")),
+            b"lan: 192.0.2.10:4000 [2001:db8::1]:4000\n",
+        ),
+        (Punch("bob"), b"punch: bob\n"),
+    ],
+)
+def test_format_lan_and_punch(event: ClientEvent, line: bytes) -> None:
+    assert format_client_event(event) == line
+    assert parse_client_line(line.decode().rstrip("\n")) == event
+
+
+def test_peer_address_with_candidates() -> None:
+    """What a chathack peer's PEER/CALL line looks like (see rendezvous.hub.address_of)."""
+    text = "bob 203.0.113.102:4000 public=203.0.113.102:4000 lan=198.51.100.10:4000,10.0.0.2:4000"
+    assert parse_peer_address(text) == PeerAddress(
+        "bob",
+        "203.0.113.102",
+        4000,
+        (("public", "203.0.113.102:4000"), ("lan", "198.51.100.10:4000,10.0.0.2:4000")),
+    )
+    # A relay-only peer: no address, but the extras still say "a chathack peer".
+    relay_only = PeerAddress("bob", None, None, (("public", "203.0.113.102:51000"), ("lan", "-")))
+    assert format_peer_address(relay_only) == "bob - public=203.0.113.102:51000 lan=-"
+    assert parse_peer_address(format_peer_address(relay_only)) == relay_only
+
+
+ipv4_endpoints = st.builds(
+    lambda ip, port: f"{ip}:{port}", st.ip_addresses(v=4).map(str), st.integers(1, 65535)
+)
+ipv6_endpoints = st.builds(
+    lambda ip, port: f"[{ip}]:{port}", st.ip_addresses(v=6).map(str), st.integers(1, 65535)
+)
+lan_events = st.builds(
+    Lan, st.lists(ipv4_endpoints | ipv6_endpoints, max_size=MAX_LAN_ADDRS).map(tuple)
+)
+
+
+@given(lan_events | st.builds(Punch, names))
+def test_lan_and_punch_round_trip_through_bytes(event: ClientEvent) -> None:
+    assert feed([format_client_event(event)]) == [("line", parse_and_format(event))]
+    assert parse_client_line(parse_and_format(event)) == event

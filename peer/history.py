@@ -1,0 +1,135 @@
+"""The peer's own record of its conversations (SQLite in the data dir).
+
+Three jobs:
+
+* ``::history NAME [N]`` and the last lines shown when a conversation reopens;
+* each sent message's **delivery state** — ``sent`` → ``stored`` (on the
+  rendezvous, for an offline partner) → ``delivered`` → ``read`` — which only
+  ever moves forward and survives restarts;
+* **exactly-once display** of offline mail: a message is recorded (its
+  ``(partner, mail id)`` is unique) *before* the server is told it arrived, so
+  a copy delivered again after a crash is recognised and not shown twice.
+
+And the sender's outbox: mail not yet confirmed stored is sent again, with
+the same id, after a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+HISTORY_FILE = "history.sqlite3"
+#: Delivery states, in the only order they can move.
+STATES = ("sent", "stored", "delivered", "read")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    rowid     INTEGER PRIMARY KEY,
+    partner   TEXT NOT NULL COLLATE NOCASE,
+    outgoing  INTEGER NOT NULL,
+    text      TEXT NOT NULL,
+    at        REAL NOT NULL,
+    msg_id    TEXT,            -- mail id (offline messages) or NULL
+    state     TEXT NOT NULL,   -- for outgoing: sent/stored/delivered/read; incoming: shown
+    payload   TEXT,            -- outgoing mail not yet stored: the sealed text to resend
+    UNIQUE (partner, outgoing, msg_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_partner ON messages (partner, rowid);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    partner: str
+    outgoing: bool
+    text: str
+    at: float
+    state: str
+    msg_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMail:
+    partner: str
+    msg_id: str
+    payload: str
+
+
+class History:
+    """One user's history; ``None`` path keeps it in memory (library use, tests)."""
+
+    def __init__(self, data_dir: Path | None) -> None:
+        path = ":memory:" if data_dir is None else str(data_dir / HISTORY_FILE)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def add_incoming(self, partner: str, text: str, at: float, msg_id: str | None = None) -> bool:
+        """Record a received message; False if this mail id was recorded before."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO messages(partner, outgoing, text, at, msg_id, state)"
+            " VALUES (?, 0, ?, ?, ?, 'shown')",
+            (partner, text, at, msg_id),
+        )
+        return cur.rowcount == 1
+
+    def add_outgoing(
+        self,
+        partner: str,
+        text: str,
+        at: float,
+        msg_id: str | None = None,
+        payload: str | None = None,
+    ) -> None:
+        # A message first sent on a live path may later go to the mailbox under
+        # the same id (its partner left): it then gets the payload to resend.
+        self._db.execute(
+            "INSERT INTO messages(partner, outgoing, text, at, msg_id, state, payload)"
+            " VALUES (?, 1, ?, ?, ?, 'sent', ?)"
+            " ON CONFLICT(partner, outgoing, msg_id) DO UPDATE SET payload = excluded.payload"
+            " WHERE state = 'sent'",
+            (partner, text, at, msg_id, payload),
+        )
+
+    def advance(self, partner: str, msg_id: str, state: str) -> bool:
+        """Move a sent message forward to ``state``; False if it was there already
+        (or further, or unknown)."""
+        rank = {s: i for i, s in enumerate(STATES)}
+        current = self.state_of(partner, msg_id)
+        if current is None or rank[current] >= rank[state]:
+            return False
+        self._db.execute(
+            "UPDATE messages SET state = ?, payload = NULL"
+            " WHERE partner = ? AND outgoing = 1 AND msg_id = ?",
+            (state, partner, msg_id),
+        )
+        return True
+
+    def state_of(self, partner: str, msg_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT state FROM messages WHERE partner = ? AND outgoing = 1 AND msg_id = ?",
+            (partner, msg_id),
+        ).fetchone()
+        return row[0] if row else None
+
+    def pending_mail(self) -> list[PendingMail]:
+        """Outgoing mail the server has not confirmed storing (to send again)."""
+        rows = self._db.execute(
+            "SELECT partner, msg_id, payload FROM messages"
+            " WHERE outgoing = 1 AND state = 'sent' AND payload IS NOT NULL ORDER BY rowid"
+        ).fetchall()
+        return [PendingMail(*r) for r in rows]
+
+    def last(self, partner: str, n: int) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT partner, outgoing, text, at, state, msg_id FROM messages"
+            " WHERE partner = ? ORDER BY rowid DESC LIMIT ?",
+            (partner, n),
+        ).fetchall()
+        return [Entry(p, bool(o), t, a, s, m) for p, o, t, a, s, m in reversed(rows)]
+
+    def close(self) -> None:
+        self._db.close()

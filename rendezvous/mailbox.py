@@ -1,0 +1,332 @@
+"""The rendezvous mailbox: messages kept for users who are offline (sans-IO).
+
+Theory of operation
+-------------------
+``mail: NAME ID TEXT`` stores TEXT for NAME under the sender's id ID. The
+row is committed (a *durable* transaction, see :mod:`rendezvous.store`)
+before ``Servidor[STORED]: NAME ID`` is queued, so an answer the sender got
+is a promise that survives a crash. ``(sender, ID)`` is unique: storing it
+again is a no-op answered ``STORED`` again, which makes a sender's blind
+retry after a crash or a reconnect safe.
+
+Delivery is at least once. A logged-in session gets its waiting messages as
+``Servidor[MAIL]: ORIGIN ID STAMP TEXT`` in store order, at most
+``window`` of them unacknowledged at a time (the session's outbox is bounded
+and a client that overflows it is disconnected); every ``ack:`` lets more
+through. The state of a delivery (a cursor in store order and the set of
+messages in flight) lives only in memory, per session: a new session starts
+again from the oldest waiting message, so whatever was in flight when a
+connection or the server died is sent again -- with its id, so the receiving
+peer recognises it. An ``ack:`` marks the message delivered in the database
+(its body is dropped, its row kept until it expires, so a late retry of the
+same id is still recognised) and creates a ``DELIVERED`` receipt for the
+sender; ``read:`` does the same with ``READ``; expiry deletes a message that
+waited too long and creates ``EXPIRED``. Receipts are rows too, delivered to
+their owner the same way (their own window) until acknowledged with
+``receipt:``.
+
+Nothing here touches a socket or a clock: the hub passes ``now`` in, and
+replies go to sessions' outboxes through ``Session.say``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chathack.protocol import (
+    MAX_LINE_BYTES,
+    MAX_RELAY_CHARS,
+    MailItem,
+    MailKey,
+    Receipt,
+    Refusal,
+    format_mail,
+    format_refusal,
+    format_server_line,
+    has_controls,
+)
+from rendezvous.store import DELIVERED, READ, WAITING, MailStore, Store, StoreError
+
+if TYPE_CHECKING:
+    from rendezvous.hub import Session
+
+log = logging.getLogger("chathack.rendezvous")
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class MailLimits:
+    """The mailbox's limits; each one a ``chathack-rendezvous`` flag."""
+
+    #: Messages that may wait for one recipient.
+    quota_count: int = 20_000
+    #: Bytes (of TEXT, UTF-8) that may wait for one recipient.
+    quota_bytes: int = 64 * 1024 * 1024
+    #: Longest TEXT, in characters (the ``MAIL`` line must also fit in MAX_LINE_BYTES).
+    max_chars: int = MAX_RELAY_CHARS
+    #: Seconds a message waits before it expires (and its sender gets ``EXPIRED``).
+    expiry: float = 30 * DAY
+    #: ``MAIL`` lines a session may have unacknowledged; keep it well under the outbox size.
+    window: int = 256
+    #: Receipt lines a session may have unacknowledged.
+    receipt_window: int = 128
+    #: Seconds between two purges of expired messages (the first comes with the first event).
+    purge_every: float = 3600.0
+    #: Most messages one purge expires (a backlog is worked off over several events).
+    purge_batch: int = 5000
+
+
+@dataclass(slots=True)
+class _Flow:
+    """One session's deliveries: cursors in store order and what is in flight."""
+
+    mail_cursor: int = 0
+    mail_inflight: dict[tuple[str, str], int] = field(default_factory=dict)  # (origin, id) -> seq
+    receipt_cursor: int = 0
+    receipt_inflight: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+def _same(a: str, b: str | None) -> bool:
+    return b is not None and a.lower() == b.lower()
+
+
+class Mailbox:
+    """Store, deliver, acknowledge and expire messages (see the module docstring)."""
+
+    def __init__(
+        self,
+        accounts: Store,
+        store: MailStore,
+        online: Callable[[str], Session | None],
+        limits: MailLimits | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.store = store
+        self.online = online
+        self.limits = limits or MailLimits()
+        self._flows: dict[Session, _Flow] = {}
+        self._next_purge = -math.inf
+
+    # sessions ---------------------------------------------------------------
+    def start(self, session: Session) -> None:
+        """Begin delivering to a logged-in ``session`` (after its login reply)."""
+        if session.name is None or session.closed or session in self._flows:
+            return
+        if self.online(session.name) is not session:  # replaced by a newer login
+            return
+        self._flows[session] = _Flow()
+        self._pump(session)
+
+    def started(self, session: Session) -> bool:
+        return session in self._flows
+
+    def stop(self, session: Session) -> None:
+        """``session`` is gone: what was in flight to it waits for the next one."""
+        self._flows.pop(session, None)
+
+    # storing ----------------------------------------------------------------
+    def store_mail(self, session: Session, to: str, msg_id: str, text: str, now: float) -> None:
+        """``mail: to msg_id text`` from ``session``: STORED once committed, or REFUSED."""
+        me = session.name
+        assert me is not None
+        key = MailKey(to, msg_id)
+
+        def refuse(code: str, reason: str) -> None:
+            session.say("REFUSED", format_refusal(Refusal(key, code, reason)))
+
+        if _same(to, me):
+            return refuse("self", "you cannot send mail to yourself")
+        try:
+            existing = self.store.find(me, msg_id)
+            if existing is not None:
+                if _same(to, existing.recipient):
+                    session.say("STORED", f"{to} {msg_id}")  # a retry: already stored
+                    return None
+                return refuse(
+                    "id-used", f"you used the id {msg_id} for a message to {existing.recipient}"
+                )
+            account = self.accounts.get_account(to)
+            if account is None:
+                return refuse("unknown", f"there is no user named {to}")
+            problem = self._check_text(me, msg_id, text, int(now))
+            if problem is not None:
+                return refuse(*problem)
+            count, size = self.store.usage(account.name)
+            nbytes = len(text.encode("utf-8"))
+            if count >= self.limits.quota_count or size + nbytes > self.limits.quota_bytes:
+                return refuse(
+                    "full",
+                    f"the mailbox of {account.name} is full ({count} messages, "
+                    f"{_size(size)}); try again later",
+                )
+            with self.store.transaction(durable=True):
+                self.store.add(account.name, me, msg_id, text, int(now))
+        except StoreError as e:
+            log.error("mail from %s to %s not stored: %s", me, to, e)
+            return refuse("unavailable", "the server could not store it; try again later")
+        session.say("STORED", f"{to} {msg_id}")
+        self._pump_user(account.name)
+        return None
+
+    def _check_text(self, me: str, msg_id: str, text: str, stamp: int) -> tuple[str, str] | None:
+        """(code, reason) if ``text`` may not be stored, else None."""
+        if not text.strip():
+            return "bad-text", "empty message: there is nothing to store"
+        if has_controls(text):
+            return "bad-text", "control characters are not allowed in messages"
+        if len(text) > self.limits.max_chars:
+            return "too-big", f"the limit is {self.limits.max_chars} characters"
+        line = format_server_line("MAIL", format_mail(MailItem(me, msg_id, stamp, text)))
+        if len(line) > MAX_LINE_BYTES:
+            return "too-big", f"the MAIL line would exceed {MAX_LINE_BYTES} bytes"
+        return None
+
+    # acknowledgements ---------------------------------------------------------
+    def ack(self, session: Session, keys: Iterable[MailKey], now: float) -> None:
+        """``ack:`` -- these messages reached ``session``: DELIVERED to their senders."""
+        self._advance(session, keys, DELIVERED, now)
+
+    def read(self, session: Session, keys: Iterable[MailKey], now: float) -> None:
+        """``read:`` -- these messages were shown: READ (and DELIVERED if need be)."""
+        self._advance(session, keys, READ, now)
+
+    def _advance(self, session: Session, keys: Iterable[MailKey], state: int, now: float) -> None:
+        me = session.name
+        assert me is not None
+        keys = list(keys)
+        owners: set[str] = set()
+        stamp = int(now)
+        try:
+            self._record(me, keys, state, stamp, owners)
+        except StoreError as e:
+            log.error("mailbox: %s's acknowledgement not recorded: %s", me, e)
+            session.say("ERROR", "The server could not record that; send it again later")
+            return
+        flow = self._flows.get(session)
+        if flow is not None:
+            for key in keys:
+                flow.mail_inflight.pop((key.name.lower(), key.msg_id), None)
+            self._pump(session)
+        for owner in owners:
+            self._pump_user(owner)
+
+    def _record(
+        self, me: str, keys: list[MailKey], state: int, stamp: int, owners: set[str]
+    ) -> None:
+        with self.store.transaction():
+            for key in keys:
+                row = self.store.find(key.name, key.msg_id)
+                # Unknown, someone else's, or already there: nothing to do (acks repeat).
+                if row is None or not _same(row.recipient, me) or row.state >= state:
+                    continue
+                self.store.set_state(row.seq, state)
+                flags = ["DELIVERED"] if row.state == WAITING else []
+                if state == READ:
+                    flags.append("READ")
+                for flag in flags:
+                    self.store.add_receipt(row.sender, row.recipient, row.msg_id, flag, stamp)
+                owners.add(row.sender)
+
+    def receipt_ack(self, session: Session, receipts: Iterable[Receipt]) -> None:
+        """``receipt:`` -- these receipts reached ``session``: forget them."""
+        me = session.name
+        assert me is not None
+        receipts = list(receipts)
+        try:
+            with self.store.transaction():
+                for r in receipts:
+                    self.store.drop_receipt(me, r.name, r.msg_id, r.flag)
+        except StoreError as e:
+            log.error("mailbox: %s's receipts not recorded: %s", me, e)
+            session.say("ERROR", "The server could not record that; send it again later")
+            return
+        flow = self._flows.get(session)
+        if flow is not None:
+            for r in receipts:
+                flow.receipt_inflight.pop((r.flag, r.name.lower(), r.msg_id), None)
+            self._pump(session)
+
+    # delivery -----------------------------------------------------------------
+    def _pump_user(self, name: str) -> None:
+        session = self.online(name)
+        if session is not None and session in self._flows:
+            self._pump(session)
+
+    def _pump(self, session: Session) -> None:
+        """Send ``session`` what waits for it, up to its windows."""
+        flow = self._flows[session]
+        assert session.name is not None
+        room = self.limits.window - len(flow.mail_inflight)
+        if room > 0:
+            for m in self.store.waiting(session.name, flow.mail_cursor, room):
+                assert m.body is not None
+                flow.mail_inflight[(m.sender.lower(), m.msg_id)] = m.seq
+                flow.mail_cursor = m.seq
+                session.say("MAIL", format_mail(MailItem(m.sender, m.msg_id, m.stamp, m.body)))
+        room = self.limits.receipt_window - len(flow.receipt_inflight)
+        if room > 0:
+            for r in self.store.receipts(session.name, flow.receipt_cursor, room):
+                flow.receipt_inflight[(r.flag, r.peer.lower(), r.msg_id)] = r.seq
+                flow.receipt_cursor = r.seq
+                session.say(r.flag, f"{r.peer} {r.msg_id}")
+
+    # expiry -------------------------------------------------------------------
+    def purge(self, now: float) -> bool:
+        """Expire messages older than ``limits.expiry`` (their senders get
+        ``EXPIRED``) and forget old receipts and delivered rows. At most
+        ``purge_batch`` messages per call: True if more may remain."""
+        cutoff = int(now - self.limits.expiry)
+        # A message in flight has reached its recipient's connection: let the ack decide.
+        inflight = {seq for f in self._flows.values() for seq in f.mail_inflight.values()}
+        batch = self.limits.purge_batch
+        rows = self.store.expired(cutoff, batch + len(inflight))
+        more = len(rows) == batch + len(inflight)
+        rows = [r for r in rows if r.seq not in inflight][:batch]
+        with self.store.transaction():
+            for r in rows:
+                self.store.delete(r.seq)
+                self.store.add_receipt(r.sender, r.recipient, r.msg_id, "EXPIRED", int(now))
+            forgotten = self.store.forget_before(cutoff, batch)
+        more = more or forgotten >= batch
+        if rows or forgotten:
+            log.info("mailbox: %d expired, %d old row(s) forgotten", len(rows), forgotten)
+        for owner in {r.sender for r in rows}:
+            self._pump_user(owner)
+        return more
+
+    def maybe_purge(self, now: float) -> None:
+        """Purge if ``purge_every`` seconds have passed since the last purge."""
+        if now < self._next_purge:
+            return
+        try:
+            more = self.purge(now)
+        except StoreError as e:
+            log.error("mailbox purge failed: %s", e)
+            more = False
+        self._next_purge = now if more else now + self.limits.purge_every
+
+    # ::mailbox ----------------------------------------------------------------
+    def summary(self, session: Session, most: int = 20) -> str:
+        """The text of ``Servidor[MAILBOX]``: what waits for you, and yours for others."""
+        assert session.name is not None
+        count, size = self.store.usage(session.name)
+        out = self.store.waiting_from(session.name)
+        text = f"{count} waiting for you ({_size(size)}); {sum(n for _, n in out)} of yours waiting"
+        if out:
+            text += ": " + ", ".join(f"{name} {n}" for name, n in out[:most])
+            if len(out) > most:
+                text += f", +{len(out) - most} more"
+        return text
+
+
+def _size(nbytes: int) -> str:
+    if nbytes < 1024:
+        return f"{nbytes} B"
+    if nbytes < 1024 * 1024:
+        return f"{nbytes / 1024:.1f} KiB"
+    return f"{nbytes / (1024 * 1024):.1f} MiB"
