@@ -203,6 +203,18 @@ class Punch:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """``resume: NAME TOKEN`` — log in again with the token of the last login."""
+
+    name: str
+    token: str
+
+
+#: A resume token on the wire (``secrets.token_urlsafe``).
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityKey:
     """``key: BASE64`` — this user's public identity key (Ed25519, 32 bytes)."""
 
@@ -261,6 +273,7 @@ class ReceiptAck:
 
 ClientEvent = (
     Username
+    | Resume
     | Password
     | ListenPort
     | Lan
@@ -377,6 +390,13 @@ def _is_endpoint(text: str) -> bool:
     )
 
 
+def _parse_resume(arg: str) -> ClientEvent:
+    name, _, token = arg.partition(" ")
+    if not name or not TOKEN_RE.fullmatch(token.strip()):
+        raise RemoteProtocolError('Malformed line: write "resume: NAME TOKEN"')
+    return Resume(check_name(name), token.strip())
+
+
 def _parse_key(arg: str) -> ClientEvent:
     if not KEY_RE.fullmatch(arg):
         raise RemoteProtocolError('Malformed line: write "key: BASE64" (a 32-byte public key)')
@@ -442,6 +462,7 @@ def _parse_receipt(arg: str) -> ClientEvent:
 _HOST_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}")
 
 _KEYWORDS = {
+    "resume": _parse_resume,
     "key": _parse_key,
     "lan": _parse_lan,
     "punch": _parse_punch,
@@ -488,6 +509,8 @@ def format_client_event(event: ClientEvent) -> bytes:
             line = f"punch: {name}"
         case IdentityKey(key):
             line = f"key: {key}"
+        case Resume(name, token):
+            line = f"resume: {name} {token}"
         case Connect(name):
             line = f"connect: {name}"
         case Msg(to, text):

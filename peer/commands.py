@@ -17,11 +17,10 @@ PEER_COMMANDS: tuple[PeerCommand, ...] = (
     PeerCommand("::users", "::users", 'who is registered and online ("Who do you want...?")'),
     PeerCommand("::switch", "::switch NAME", "make the open conversation with NAME the active one"),
     PeerCommand("::end", "::end", "end the active conversation (both sides are told)"),
-    PeerCommand(
-        "::history", "::history NAME [N]", "the last N (20) messages with NAME"
-    ),
+    PeerCommand("::history", "::history NAME [N]", "the last N (20) messages with NAME"),
     PeerCommand("::whois", "::whois NAME", "NAME's key fingerprint and your safety number"),
     PeerCommand("::trust", "::trust NAME", "accept NAME's new identity key, after checking it"),
+    PeerCommand("::passwd", "::passwd", "change your password (asked without echo)"),
     PeerCommand("::netcheck", "::netcheck", "your public endpoint, your NAT, paths, relay delay"),
     PeerCommand("::help", "::help", "this list"),
     PeerCommand("::quit", "::quit", "leave chathack (Ctrl-D does the same)"),

@@ -66,6 +66,13 @@ async def _trust(node: PeerNode, arg: str) -> bool:
     return True
 
 
+async def _passwd(node: PeerNode, arg: str) -> bool:
+    # The UIs ask for the passwords themselves (no echo in a terminal) and call
+    # node.change_password; a line reaching here came from elsewhere.
+    node.emit(System("::passwd asks for the passwords itself: type it alone on a line", "error"))
+    return True
+
+
 async def _netcheck(node: PeerNode, arg: str) -> bool:
     await node.netcheck()
     return True
@@ -93,6 +100,7 @@ HANDLERS: dict[str, Handler] = {
     "::switch": _switch,
     "::help": _help,
     "::netcheck": _netcheck,
+    "::passwd": _passwd,
     "::whois": _whois,
     "::history": _history,
     "::trust": _trust,

@@ -64,6 +64,7 @@ from chathack.protocol import (
     Lan,
     ListenPort,
     Msg,
+    Password,
     PeerAddress,
     Punch,
     ServerEvent,
@@ -175,6 +176,8 @@ class PeerNode:
         self._connect_lock = trio.Lock()
         self._connect_wait: tuple[str, trio.Event, list[PeerAddress | str]] | None = None
         self._acked = trio.Event()
+        self._passwd: tuple[list[str], trio.Event, list[str]] | None = None
+        self._passwd_lock = trio.Lock()
         self.closed = False
 
     # ------------------------------------------------------------------ UI
@@ -275,6 +278,8 @@ class PeerNode:
                 self._on_address(text, answering=True)
             case ServerLine("ERROR", text) if self._connect_wait is not None:
                 self._answer_connect(None, text)
+            case ServerLine("PASSWORD" | "OK" | "ERROR", _) if self._passwd is not None:
+                self._passwd_answer(event)
             case ServerLine("CALL", text):
                 self._on_address(text, answering=False)
             case ServerLine("PUNCH", text):
@@ -791,6 +796,35 @@ class PeerNode:
             state = f" [{e.state}]" if e.outgoing else ""
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
             self.emit(System(f"{label}: {when} {who}: {e.text}{state}"))
+
+    async def change_password(self, old: str, new: str) -> bool:
+        """``::passwd``: the server checks ``old``, then keeps ``new``."""
+        async with self._passwd_lock:
+            done, result = trio.Event(), []
+            self._passwd = ([old, new], done, result)
+            try:
+                if self._send_server(format_client_event(ServerCommand("passwd"))):
+                    with trio.move_on_after(CONNECT_REPLY_TIMEOUT * 3):  # argon2, twice
+                        await done.wait()
+            finally:
+                self._passwd = None
+        if result == ["Password changed"]:
+            self.server.remember_password(new)
+            self.emit(System("Password changed"))
+            return True
+        self.emit(
+            System(f"The password was not changed: {result[0] if result else 'no answer'}", "error")
+        )
+        return False
+
+    def _passwd_answer(self, line: ServerLine) -> None:
+        assert self._passwd is not None
+        secrets_left, done, result = self._passwd
+        if line.flag == "PASSWORD" and secrets_left:
+            self._send_server(format_client_event(Password(secrets_left.pop(0))))
+            return
+        result.append(line.text)
+        done.set()
 
     def whois(self, name: str) -> None:
         for line in pathsec.describe(self, name):

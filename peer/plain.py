@@ -67,6 +67,11 @@ async def run_plain(node: PeerNode, inp: TextIO | None = None, out: TextIO | Non
                     )
                 await node.quit()
                 break
+            if line.strip() == "::passwd":  # the next two lines: old, then new
+                old = await trio.to_thread.run_sync(inp.readline, abandon_on_cancel=True)
+                new = await trio.to_thread.run_sync(inp.readline, abandon_on_cancel=True)
+                await node.change_password(old.rstrip("\n"), new.rstrip("\n"))
+                continue
             if not await node.handle_input(line.rstrip("\n")):
                 break
     return 0

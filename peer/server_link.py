@@ -30,6 +30,7 @@ import trio
 from chathack.protocol import (
     KICKED_PREFIX,
     Password,
+    Resume,
     ServerEvent,
     ServerLine,
     Username,
@@ -99,6 +100,7 @@ class ServerLink:
         self.kicked = False
         self.closed = False
         self._secret: str | None = None
+        self.token: str | None = None  # single-use resume token from the last login
         self._last_rx = 0.0
         self._pongs: dict[str, trio.Event] = {}
 
@@ -129,8 +131,11 @@ class ServerLink:
                 "Check --server HOST:PORT and that chathack-rendezvous is running there."
             ) from e
 
-    async def login(self, nursery: trio.Nursery, source: PasswordSource) -> LineReader:
-        """Connect and log in; return the reader for the rest of the session."""
+    async def login(
+        self, nursery: trio.Nursery, source: PasswordSource, token: str | None = None
+    ) -> LineReader:
+        """Connect and log in (with a resume ``token`` if given: no password sent
+        unless the server refuses it); return the reader for the rest of the session."""
         stream = await self._open()
         self.stream = stream
         self.local_ip = str(stream.socket.getsockname()[0])
@@ -138,7 +143,11 @@ class ServerLink:
         nursery.start_soon(writer.run)
         self.writer = writer
         reader = LineReader(stream)
-        self.send(format_client_event(Username(self.name)))
+        resuming = token is not None
+        if token is not None:
+            self.send(format_client_event(Resume(self.name, token)))
+        else:
+            self.send(format_client_event(Username(self.name)))
         attempt, asked_name, last_error, sent_password = 0, 0, "", False
         while True:
             with trio.move_on_after(REPLY_TIMEOUT) as scope:
@@ -156,7 +165,10 @@ class ServerLink:
                     raise LoginFailed(last_error)
                 case ServerLine("USERNAME", text):
                     asked_name += 1
-                    if asked_name > 1:  # the first one is the greeting
+                    if asked_name > 1 and resuming:  # the token was refused: password
+                        resuming, last_error = False, ""
+                        self.send(format_client_event(Username(self.name)))
+                    elif asked_name > 1:  # the first one is the greeting
                         raise LoginFailed(last_error or text)
                 case ServerLine("PASSWORD", text):
                     attempt += 1
@@ -212,6 +224,8 @@ class ServerLink:
                     self._pongs.pop(token).set()
                 case ServerLine("SEEN", text):
                     self.seen = parse_endpoint(text)
+                case ServerLine("TOKEN", text):
+                    self.token = text.split(" ", 1)[0]
                 case ServerLine("BYE", text) if text.startswith(KICKED_PREFIX):
                     self.kicked = True
             self.on_event(event)
@@ -254,8 +268,9 @@ class ServerLink:
             return secret
 
         while True:
+            token, self.token = self.token, None  # single use, whatever happens
             try:
-                reader = await self.login(nursery, same_password)
+                reader = await self.login(nursery, same_password, token)
             except ServerUnreachable as e:
                 log.info("%s; next try in %.1f s", e, delay)
                 self._drop()
@@ -277,6 +292,10 @@ class ServerLink:
             self.stream.socket.close()
         self.writer, self.stream = None, None
         self.seen = None  # learnt again at the next login
+
+    def remember_password(self, secret: str) -> None:
+        """The password changed: reconnections use the new one."""
+        self._secret = secret
 
     def _set_state(self, state: str, sentence: str) -> None:
         self.state = state

@@ -33,6 +33,7 @@ from typing import Protocol, TextIO
 
 import trio
 from prompt_toolkit import PromptSession
+from prompt_toolkit import prompt as pt_prompt
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import StyleAndTextTuples
@@ -330,12 +331,36 @@ class _TtyUI:
                 self.menu = menu
                 return True
             line = f"connect: {menu[number - 1].name}"
+        if text == "::passwd" and hasattr(self.node, "change_password"):
+            await self._change_password()
+            return True
         try:
             return await self.node.handle_input(line)
         except Exception as exc:
             log.debug("handle_input(%r) failed", line, exc_info=True)
             self.show(System(f"that line could not be handled: {exc}", "error"))
             return True
+
+    async def _change_password(self) -> None:
+        """Ask without echo (and outside the input history), then let the node do it."""
+
+        def ask() -> tuple[str, str] | None:
+            old = pt_prompt("Current password: ", is_password=True)
+            new = pt_prompt("New password: ", is_password=True)
+            if pt_prompt("New password again: ", is_password=True) != new:
+                return None
+            return old, new
+
+        try:
+            answers = await trio.to_thread.run_sync(ask, abandon_on_cancel=True)
+        except (EOFError, KeyboardInterrupt):
+            answers = None
+            self.show(System("::passwd cancelled", "warning"))
+            return
+        if answers is None:
+            self.show(System("The two new passwords differ; nothing changed", "error"))
+            return
+        await self.node.change_password(*answers)  # type: ignore[attr-defined]
 
     async def _quit(self) -> int:
         self._quit_scope = trio.CancelScope(deadline=trio.current_time() + QUIT_SECONDS)

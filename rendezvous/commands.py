@@ -42,6 +42,12 @@ def _mailbox(hub: Hub, s: Session, arg: str, now: float) -> None:
     s.say("MAILBOX", hub.mailbox.summary(s))
 
 
+def _passwd(hub: Hub, s: Session, arg: str, now: float) -> None:
+    # The I/O layer answers the two password: lines (hashing is slow, off the loop).
+    s.passwd_step = "old"
+    s.say("PASSWORD", f"Current password for {s.name}")
+
+
 def _quit(hub: Hub, s: Session, arg: str, now: float) -> None:
     s.say("BYE", f"Goodbye {s.name}")
     hub.detach(s, now)
@@ -59,6 +65,9 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("quit", "::quit", "log out and close the connection", _quit),
         CommandSpec(
             "ping", "::ping [TOKEN]", "answer Servidor[PONG]: TOKEN (keepalive, RTT)", _ping
+        ),
+        CommandSpec(
+            "passwd", "::passwd", "change your password (asks the old, then the new)", _passwd
         ),
         CommandSpec("help", "::help", "this list", _help),
     )

@@ -69,6 +69,7 @@ class Session:
     port: int | None = None  # where it accepts direct links
     lan: tuple[str, ...] | None = None  # its own addresses; None: not a chathack peer
     pubkey: str | None = None  # its identity key, as registered
+    passwd_step: str | None = None  # in a ::passwd dialogue: "old", then "new"
     current: str | None = None  # partner that plain text goes to
     partners: set[str] = field(default_factory=set)  # lower-case names
     closed: bool = False

@@ -46,10 +46,12 @@ from chathack.protocol import (
     Command,
     LineBuffer,
     Password,
+    Resume,
     Username,
     format_server_line,
     parse_client_line,
 )
+from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Connection
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import (
@@ -108,6 +110,8 @@ class Server:
         self._accepting = trio.CancelScope()
         self._closing = False
         self._refused = 0
+        self.failed_logins = FailedLogins()
+        self.tokens = ResumeTokens()
         self._refusal_logged_at = -math.inf
 
     async def serve(
@@ -317,8 +321,60 @@ class Server:
             return True
         if session.name is None:
             return await self._login_step(conn, session, login, event)
+        if session.passwd_step is not None and isinstance(event, Password):
+            await self._passwd_step(conn, session, event.secret)
+            return True
         self.hub.handle(session, event, self.clock())
         return True
+
+    async def _throttle(self, conn: Connection, session: Session, name: str) -> None:
+        """Wrong passwords before make this attempt wait (per account and address)."""
+        wait = self.failed_logins.delay(name, source_key(session.ip), trio.current_time())
+        if wait > 0 and not conn.stopping:
+            log.info("%s from %s: waiting %.1f s after failed logins", name, session.ip, wait)
+            with conn.interruptible():
+                await trio.sleep(wait)
+
+    def _logged_in(self, session: Session, account: Account, verb: str) -> None:
+        self.hub.attach(session, account, self.clock())
+        session.say(
+            "OK", f"{verb} {account.name}. You are seen as {session.ip}. ::help lists the commands"
+        )
+        # Where this client's connection comes from, after any NAT (like STUN).
+        session.say("SEEN", self.hub.public_of(session))
+        token = self.tokens.issue(account.name, session.ip, trio.current_time())
+        session.say("TOKEN", f"{token} {int(self.tokens.ttl)}")
+        self.hub.after_login(session, self.clock())  # then what waits for it (mail)
+        log.info("%s logged in from %s", account.name, session.ip)
+
+    async def _passwd_step(self, conn: Connection, session: Session, secret: str) -> None:
+        """``::passwd``: the current password, then the new one."""
+        assert session.name is not None
+        step, session.passwd_step = session.passwd_step, None
+        account = self.hub.store.get_account(session.name)
+        if account is None:
+            return
+        if step == "old":
+            await self._throttle(conn, session, account.name)
+            ok, _ = await self.passwords.verify(account.pw_hash, secret)
+            if not ok:
+                self.failed_logins.failed(account.name, source_key(session.ip), trio.current_time())
+                session.say("ERROR", "Wrong password: the password was not changed")
+                return
+            session.passwd_step = "new"
+            session.say("PASSWORD", f"New password for {account.name}")
+            return
+        if len(secret) < MIN_PASSWORD_CHARS:
+            session.say(
+                "ERROR",
+                f"Password too short: use at least {MIN_PASSWORD_CHARS} "
+                "characters; the password was not changed",
+            )
+            return
+        self.hub.store.set_password_hash(account.name, await self.passwords.hash(secret))
+        self.tokens.revoke(account.name)
+        session.say("OK", "Password changed")
+        log.info("%s changed its password", account.name)
 
     async def _pace_login(self, conn: Connection, session: Session) -> None:
         """Password attempts from one source address are limited per minute."""
@@ -341,8 +397,25 @@ class Server:
                 else:
                     session.say("PASSWORD", f"Password for {login.account.name}")
                 return True
+            case Resume(name, token):
+                account = self.hub.store.get_account(name)
+                now = trio.current_time()
+                if account is not None and self.tokens.redeem(name, token, session.ip, now):
+                    self._logged_in(session, account, "Welcome back")
+                    return True
+                session.say(
+                    "ERROR",
+                    "That resume token was refused (expired, used, or issued "
+                    "to another address): log in with your password",
+                )
+                if login.count_failure(self.limits):
+                    session.say("BYE", TOO_MANY_TRIES)
+                    return False
+                session.say("USERNAME", 'Who are you? Send "username: NAME"')
+                return True
             case Password(secret) if login.name is not None:
                 await self._pace_login(conn, session)
+                await self._throttle(conn, session, login.name)
                 account = await self._check_password(session, login, secret)
                 if account is None:
                     if login.count_failure(self.limits):
@@ -350,17 +423,10 @@ class Server:
                         return False
                     session.say("PASSWORD", f"Password for {login.name}")
                     return True
-                self.hub.attach(session, account, self.clock())
-                verb = "Registered" if login.account is None else "Welcome back"
-                session.say(
-                    "OK",
-                    f"{verb} {account.name}. You are seen as {session.ip}. "
-                    "::help lists the commands",
+                self.failed_logins.succeeded(account.name, source_key(session.ip))
+                self._logged_in(
+                    session, account, "Registered" if login.account is None else "Welcome back"
                 )
-                # Where this client's connection comes from, after any NAT (like STUN).
-                session.say("SEEN", self.hub.public_of(session))
-                self.hub.after_login(session, self.clock())  # then what waits for it (mail)
-                log.info("%s logged in from %s", account.name, session.ip)
                 return True
             case Command("quit", _):
                 session.say("BYE", "Goodbye")
@@ -392,6 +458,9 @@ class Server:
             return store.create_account(login.name, pw_hash, self.clock())
         ok, new_hash = await self.passwords.verify(login.account.pw_hash, secret)
         if not ok:
+            self.failed_logins.failed(
+                login.account.name, source_key(session.ip), trio.current_time()
+            )
             session.say("ERROR", f"Wrong password for {login.account.name}")
             log.info("failed login for %s from %s", login.account.name, session.ip)
             return None

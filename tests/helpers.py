@@ -100,6 +100,7 @@ class LineClient:
         await self.send_line(f"password: {password}")
         ok = await self.expect("OK")
         self.seen = await self.expect("SEEN")  # our address as the server sees it
+        self.token = (await self.expect("TOKEN")).split()[0]  # to resume later
         return ok
 
     async def aclose(self) -> None:

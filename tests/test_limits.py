@@ -15,6 +15,7 @@ import trio.testing
 
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import Command, Msg, Text
+from rendezvous.accounts import FailedLogins
 from rendezvous.cli import build_parser
 from rendezvous.limit_flags import limits_from_args, mail_limits_from_args
 from rendezvous.limits import Admission, ConnectionRates, Limits, source_key
@@ -308,6 +309,7 @@ async def test_password_attempts_per_source_address_are_slowed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     server = clocked_server(max_login_rate=6, max_login_tries=100)
+    server.failed_logins = FailedLogins(base=0)  # only the per-address rate, here
     async with running(server) as connect:
         await (await connect("192.0.2.50")).login("victim", "right-pw")
         guesser = await connect("192.0.2.1")

@@ -88,6 +88,7 @@ async def test_register_then_log_in_with_the_same_password(server: Server) -> No
         ok = await first.expect("OK")
         assert ok.startswith("Registered alice. You are seen as 198.51.100.1")
         assert (await first.expect("SEEN")).startswith("198.51.100.1:")
+        await first.expect("TOKEN")
         await first.send_line("::quit")
         assert await first.expect("BYE") == "Goodbye alice"
         await first.expect_eof()

@@ -1,0 +1,111 @@
+"""Account hardening, as plain objects that take ``now`` (sans-IO):
+
+* :class:`FailedLogins` — wrong passwords slow down the next attempts, per
+  account and per source address, with growing delays (``BASE_DELAY`` doubling
+  up to ``MAX_DELAY``), forgotten after ``FORGET_AFTER`` quiet seconds or a
+  success. An attacker trying passwords gets one guess every 30 s per account
+  after a few tries, whichever addresses it uses; the owner, after a typo,
+  waits a second.
+* :class:`ResumeTokens` — after a login the server hands out a short-lived,
+  single-use token; a peer that lost its connection logs back in with it
+  (``resume: NAME TOKEN``) instead of sending its password again. A token is
+  bound to the address it was issued to, works once (each resume issues the
+  next one), and expires after ``TOKEN_TTL`` seconds. Only a hash of it is
+  kept; a restart of the server forgets them all (peers fall back to the
+  password).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+#: Seconds the first delay after a wrong password lasts; it doubles per failure.
+BASE_DELAY = 0.5
+#: The longest delay, in seconds.
+MAX_DELAY = 30.0
+#: Seconds without failures after which a counter is forgotten.
+FORGET_AFTER = 900.0
+#: Counters kept at most (oldest forgotten first): memory stays bounded.
+MAX_ENTRIES = 65536
+#: Seconds a resume token stays valid.
+TOKEN_TTL = 600.0
+
+
+@dataclass(slots=True)
+class _Count:
+    failures: int
+    last: float
+
+
+class FailedLogins:
+    def __init__(
+        self, base: float = BASE_DELAY, cap: float = MAX_DELAY, forget_after: float = FORGET_AFTER
+    ) -> None:
+        self.base, self.cap, self.forget_after = base, cap, forget_after
+        self._counts: OrderedDict[str, _Count] = OrderedDict()
+
+    def _get(self, key: str, now: float) -> int:
+        c = self._counts.get(key)
+        if c is None or now - c.last > self.forget_after:
+            return 0
+        return c.failures
+
+    def delay(self, account: str, source: str, now: float) -> float:
+        """Seconds to wait before checking the next password for this pair."""
+        n = max(self._get("a:" + account.lower(), now), self._get("s:" + source, now))
+        return 0.0 if n == 0 else min(self.cap, self.base * 2 ** (n - 1))
+
+    def failed(self, account: str, source: str, now: float) -> None:
+        for key in ("a:" + account.lower(), "s:" + source):
+            count = self._get(key, now)
+            self._counts[key] = _Count(count + 1, now)
+            self._counts.move_to_end(key)
+        while len(self._counts) > MAX_ENTRIES:
+            self._counts.popitem(last=False)
+
+    def succeeded(self, account: str, source: str) -> None:
+        # The account's owner got in: its counter restarts. The source's does not,
+        # or one good account would whitewash an address guessing at others.
+        self._counts.pop("a:" + account.lower(), None)
+
+
+@dataclass(slots=True)
+class _Token:
+    digest: bytes
+    source: str
+    expires: float
+
+
+class ResumeTokens:
+    def __init__(self, ttl: float = TOKEN_TTL) -> None:
+        self.ttl = ttl
+        self._tokens: OrderedDict[str, _Token] = OrderedDict()
+
+    def issue(self, name: str, source: str, now: float) -> str:
+        """A new token for ``name`` at ``source`` (the previous one stops working)."""
+        token = secrets.token_urlsafe(24)
+        self._tokens[name.lower()] = _Token(_digest(token), source, now + self.ttl)
+        self._tokens.move_to_end(name.lower())
+        while len(self._tokens) > MAX_ENTRIES:
+            self._tokens.popitem(last=False)
+        return token
+
+    def redeem(self, name: str, token: str, source: str, now: float) -> bool:
+        """Whether ``token`` lets ``name`` in from ``source`` now; it is used up."""
+        entry = self._tokens.get(name.lower())
+        if entry is None or not hmac.compare_digest(entry.digest, _digest(token)):
+            return False
+        del self._tokens[name.lower()]  # single use, even when refused below
+        return entry.source == source and now < entry.expires
+
+    def revoke(self, name: str) -> None:
+        """Forget ``name``'s token (its password changed)."""
+        self._tokens.pop(name.lower(), None)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.blake2b(token.encode(), digest_size=32).digest()

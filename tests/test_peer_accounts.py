@@ -1,0 +1,85 @@
+"""A peer's account life: resuming with a token instead of the password, falling
+back to the password when the token is refused, and ::passwd."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from peer import server_link
+from peer.node import PeerConfig, fixed_password, open_peer
+from rendezvous.passwords import Passwords, fast_hasher
+from rendezvous.server import Server
+from rendezvous.store import SqliteStore
+from tests.test_node import Watcher
+
+
+class CountingPasswords(Passwords):
+    def __init__(self) -> None:
+        super().__init__(fast_hasher())
+        self.verified = 0
+
+    async def verify(self, pw_hash: str, secret: str) -> tuple[bool, str | None]:
+        self.verified += 1
+        return await super().verify(pw_hash, secret)
+
+
+@pytest.fixture
+def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_link, "BACKOFF_FIRST", 0.05)
+
+
+@asynccontextmanager
+async def alice_and_server() -> AsyncIterator[tuple[Server, CountingPasswords, Watcher]]:
+    passwords = CountingPasswords()
+    server = Server(SqliteStore(":memory:"), passwords=passwords)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0)
+        async with open_peer(cfg, fixed_password("alice-pw-1")) as node:
+            w = Watcher(node)
+            nursery.start_soon(w.run)
+            await w.wait_for(lambda e: node.server.token is not None, "a token")
+            yield server, passwords, w
+        nursery.cancel_scope.cancel()
+
+
+def cut(server: Server) -> None:
+    """Drop every connection, as a network glitch would."""
+    for conn in list(server.connections):
+        conn.cancel_scope.cancel()
+
+
+async def test_a_reconnecting_peer_resumes_without_its_password(fast_reconnect: None) -> None:
+    async with alice_and_server() as (server, passwords, w):
+        assert passwords.verified == 0  # registration hashes, it does not verify
+        cut(server)
+        await w.system("Reconnected to the rendezvous")
+        assert passwords.verified == 0  # the token, not the password
+        assert w.node.server.token is not None  # and a fresh token for next time
+
+
+async def test_a_refused_token_falls_back_to_the_password(fast_reconnect: None) -> None:
+    async with alice_and_server() as (server, passwords, w):
+        server.tokens.revoke("alice")  # e.g. the server restarted, or alice roamed
+        cut(server)
+        await w.system("Reconnected to the rendezvous")
+        assert passwords.verified == 1
+
+
+async def test_passwd_through_the_node_and_the_next_login_needs_the_new_one(
+    fast_reconnect: None,
+) -> None:
+    async with alice_and_server() as (server, _, w):
+        assert await w.node.change_password("wrong", "alice-pw-2") is False
+        await w.system("The password was not changed: Wrong password")
+        assert await w.node.change_password("alice-pw-1", "alice-pw-2") is True
+        account = server.hub.store.get_account("alice")
+        assert account is not None
+        assert (await server.passwords.verify(account.pw_hash, "alice-pw-2"))[0]
+        cut(server)  # the token was revoked with the change: the new password is used
+        await w.system("Reconnected to the rendezvous")
