@@ -17,6 +17,7 @@ from chathack.errors import RemoteProtocolError
 from chathack.protocol import check_name
 from peer.errors import LoginFailed, PeerError
 from peer.node import PasswordSource, PeerConfig, fixed_password, open_peer
+from peer.tls import normalize_fingerprint
 
 DEFAULT_SERVER = "127.0.0.1:7777"
 PASSWORD_ENV = "CHATHACK_PASSWORD"
@@ -40,6 +41,13 @@ def user_name(text: str) -> str:
     try:
         return check_name(text)
     except RemoteProtocolError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def fingerprint_arg(text: str) -> str:
+    try:
+        return normalize_fingerprint(text)
+    except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
@@ -71,6 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0:0",
         metavar="HOST:PORT",
         help="where to accept direct links from other peers (default: all addresses, a free port)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak TLS to the rendezvous (it runs with --tls); its certificate is pinned "
+        "on first use and checked afterwards",
+    )
+    p.add_argument(
+        "--tls-fingerprint",
+        type=fingerprint_arg,
+        metavar="SHA256",
+        help="the rendezvous certificate's SHA-256 fingerprint, as it prints at startup "
+        "(implies --tls; no trust on first use needed)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="verify the rendezvous certificate with this CA bundle instead (implies --tls)",
     )
     p.add_argument(
         "--relay-only",
@@ -130,6 +157,9 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
         listen_port=args.listen[1],
         data_dir=data_dir,
         relay_only=args.relay_only,
+        tls=args.tls,
+        tls_fingerprint=args.tls_fingerprint,
+        tls_ca=args.tls_ca,
     )
     secret = os.environ.get(PASSWORD_ENV)
     if secret is not None:

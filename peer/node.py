@@ -91,8 +91,9 @@ from peer.events import (
 from peer.identity import Pins, load_identity, public_b64
 from peer.mail import Mailroom
 from peer.pathsec import PathSec
-from peer.server_link import PasswordSource, ServerLink, parse_endpoint
+from peer.server_link import PasswordSource, ServerLink, TLSSettings, parse_endpoint
 from peer.sockets import open_listener, wildcard_for
+from peer.tls import KnownServers, client_context
 
 log = logging.getLogger("chathack.peer")
 
@@ -108,6 +109,11 @@ LINK_DEAD_AFTER = 4.0
 LINK_PROBE_TIMEOUT = 1.5
 #: Seconds ``quit`` waits for goodbyes to be written.
 CLOSE_FLUSH_TIMEOUT = 2.0
+#: The server's last word in a ``::passwd`` dialogue (rendezvous/server.py).
+PASSWD_DONE = "Password changed"
+#: Refusals end with this (wrong current password, too short a new one).
+PASSWD_NOT_CHANGED = "the password was not changed"
+
 #: Messages of a conversation shown again when it reopens.
 REOPEN_LINES = 3
 #: Upgrade outcomes ``::netcheck`` remembers.
@@ -126,6 +132,9 @@ class PeerConfig:
     data_dir: Path | None = None
     relay_only: bool = False  # never open direct links (nor reveal addresses)
     identity: SigningKey | None = None  # default: the one in data_dir (made on first run)
+    tls: bool = False  # speak TLS to the rendezvous (pinning its certificate)
+    tls_fingerprint: str | None = None  # the certificate's SHA-256, if known in advance
+    tls_ca: Path | None = None  # verify the certificate with this CA instead of pinning
 
 
 @dataclass(eq=False)
@@ -164,6 +173,12 @@ class PeerNode:
             self._on_server_event,
             self._on_server_state,
         )
+        if config.tls or config.tls_fingerprint or config.tls_ca:
+            self.server.tls = TLSSettings(
+                KnownServers(config.data_dir),
+                config.tls_fingerprint,
+                client_context(config.tls_ca) if config.tls_ca else None,
+            )
         self.identity = config.identity or load_identity(config.data_dir)
         self.pins = Pins(config.data_dir)
         self.vouched: dict[str, bytes] = {}  # lower name -> key the rendezvous vouches for
@@ -278,7 +293,11 @@ class PeerNode:
                 self._on_address(text, answering=True)
             case ServerLine("ERROR", text) if self._connect_wait is not None:
                 self._answer_connect(None, text)
-            case ServerLine("PASSWORD" | "OK" | "ERROR", _) if self._passwd is not None:
+            case ServerLine("PASSWORD", _) if self._passwd is not None:
+                self._passwd_answer(event)
+            case ServerLine("OK" | "ERROR", text) if self._passwd is not None and (
+                text == PASSWD_DONE or text.endswith(PASSWD_NOT_CHANGED)
+            ):
                 self._passwd_answer(event)
             case ServerLine("CALL", text):
                 self._on_address(text, answering=False)
@@ -808,7 +827,7 @@ class PeerNode:
                         await done.wait()
             finally:
                 self._passwd = None
-        if result == ["Password changed"]:
+        if result == [PASSWD_DONE]:
             self.server.remember_password(new)
             self.emit(System("Password changed"))
             return True

@@ -19,6 +19,7 @@ import errno
 import logging
 import random
 import socket as stdsocket
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ from chathack.protocol import (
 from chathack.protocol import Command as ServerCommand
 from peer.errors import LoginFailed, ServerUnreachable
 from peer.sockets import connect_from, resolve
+from peer.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
+from peer.tls import CertificateMismatch, KnownServers, open_tls
 from peer.transport import LineReader, StreamWriter
 
 log = logging.getLogger("chathack.peer")
@@ -57,6 +60,15 @@ BACKOFF_MAX = 30.0
 
 #: ``await source(prompt_text, is_new_account, attempt)`` returns a password.
 PasswordSource = Callable[[str, bool, int], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """How to speak TLS to the rendezvous: pins, or an explicit fingerprint or CA."""
+
+    known: KnownServers
+    fingerprint: str | None = None
+    context: ssl.SSLContext | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +113,7 @@ class ServerLink:
         self.closed = False
         self._secret: str | None = None
         self.token: str | None = None  # single-use resume token from the last login
+        self.tls: TLSSettings | None = None  # None: plain TCP
         self._last_rx = 0.0
         self._pongs: dict[str, trio.Event] = {}
 
@@ -136,9 +149,25 @@ class ServerLink:
     ) -> LineReader:
         """Connect and log in (with a resume ``token`` if given: no password sent
         unless the server refuses it); return the reader for the rest of the session."""
-        stream = await self._open()
-        self.stream = stream
-        self.local_ip = str(stream.socket.getsockname()[0])
+        raw = await self._open()
+        self.stream = raw  # the TCP stream: our address, and a reset on drop
+        self.local_ip = str(raw.socket.getsockname()[0])
+        stream: trio.abc.Stream = raw
+        if self.tls is not None:
+            stream, fingerprint, first_use = await open_tls(
+                raw,
+                self.server,
+                self.tls.known,
+                self.tls.fingerprint,
+                TLS_HANDSHAKE_TIMEOUT,
+                context=self.tls.context,
+            )
+            if first_use:
+                self.on_state(
+                    self.state,
+                    f"Pinned the rendezvous TLS certificate {fingerprint}: "
+                    "compare it with the fingerprint the server printed at startup",
+                )
         writer = StreamWriter(stream)
         nursery.start_soon(writer.run)
         self.writer = writer
@@ -210,7 +239,11 @@ class ServerLink:
                     "Restart chathack-peer to take it back.",
                 )
                 return
-            reader = await self._reconnect(nursery)
+            try:
+                reader = await self._reconnect(nursery)
+            except CertificateMismatch as e:  # never retried: it is not a glitch
+                self._set_state("offline", str(e))
+                return
             on_login()
 
     async def _read(self, reader: LineReader) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -21,6 +22,12 @@ from rendezvous.limit_flags import (
 )
 from rendezvous.server import Server
 from rendezvous.store import SqliteStore, StoreError
+from rendezvous.tls import (
+    TLSConfigError,
+    fingerprint_of_file,
+    load_or_create_certificate,
+    server_context,
+)
 
 DEFAULT_PORT = 7777
 #: Seconds the server takes on SIGINT/SIGTERM to handle what it has read,
@@ -54,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log detail on stderr (default: %(default)s)",
     )
+    tls = p.add_argument_group(
+        "TLS",
+        "encrypt the rendezvous dialogue (passwords, who talks to whom); conversations "
+        "are end-to-end encrypted either way (docs/SECURITY.md)",
+    )
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve TLS with a self-signed certificate kept beside the --db file "
+        "(made on first use); peers pin its fingerprint, printed at startup",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve TLS with this certificate (PEM; implies --tls)",
+    )
+    tls.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert (PEM)"
+    )
     add_limit_flags(p)
     add_mail_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -76,6 +103,34 @@ async def run(server: Server, host: str, port: int) -> None:
                 break
 
 
+def tls_from_args(args: argparse.Namespace, db: Path) -> ssl.SSLContext | None:
+    """The server's TLS context from the flags (None: plain TCP, with a warning)."""
+    if args.tls_cert is None and args.tls_key is None and not args.tls:
+        log.warning(
+            "serving PLAIN TCP: passwords, names and addresses cross the network in "
+            "the clear (conversations stay end-to-end encrypted); use --tls"
+        )
+        return None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise TLSConfigError(
+            "--tls-cert and --tls-key go together: give both, or use --tls "
+            "alone for a self-signed certificate"
+        )
+    if args.tls_cert is not None:
+        cert, key = args.tls_cert, args.tls_key
+    else:
+        cert, key = load_or_create_certificate(db.parent)
+    context = server_context(cert, key)
+    print(
+        f"chathack-rendezvous TLS certificate {cert}\n"
+        f"  SHA-256 fingerprint {fingerprint_of_file(cert)}\n"
+        "  (peers pin it on first use: tell your users to compare it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return context
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -92,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("accounts in %s", db)
     try:
+        tls_context = tls_from_args(args, db)
+    except TLSConfigError as e:
+        print(f"chathack-rendezvous: {e}", file=sys.stderr)
+        store.close()
+        return 2
+    try:
         try:
             server = Server(store, limits=limits, mail_limits=mail_limits_from_args(args))
+            server.tls_context = tls_context
             trio.run(run, server, args.host, args.port)
         except BaseExceptionGroup as group:
             raise (sole_error(group) or group) from None

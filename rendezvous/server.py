@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 
@@ -65,6 +66,8 @@ from rendezvous.limits import (
 from rendezvous.mailbox import MailLimits
 from rendezvous.passwords import MIN_PASSWORD_CHARS, Passwords
 from rendezvous.store import Account, Store
+from rendezvous.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
+from rendezvous.tls import TLSHandshakeError, tls_handshake
 
 __all__ = ["Connection", "Limits", "Server"]
 
@@ -110,6 +113,7 @@ class Server:
         self._accepting = trio.CancelScope()
         self._closing = False
         self._refused = 0
+        self.tls_context: ssl.SSLContext | None = None  # set: every client speaks TLS
         self.failed_logins = FailedLogins()
         self.tokens = ResumeTokens()
         self._refusal_logged_at = -math.inf
@@ -176,7 +180,14 @@ class Server:
         except OSError:  # already reset by the client
             await trio.aclose_forcefully(stream)
             return
-        await self.handle_connection(stream, str(peer[0]), int(peer[1]))
+        conn_stream: trio.abc.Stream = stream
+        if self.tls_context is not None:
+            try:  # in this connection's own task: a slow handshake blocks nobody
+                conn_stream = await tls_handshake(stream, self.tls_context, TLS_HANDSHAKE_TIMEOUT)
+            except TLSHandshakeError as e:
+                log.debug("%s: %s", peer[0], e)  # the raw stream is closed already
+                return
+        await self.handle_connection(conn_stream, str(peer[0]), int(peer[1]))
 
     async def handle_connection(
         self, stream: trio.abc.Stream, ip: str, port: int | None = None
@@ -216,10 +227,12 @@ class Server:
         try:
             with trio.move_on_after(REFUSAL_WRITE_TIMEOUT):
                 await stream.send_all(format_server_line("BYE", text))
-                if isinstance(stream, trio.abc.HalfCloseableStream):
-                    await stream.send_eof()
+                # Under TLS, half-close the TCP stream beneath (TLS has no half-close).
+                raw = getattr(stream, "transport_stream", stream)
+                if isinstance(raw, trio.abc.HalfCloseableStream):
+                    await raw.send_eof()
                     with trio.move_on_after(REFUSAL_LINGER):
-                        while await stream.receive_some(RECV_BYTES):
+                        while await raw.receive_some(RECV_BYTES):
                             pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

@@ -142,8 +142,8 @@ class Lab:
         self.tmp = tmp
         self.procs: list[Rendezvous | Peer] = []
 
-    def rendezvous(self, *extra: str, db: Path | None = None) -> Rendezvous:
-        r = Rendezvous(db or self.tmp / "rendezvous.sqlite3", *extra)
+    def rendezvous(self, *extra: str, db: Path | None = None, port: int = 0) -> Rendezvous:
+        r = Rendezvous(db or self.tmp / "rendezvous.sqlite3", *extra, port=port)
         self.procs.append(r)
         return r
 

@@ -353,6 +353,7 @@ async def test_a_backlog_of_10000_messages_is_delivered_on_login(tmp_path: Path)
         await bob.send_line("password: bob-secret")
         await bob.expect("OK")
         await bob.expect("SEEN")
+        await bob.expect("TOKEN")
         await bob.send_line("::ping go")  # starts delivery if the server waits for a line
         got: list[str] = []
         unacked: list[str] = []

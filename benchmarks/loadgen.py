@@ -1,0 +1,193 @@
+"""The load generator: lean rendezvous clients, and the worker process that runs them.
+
+A worker is ``python -m benchmarks.loadgen SPEC_JSON``. It logs its clients
+in, prints one JSON line ``{"ready": ...}``, then obeys one-word commands on
+stdin, answering each with one JSON line on stdout:
+
+    go      start the load (pings, relay ping-pong, lookups, logins)
+    mark    report counters and the latency histogram since the last mark
+    stop    stop the load, close every connection, report, exit
+
+Every worker also stops by itself after ``deadline_s`` seconds, and when stdin
+closes (the parent is gone). Each report carries the worker's own CPU time
+(/proc/self/stat), so the parent can tell whether the generator, rather than
+the server, is the bottleneck.
+
+Clients are deliberately lean: a non-blocking stdlib socket driven by
+``trio.lowlevel.wait_readable``/``wait_writable`` (no stream wrapper, no
+per-call checkpoints), bytes-level line splitting, and one ``send`` for every
+batch of lines produced by one read (writes are batched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import sys
+import time
+
+import trio
+
+from benchmarks import procstat
+
+#: Bytes asked of the socket per read.
+RECV_BYTES = 65536
+#: Seconds one login (connect, username, password, OK) may take.
+LOGIN_TIMEOUT = 30.0
+
+
+class LoginError(Exception):
+    """The server refused a benchmark login: the accounts db was not prepared."""
+
+
+class Conn:
+    """One client connection: a non-blocking socket and an input buffer."""
+
+    __slots__ = ("buf", "name", "pending", "sock")
+
+    def __init__(self, sock: socket.socket, name: str = "") -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.name = name
+        self.pending: list[bytes] = []  # lines read along with the login reply
+
+    @classmethod
+    async def open(cls, host: str, port: int, name: str = "") -> Conn:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex((host, port))
+        if err == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            sock.close()
+            raise OSError(err, os.strerror(err))
+        return cls(sock, name)
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+                continue
+            view = view[sent:]
+
+    async def read_lines(self) -> list[bytes]:
+        """The complete lines that have arrived (at least one); EOFError at the end."""
+        if self.pending:
+            lines, self.pending = self.pending, []
+            return lines
+        while True:
+            try:
+                data = self.sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            if not data:
+                raise EOFError
+            if not self.buf and data.endswith(b"\n"):
+                return data[:-1].split(b"\n")
+            self.buf += data
+            end = self.buf.rfind(b"\n")
+            if end >= 0:
+                chunk = bytes(self.buf[:end])
+                del self.buf[: end + 1]
+                return chunk.split(b"\n")
+
+    def close(self) -> None:
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+async def login(host: str, port: int, name: str, password: str) -> Conn:
+    """Connect and log in as ``name`` (username and password in one write)."""
+    with trio.fail_after(LOGIN_TIMEOUT):
+        conn = await Conn.open(host, port, name)
+        try:
+            await conn.send(f"username: {name}\npassword: {password}\n".encode())
+            while True:
+                lines = await conn.read_lines()
+                for i, line in enumerate(lines):
+                    if line.startswith(b"Servidor[OK]"):
+                        conn.pending = lines[i + 1 :]
+                        return conn
+                    if line.startswith((b"Servidor[ERROR]", b"Servidor[BYE]")):
+                        raise LoginError(f"{name}: {line.decode(errors='replace')}")
+        except BaseException:
+            conn.close()
+            raise
+
+
+async def read_token(conn: Conn) -> bytes:
+    """The resume token the server sends after a login (``Servidor[TOKEN]: TOKEN TTL``)."""
+    with trio.fail_after(LOGIN_TIMEOUT):
+        while True:
+            for line in await conn.read_lines():
+                if line.startswith(b"Servidor[TOKEN]: "):
+                    return line[17:].split(b" ", 1)[0]
+                if line.startswith((b"Servidor[ERROR]", b"Servidor[BYE]")):
+                    raise LoginError(f"{conn.name}: {line.decode(errors='replace')}")
+
+
+def emit(obj: dict) -> None:
+    obj["cpu_s"] = procstat.cpu_seconds()
+    obj["t"] = time.monotonic()
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _serve(spec: dict) -> None:
+    from benchmarks.roles import ROLES
+
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    with trio.move_on_after(spec["deadline_s"]):
+        try:
+            await _obey(spec, ROLES[spec["role"]], stdin)
+        except* (LoginError, OSError, EOFError, trio.TooSlowError) as group:
+            e = group.exceptions[0]
+            emit({"error": f"{type(e).__name__}: {e}"})
+
+
+async def _obey(spec: dict, role_class: type, stdin: trio.lowlevel.FdStream) -> None:
+    async with trio.open_nursery() as nursery:
+        role = role_class(spec, nursery)
+        emit({"ready": await role.setup()})
+        buf = b""
+        while True:
+            data = await stdin.receive_some(4096)
+            if not data:  # the parent went away
+                await role.stop()
+                break
+            buf += data
+            *words, buf = buf.split(b"\n")
+            for word in words:
+                if word == b"go":
+                    role.start()
+                    emit({"go": True})
+                elif word == b"mark":
+                    emit({"mark": role.snapshot()})
+                elif word == b"stop":
+                    emit({"stop": await role.stop()})
+                    nursery.cancel_scope.cancel()
+                    return
+        nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(_serve, spec)
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, not this __main__ copy: the roles raise
+    # benchmarks.loadgen.LoginError, which _serve must recognise.
+    from benchmarks.loadgen import main as imported_main
+
+    imported_main()
