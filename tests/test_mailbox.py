@@ -47,7 +47,6 @@ from chathack.protocol import (
     parse_mail,
     parse_mail_key,
     parse_refusal,
-    parse_server_line,
 )
 from rendezvous.commands import COMMANDS, help_lines
 from rendezvous.hub import Hub, Session
@@ -56,6 +55,7 @@ from rendezvous.passwords import Passwords, fast_hasher
 from rendezvous.server import Server
 from rendezvous.store import SCHEMA_VERSION, SqliteStore, StoreError
 from tests.helpers import LineClient
+from tests.test_hub import FakeOutbox
 
 # --------------------------------------------------------------------------
 # Grammar
@@ -147,25 +147,6 @@ def test_malformed_mail_payloads(text: str) -> None:
 # --------------------------------------------------------------------------
 # Domain helpers
 # --------------------------------------------------------------------------
-
-
-class FakeOutbox:
-    """Records what the hub sends to one session."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-
-    def send(self, data: bytes) -> None:
-        self.data += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def take(self) -> list[ServerLine | UserLine]:
-        text = self.data.decode("utf-8")
-        self.data.clear()
-        return [parse_server_line(line) for line in text.splitlines()]
 
 
 @pytest.fixture

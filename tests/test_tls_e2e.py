@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.procs import Lab, lab
+from tests.procs import Lab
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[Lab]:
-    with lab(tmp_path) as the_lab:
-        yield the_lab
 
 
 def free_port() -> int:
