@@ -99,7 +99,7 @@ class History:
         (or further, or unknown)."""
         rank = {s: i for i, s in enumerate(STATES)}
         current = self.state_of(partner, msg_id)
-        if current is None or rank[current] >= rank[state]:
+        if current not in rank or rank[current] >= rank[state]:
             return False
         self._db.execute(
             "UPDATE messages SET state = ?, payload = NULL"
@@ -107,6 +107,14 @@ class History:
             (state, partner, msg_id),
         )
         return True
+
+    def give_up(self, partner: str, msg_id: str) -> None:
+        """The server refused this mail for good: stop sending it, and say so."""
+        self._db.execute(
+            "UPDATE messages SET state = 'refused', payload = NULL"
+            " WHERE partner = ? AND outgoing = 1 AND msg_id = ? AND state = 'sent'",
+            (partner, msg_id),
+        )
 
     def state_of(self, partner: str, msg_id: str) -> str | None:
         row = self._db.execute(

@@ -145,7 +145,7 @@ class Mailroom:
                 case "REFUSED":
                     r = parse_refusal(line.text)
                     if r.code not in RETRY_CODES:
-                        self.history.advance(r.key.name, r.key.msg_id, "stored")  # stop resending
+                        self.history.give_up(r.key.name, r.key.msg_id)  # stop resending
                     self.node.emit(
                         System(
                             f"The server refused a message for {r.key.name}: {r.reason}", "error"

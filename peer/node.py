@@ -321,7 +321,7 @@ class PeerNode:
                 more = text.rsplit("+", 1)[-1].split()[0] if ", +" in text else "0"
                 self.known_users = users
                 self.emit(UsersList(tuple(users), int(more) if more.isdigit() else 0))
-            case ServerLine("OK" | "HELP" | "PONG" | "SEEN", _):
+            case ServerLine("OK" | "HELP" | "PONG" | "SEEN" | "TOKEN", _):
                 pass
             case ServerLine("BYE", text) if self.closed:
                 pass

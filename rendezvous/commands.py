@@ -79,6 +79,8 @@ KEYWORD_HELP = (
     ("msg: NAME TEXT", "send one line to NAME through the server"),
     ("TEXT", "a line with no keyword goes to your current conversation"),
     ("port: N", "tell the server the TCP port you accept direct links on"),
+    ("key: BASE64", "register your identity key (chathack peers do it at login)"),
+    ("resume: NAME TOKEN", "log in again with the token of your last login (no password)"),
     ("lan: HOST:PORT ...", "your own addresses, for peers on your network (a chathack peer)"),
     ("punch: NAME", "hole punching: both of you get the other's public endpoint now"),
     ("mail: NAME ID TEXT", "keep TEXT for NAME until NAME logs in (ID: yours, unique)"),

@@ -244,7 +244,15 @@ class Hub:
         """Send both sides each other's public endpoint at once: both dial now."""
         target = self._target(session, name, "punch to")
         assert session.name is not None and target.name is not None
-        if target.lan is None or target.remote_port is None or session.remote_port is None:
+        # Only between chathack peers that accept direct links: a relay-only peer
+        # (no port) asked not to reveal where it is.
+        if (
+            target.lan is None
+            or target.port is None
+            or session.port is None
+            or target.remote_port is None
+            or session.remote_port is None
+        ):
             raise RemoteProtocolError(f"{target.name} cannot take part in hole punching")
         target.say("PUNCH", f"{session.name} {self.public_of(session)}")
         session.say("PUNCH", f"{target.name} {self.public_of(target)}")

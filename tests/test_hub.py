@@ -429,12 +429,23 @@ def test_a_new_lan_line_replaces_the_old_one(hub: Hub) -> None:
 def test_punch_sends_both_sides_each_others_public_endpoint_at_once(hub: Hub) -> None:
     alice = login_from(hub, "alice", "203.0.113.101", 40001)
     bob = login_from(hub, "bob", "203.0.113.102", 40002)
-    say(hub, alice, Lan(("192.0.2.10:40001",)), Connect("bob"))
-    say(hub, bob, Lan(("198.51.100.10:40002",)))
+    say(hub, alice, ListenPort(40001), Lan(("192.0.2.10:40001",)), Connect("bob"))
+    say(hub, bob, ListenPort(40002), Lan(("198.51.100.10:40002",)))
     take(alice), take(bob)
     say(hub, alice, Punch("BOB"))
     assert only(alice, "PUNCH") == "bob 203.0.113.102:40002"
     assert only(bob, "PUNCH") == "alice 203.0.113.101:40001"
+
+
+def test_punch_does_not_reveal_a_relay_only_peer(hub: Hub) -> None:
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    dave = login_from(hub, "dave", "203.0.113.104", 40004)
+    say(hub, alice, ListenPort(40001), Lan(("192.0.2.10:40001",)))
+    say(hub, dave, Lan(()))  # relay only: no port, no addresses
+    take(alice), take(dave)
+    say(hub, alice, Punch("dave"))
+    assert "cannot take part in hole punching" in only(alice, "ERROR")
+    assert take(dave) == []
 
 
 @pytest.mark.parametrize(
