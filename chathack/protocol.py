@@ -10,8 +10,12 @@ client -> server::
 
     username: NAME          log in or register
     password: SECRET        answer to Servidor[PASSWORD]
+    resume: NAME TOKEN      log in again with the last login's Servidor[TOKEN]
+    key: BASE64             this user's identity key (the server vouches for it)
     port: N                 the TCP port this peer accepts direct links on
+    lan: HOST:PORT ...      this peer's own addresses ("lan: -": none)
     connect: NAME           start a conversation with NAME
+    punch: NAME             time a hole punch with NAME (both get Servidor[PUNCH])
     msg: NAME TEXT          relay one line to NAME
     mail: NAME ID TEXT      store TEXT for NAME, online or not (docs/MAILBOX.md)
     ack: ORIGIN ID ...      these MAIL lines arrived: the server may forget them

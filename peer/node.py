@@ -18,7 +18,7 @@ and tells the server P and its own addresses (``port:``, ``lan:``). Then:
 upgrade (:mod:`peer.paths`): a short grace lets a LAN conversation open
 ``direct`` at once; otherwise it opens ``relayed`` and upgrades in the
 background. The partner, told by ``Servidor[CALL]``, races too. When a link
-breaks or goes silent (no frame for :data:`LINK_DEAD_AFTER` s) the talk falls
+breaks or goes silent (no frame for :data:`peer.links.LINK_DEAD_AFTER` s) the talk falls
 back to the relay and re-sends whatever was not acknowledged, so nothing is
 lost or shown twice.
 
@@ -66,7 +66,6 @@ from chathack.protocol import (
     Msg,
     Password,
     PeerAddress,
-    Punch,
     ServerEvent,
     ServerLine,
     UserLine,
@@ -77,7 +76,6 @@ from chathack.protocol import (
 )
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
 from peer import direct, paths, pathsec
-from peer.errors import LinkFailed
 from peer.events import (
     Incoming,
     Outgoing,
@@ -89,6 +87,7 @@ from peer.events import (
     UsersList,
 )
 from peer.identity import Pins, load_identity, public_b64
+from peer.links import LinkMixin
 from peer.mail import Mailroom
 from peer.pathsec import PathSec
 from peer.server_link import PasswordSource, ServerLink, TLSSettings, parse_endpoint
@@ -101,12 +100,6 @@ log = logging.getLogger("chathack.peer")
 CONNECT_REPLY_TIMEOUT = 10.0
 #: Seconds ``connect`` waits for a direct link before opening on the relay.
 DIRECT_GRACE = 0.5
-#: Seconds between keepalive pings on a direct link.
-LINK_PING_INTERVAL = 1.0
-#: Seconds without any frame after which a direct link counts as dead.
-LINK_DEAD_AFTER = 4.0
-#: Seconds to wait for an answer when checking that a link still works.
-LINK_PROBE_TIMEOUT = 1.5
 #: Seconds ``quit`` waits for goodbyes to be written.
 CLOSE_FLUSH_TIMEOUT = 2.0
 #: The server's last word in a ``::passwd`` dialogue (rendezvous/server.py).
@@ -116,8 +109,6 @@ PASSWD_NOT_CHANGED = "the password was not changed"
 
 #: Messages of a conversation shown again when it reopens.
 REOPEN_LINES = 3
-#: Upgrade outcomes ``::netcheck`` remembers.
-NETCHECK_HISTORY = 10
 
 __all__ = ["PasswordSource", "PeerConfig", "PeerNode", "fixed_password", "open_peer"]
 
@@ -152,7 +143,7 @@ class Talk:
     offline: bool = False  # the partner is offline: messages go to the mailbox
 
 
-class PeerNode:
+class PeerNode(LinkMixin):
     """A logged-in peer. Use :func:`open_peer` to get one."""
 
     def __init__(self, config: PeerConfig, nursery: trio.Nursery) -> None:
@@ -371,203 +362,6 @@ class PeerNode:
     def _know_user(self, name: str) -> None:
         if all(u.name.lower() != name.lower() for u in self.known_users):
             self.known_users.append(UserState(name, True))
-
-    # ------------------------------------------------------------ direct links
-    async def _accept(self, stream: trio.SocketStream) -> None:
-        try:
-            link = await direct.accept(stream, self.me, self.epoch)
-        except LinkFailed as e:
-            log.info("refused an incoming link: %s", e)
-            await trio.aclose_forcefully(stream)
-            return
-        await self._run_link(link)
-
-    async def _run_link(self, link: direct.DirectLink) -> None:
-        link.received()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(link.writer.run)
-                nursery.start_soon(self._link_keepalive, link)
-                if pathsec.link_initiator(self, link):
-                    pathsec.start(self, link.partner, link.sec, link)
-                while True:
-                    try:
-                        frame = await link.reader.next_frame()
-                    except RemoteProtocolError as e:
-                        log.info("closing link to %s: %s", link.partner, e)
-                        break
-                    if frame is None:
-                        break
-                    link.received()
-                    self._on_frame(link.partner, frame, link)
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await link.aclose()
-            self._link_lost(link)
-
-    async def _link_keepalive(self, link: direct.DirectLink) -> None:
-        nonce = 0
-        while True:
-            await trio.sleep(LINK_PING_INTERVAL)
-            if trio.current_time() - link.last_rx > LINK_DEAD_AFTER:
-                log.info("link to %s silent for %.0f s: dropping it", link.partner, LINK_DEAD_AFTER)
-                await trio.aclose_forcefully(link.stream)
-                return
-            nonce += 1
-            link.send(Ping(nonce))
-
-    async def _link_alive(self, link: direct.DirectLink) -> bool:
-        """Whether ``link`` still carries traffic: ping it and wait for any frame."""
-        before = link.last_rx
-        if not link.send(Ping(0)):
-            return False
-        with trio.move_on_after(LINK_PROBE_TIMEOUT):
-            while link.last_rx <= before:
-                await link.heard.wait()
-            return True
-        return False
-
-    def link_verified(self, link: direct.DirectLink) -> None:
-        """The key exchange on ``link`` proved the partner: use it if it is the best."""
-        if not self._adopt_link(link):
-            link.writer.finish()
-
-    def relay_verified(self, partner: str) -> None:
-        """The key exchange on the relay finished: what waited for it goes now."""
-        talk = self.talks.get(partner.lower())
-        if talk is not None and talk.open and talk.link is None:
-            self.resend(talk)
-
-    def resend(self, talk: Talk) -> None:
-        for chat in talk.conv.to_resend():
-            self._send_frame(talk, chat)
-
-    def _adopt_link(self, link: direct.DirectLink) -> bool:
-        """Make ``link`` the talk's path unless a better one is up; False: not taken."""
-        talk = self._talk_for(link.partner, link)
-        current = talk.link
-        if current is not None and current is not link and current.rank() >= link.rank():
-            return False  # both ends keep the same (higher-ranked) link
-        talk.links.add(link)
-        talk.link, talk.plain = link, False
-        was = talk.path
-        talk.path = link.path
-        if current is not None and current is not link:
-            current.writer.finish()
-        if was != talk.path:
-            how = "directly" if talk.path == "direct" else "through a punched hole"
-            self.emit(System(f"Now talking to {talk.partner} {how} ({talk.path})"))
-            self._status_changed()
-        self.resend(talk)
-        self._linked.setdefault(link.partner.lower(), trio.Event()).set()
-        return True
-
-    def _link_lost(self, link: direct.DirectLink) -> None:
-        talk = self.talks.get(link.partner.lower())
-        if talk is None:
-            return
-        talk.links.discard(link)
-        if talk.link is not link:
-            return
-        talk.link = None
-        spare = max(talk.links, key=lambda x: x.rank(), default=None)
-        if spare is not None and talk.open:
-            self._adopt_link(spare)
-        elif talk.open and not self.closed:
-            self._fall_back(talk, "The direct link broke")
-
-    def _partner_left(self, talk: Talk, text: str) -> None:
-        """The partner went offline: what it did not confirm goes to the mailbox."""
-        if talk.link is not None:
-            self.emit(System(f"{text}; your direct link to {talk.partner} goes on"))
-            return
-        talk.offline = True
-        pending = talk.conv.to_resend()
-        talk.conv.unacked.clear()
-        for chat in pending:  # same id as on the link: the partner shows it once
-            self.mail.send(talk, chat.text, chat.sent_at, msg_id=f"{self.epoch}-{chat.seq}")
-        self.emit(
-            System(f"{text}; what you type is kept for {talk.partner} on the server", "warning")
-        )
-        self._status_changed()
-
-    def _fall_back(self, talk: Talk, why: str) -> None:
-        talk.path = "relayed"
-        self._linked.pop(talk.partner.lower(), None)
-        self.emit(
-            System(f"{why}; talking to {talk.partner} through the relay (relayed)", "warning")
-        )
-        self._status_changed()
-        self.resend(talk)
-
-    # ------------------------------------------------------------ upgrading
-    def _start_upgrade(self, cands: paths.Candidates) -> None:
-        """(Re)start looking for a direct path to ``cands.name`` in the background."""
-        if self.config.relay_only or not cands.frames:
-            return
-        key = cands.name.lower()
-        old = self._upgrade_scopes.pop(key, None)
-        if old is not None:
-            old.cancel()
-        scope = self._upgrade_scopes[key] = trio.CancelScope()
-        self.nursery.start_soon(self._upgrade, cands, scope)
-
-    async def _upgrade(self, cands: paths.Candidates, scope: trio.CancelScope) -> None:
-        key = cands.name.lower()
-        try:
-            with scope:
-                await self._upgrade_steps(cands, key)
-        finally:
-            if self._upgrade_scopes.get(key) is scope:
-                del self._upgrade_scopes[key]
-
-    async def _upgrade_steps(self, cands: paths.Candidates, key: str) -> None:
-        if True:  # keeps the steps' indentation readable in diffs
-            talk = self.talks.get(key)
-            current = talk.link if talk is not None else None
-            if current is not None:
-                if await self._link_alive(current):
-                    return
-                await trio.aclose_forcefully(current.stream)  # dead: replace it
-            try:
-                link = await paths.race_direct(cands, self.me, self.epoch)
-            except LinkFailed as e:
-                self._note(cands.name, f"direct race failed ({e})")
-            else:
-                self._note(cands.name, f"{link.path} link up")
-                self.nursery.start_soon(self._run_link, link)
-                return
-            if self._has_link(key):
-                return  # the partner reached us meanwhile
-            if cands.public is None or self.server.seen is None:
-                self._note(cands.name, "no public endpoints to punch with")
-                return
-            if self.me.lower() < key:  # one side asks, both get Servidor[PUNCH]
-                self._send_server(format_client_event(Punch(cands.name)))
-
-    async def _punch(self, name: str, remote: tuple[str, int]) -> None:
-        if self._has_link(name.lower()) or self.listen_port is None:
-            return
-        local = (self.config.listen_host, self.listen_port)
-        try:
-            link = await paths.punch(remote, local, self.me, name, self.epoch)
-        except LinkFailed as e:
-            self._note(name, str(e))
-            if not self._has_link(name.lower()) and self._is_open(name):
-                self.emit(System(f"No direct path to {name} ({e}); staying on the relay (relayed)"))
-            return
-        self._note(name, f"{link.path} link up (punch)")
-        self.nursery.start_soon(self._run_link, link)
-
-    def _has_link(self, key: str) -> bool:
-        talk = self.talks.get(key)
-        return talk is not None and talk.link is not None
-
-    def _note(self, name: str, outcome: str) -> None:
-        self.upgrades.append(f"{time.strftime('%H:%M:%S')} {name}: {outcome}")
-        del self.upgrades[:-NETCHECK_HISTORY]
-        log.info("upgrade %s: %s", name, outcome)
 
     # ---------------------------------------------------------------- talks
     def _is_open(self, name: str) -> bool:

@@ -242,7 +242,15 @@ class _TtyUI:
                 loop.call_soon_threadsafe(self._exit_app)
 
     def _invalidate(self) -> None:
-        self.session.app.invalidate()  # thread-safe; a no-op when no prompt runs
+        """Redraw the prompt (toolbar) from the trio thread: the call must run on
+        the prompt's own loop, and only while a prompt is up."""
+        app = self.session.app
+        loop = app.loop
+        if loop is None or not app.is_running:
+            return  # between two prompts: the next one draws afresh
+        # RuntimeError: that loop closed meanwhile (the prompt just ended).
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(app.invalidate)
 
     def show(self, event: UIEvent) -> None:
         """Print ``event`` above the prompt and refresh the snapshots it reads."""
@@ -257,7 +265,10 @@ class _TtyUI:
         except Exception:  # a bug of ours must not end the chat
             log.debug("cannot show %r", event, exc_info=True)
             self.console.print(f"(cannot show a {type(event).__name__} event)", markup=False)
-        self._invalidate()
+        try:
+            self._invalidate()
+        except Exception:  # a stale toolbar is no reason to end the chat
+            log.debug("cannot redraw the prompt", exc_info=True)
 
     async def pump_events(self) -> None:
         async for event in self.node.events:

@@ -2,7 +2,7 @@
 feed the :class:`~rendezvous.hub.Hub` one event at a time.
 
 Per connection there is one reader task (this module's ``_read_loop``) and
-one writer task draining a bounded channel
+one writer task draining a bounded outbox of lines
 (:class:`~rendezvous.connection.Connection`), so no two tasks ever interleave
 ``send_all`` and a client that stops reading is disconnected instead of
 stalling anybody else.
@@ -26,8 +26,10 @@ Wire protocol summary (details and an ``nc`` session in docs/PROTOCOL.md)::
     <- Servidor[PASSWORD]: Password for alice
     -> password: secret
     <- Servidor[OK]: Welcome back alice ...
+    <- Servidor[SEEN]: 203.0.113.101:40211
+    <- Servidor[TOKEN]: 3q2-... 600
     -> connect: bob
-    <- Servidor[PEER]: bob 127.0.0.1:40211
+    <- Servidor[PEER]: bob 198.51.100.10:40300 key=... public=... lan=...
     -> msg: bob hello
 """
 

@@ -37,10 +37,10 @@ def test_a_nated_peer_lan_addresses_first_then_where_the_server_sees_it() -> Non
 
 
 def test_several_lan_addresses_keep_their_order() -> None:
-    c = cands("bob 203.0.113.102:4000 lan=198.51.100.10:4000,10.0.0.2:4000,[2001:db8::7]:4000")
+    c = cands("bob 203.0.113.102:4000 lan=198.51.100.10:4000,192.0.2.2:4000,[2001:db8::7]:4000")
     assert c.addrs == (
         ("198.51.100.10", 4000),
-        ("10.0.0.2", 4000),
+        ("192.0.2.2", 4000),
         ("2001:db8::7", 4000),  # brackets off
         ("203.0.113.102", 4000),
     )

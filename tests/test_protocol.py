@@ -643,12 +643,12 @@ def test_format_lan_and_punch(event: ClientEvent, line: bytes) -> None:
 
 def test_peer_address_with_candidates() -> None:
     """What a chathack peer's PEER/CALL line looks like (see rendezvous.hub.address_of)."""
-    text = "bob 203.0.113.102:4000 public=203.0.113.102:4000 lan=198.51.100.10:4000,10.0.0.2:4000"
+    text = "bob 203.0.113.102:4000 public=203.0.113.102:4000 lan=198.51.100.10:4000,192.0.2.2:4000"
     assert parse_peer_address(text) == PeerAddress(
         "bob",
         "203.0.113.102",
         4000,
-        (("public", "203.0.113.102:4000"), ("lan", "198.51.100.10:4000,10.0.0.2:4000")),
+        (("public", "203.0.113.102:4000"), ("lan", "198.51.100.10:4000,192.0.2.2:4000")),
     )
     # A relay-only peer: no address, but the extras still say "a chathack peer".
     relay_only = PeerAddress("bob", None, None, (("public", "203.0.113.102:51000"), ("lan", "-")))
