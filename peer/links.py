@@ -198,28 +198,27 @@ class LinkMixin(_Base):
                 del self._upgrade_scopes[key]
 
     async def _upgrade_steps(self, cands: paths.Candidates, key: str) -> None:
-        if True:  # keeps the steps' indentation readable in diffs
-            talk = self.talks.get(key)
-            current = talk.link if talk is not None else None
-            if current is not None:
-                if await self._link_alive(current):
-                    return
-                await trio.aclose_forcefully(current.stream)  # dead: replace it
-            try:
-                link = await paths.race_direct(cands, self.me, self.epoch)
-            except LinkFailed as e:
-                self._note(cands.name, f"direct race failed ({e})")
-            else:
-                self._note(cands.name, f"{link.path} link up")
-                self.nursery.start_soon(self._run_link, link)
+        talk = self.talks.get(key)
+        current = talk.link if talk is not None else None
+        if current is not None:
+            if await self._link_alive(current):
                 return
-            if self._has_link(key):
-                return  # the partner reached us meanwhile
-            if cands.public is None or self.server.seen is None:
-                self._note(cands.name, "no public endpoints to punch with")
-                return
-            if self.me.lower() < key:  # one side asks, both get Servidor[PUNCH]
-                self._send_server(format_client_event(Punch(cands.name)))
+            await trio.aclose_forcefully(current.stream)  # dead: replace it
+        try:
+            link = await paths.race_direct(cands, self.me, self.epoch)
+        except LinkFailed as e:
+            self._note(cands.name, f"direct race failed ({e})")
+        else:
+            self._note(cands.name, f"{link.path} link up")
+            self.nursery.start_soon(self._run_link, link)
+            return
+        if self._has_link(key):
+            return  # the partner reached us meanwhile
+        if cands.public is None or self.server.seen is None:
+            self._note(cands.name, "no public endpoints to punch with")
+            return
+        if self.me.lower() < key:  # one side asks, both get Servidor[PUNCH]
+            self._send_server(format_client_event(Punch(cands.name)))
 
     async def _punch(self, name: str, remote: tuple[str, int]) -> None:
         if self._has_link(name.lower()) or self.listen_port is None:
