@@ -186,3 +186,56 @@ def test_terminal_ui_keeps_the_half_typed_line_when_a_message_arrives(world: Lab
         assert bob.exitstatus == 0
     finally:
         bob.close(force=True)
+
+
+def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab) -> None:
+    """No $CHATHACK_PASSWORD: the peer asks without echo (twice for a new user),
+    and a wrong password may be typed again."""
+    import os
+
+    import pexpect
+
+    from tests.procs import command
+    from tests.ptys import wait_for, wait_for_text
+
+    server = world.rendezvous()
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.pop("CHATHACK_PASSWORD", None)
+    env["TERM"] = "xterm-256color"
+
+    def spawn() -> pexpect.spawn:
+        child = pexpect.spawn(
+            command("chathack-peer"),
+            ["zed", "--server", server.address, "--data-dir", str(world.tmp / "zed")],
+            env=env,
+            dimensions=(24, 80),
+            timeout=15,
+            encoding="utf-8",
+        )
+        child.delaybeforesend = None
+        return child
+
+    first = spawn()
+    try:
+        first.expect("New user zed: choose a password to register: ")
+        first.sendline("s3cret-pw")
+        first.expect("Type it again to confirm: ")
+        first.sendline("s3cret-pw")
+        wait_for_text(first, "zed · no conversation")
+        first.sendcontrol("d")
+        wait_for(first, pexpect.EOF)
+    finally:
+        first.close(force=True)
+    again = spawn()
+    try:
+        again.expect("Password for zed: ")
+        again.sendline("not-it")
+        again.expect("Wrong password for zed. Password for zed: ")
+        again.sendline("s3cret-pw")
+        wait_for_text(again, "zed · no conversation")
+        again.sendcontrol("d")
+        wait_for(again, pexpect.EOF)
+        again.close()
+        assert again.exitstatus == 0
+    finally:
+        again.close(force=True)
