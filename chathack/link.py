@@ -32,7 +32,11 @@ import base64
 import binascii
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring as _json_str
+from json.scanner import make_scanner
+from typing import Any
 
 from chathack.errors import LocalProtocolError, RemoteProtocolError
 from chathack.protocol import NAME_RE, check_text
@@ -48,6 +52,8 @@ RELAY_PREFIX = "#ch1:"
 MAX_OUT_OF_ORDER = 1024
 
 _LEN = struct.Struct(">I")
+_unpack_len = _LEN.unpack_from
+_scan_json = make_scanner(json.JSONDecoder())
 
 
 #: How the sender of a Hello got the connection: it dialled a listening
@@ -143,13 +149,76 @@ _NAMES = {cls: name for name, cls in _TYPES.items()}
 # --------------------------------------------------------------------------
 
 
-def frame_to_bytes(frame: Frame) -> bytes:
+def _reference_frame_to_bytes(frame: Frame) -> bytes:
+    """The definition of a frame's bytes: every field of the frame, in order,
+    after its type name, as compact UTF-8 JSON. The fast encoders below must
+    produce exactly these bytes (a test compares them on arbitrary frames)."""
     if isinstance(frame, Sealed):
         return SEALED_TAG + frame.data
     d = {"t": _NAMES[type(frame)]}
     for name in frame.__slots__:  # type: ignore[union-attr]
         d[name] = getattr(frame, name)
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# Fast encoders for the frequent frames: the JSON text written directly. Each
+# guards the exact types its shortcut formats as JSON does (``str`` through
+# json's own string escaper, ``int`` by ``repr``, a finite ``float`` by
+# ``repr``); anything else takes the reference path above.
+_INF = float("inf")
+
+
+def _chat_to_bytes(f: Chat) -> bytes:
+    epoch, seq, base, text, at = f.epoch, f.seq, f.base, f.text, f.sent_at
+    if (
+        type(epoch) is str
+        and type(seq) is int
+        and type(base) is int
+        and type(text) is str
+        and type(at) is float
+        and -_INF < at < _INF
+    ):
+        return (
+            f'{{"t":"chat","epoch":{_json_str(epoch)},"seq":{seq!r},"base":{base!r},'
+            f'"text":{_json_str(text)},"sent_at":{at!r}}}'
+        ).encode()
+    return _reference_frame_to_bytes(f)
+
+
+def _ack_to_bytes(f: Ack) -> bytes:
+    epoch, seq = f.epoch, f.seq
+    if type(epoch) is str and type(seq) is int:
+        return f'{{"t":"ack","epoch":{_json_str(epoch)},"seq":{seq!r}}}'.encode()
+    return _reference_frame_to_bytes(f)
+
+
+def _ping_to_bytes(f: Ping) -> bytes:
+    nonce = f.nonce
+    if type(nonce) is int:
+        return f'{{"t":"ping","nonce":{nonce!r}}}'.encode()
+    return _reference_frame_to_bytes(f)
+
+
+def _pong_to_bytes(f: Pong) -> bytes:
+    nonce = f.nonce
+    if type(nonce) is int:
+        return f'{{"t":"pong","nonce":{nonce!r}}}'.encode()
+    return _reference_frame_to_bytes(f)
+
+
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    Chat: _chat_to_bytes,
+    Ack: _ack_to_bytes,
+    Ping: _ping_to_bytes,
+    Pong: _pong_to_bytes,
+}
+
+
+def frame_to_bytes(frame: Frame) -> bytes:
+    encode = _ENCODERS.get(type(frame))
+    if encode is not None:
+        return encode(frame)
+    return _reference_frame_to_bytes(frame)
 
 
 def _field(d: dict, name: str, kind: type) -> object:
@@ -161,14 +230,93 @@ def _field(d: dict, name: str, kind: type) -> object:
     return value
 
 
+def _parse_json(data: bytes) -> object:
+    try:
+        text = data.decode("utf-8")
+        try:
+            # json's own scanner, without json.loads's checks for a BOM and
+            # surrounding whitespace; a text it does not read whole goes the
+            # long way, which decides (and words any error) exactly as before.
+            value, end = _scan_json(text, 0)
+            if end == len(text):
+                return value
+        except (StopIteration, ValueError):
+            pass
+        return json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+        raise RemoteProtocolError("Malformed link frame: not UTF-8 JSON") from None
+
+
+def _fast_chat(d: dict) -> Frame | None:
+    """The Chat in ``d`` if every field has its usual type, else None."""
+    epoch, seq, base, text, at = (
+        d.get("epoch"),
+        d.get("seq"),
+        d.get("base"),
+        d.get("text"),
+        d.get("sent_at"),
+    )
+    if not (
+        type(epoch) is str
+        and type(seq) is int
+        and type(base) is int
+        and type(text) is str
+        and type(at) is float
+    ):
+        return None
+    if seq < 1 or not 1 <= base <= seq:
+        raise RemoteProtocolError("Malformed link frame: bad sequence numbers")
+    try:
+        check_text(text)
+    except RemoteProtocolError as e:
+        raise RemoteProtocolError(f"Malformed link frame: {e}") from None
+    return Chat(epoch, seq, base, text, at)
+
+
+def _fast_ack(d: dict) -> Frame | None:
+    epoch, seq = d.get("epoch"), d.get("seq")
+    if type(epoch) is str and type(seq) is int:
+        return Ack(epoch, seq)
+    return None
+
+
+def _fast_ping(d: dict) -> Frame | None:
+    nonce = d.get("nonce")
+    return Ping(nonce) if type(nonce) is int else None
+
+
+def _fast_pong(d: dict) -> Frame | None:
+    nonce = d.get("nonce")
+    return Pong(nonce) if type(nonce) is int else None
+
+
+#: Shortcuts for the frequent frames, by type name. Each checks exact types
+#: (what json gives: ``type(x) is int`` excludes ``bool``) and the same rules
+#: as :func:`_frame_from_dict`, with the same messages; on anything unusual it
+#: returns None and the general decoder decides.
+_DECODERS: dict[str, Callable[[dict], Frame | None]] = {
+    "chat": _fast_chat,
+    "ack": _fast_ack,
+    "ping": _fast_ping,
+    "pong": _fast_pong,
+}
+
+
 def frame_from_bytes(data: bytes) -> Frame:
     """Decode one frame's JSON; raise :class:`RemoteProtocolError` if it is not one."""
     if data[:1] == SEALED_TAG:
         return Sealed(data[1:])
-    try:
-        d = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
-        raise RemoteProtocolError("Malformed link frame: not UTF-8 JSON") from None
+    d = _parse_json(data)
+    if type(d) is dict and type(t := d.get("t")) is str:
+        fast = _DECODERS.get(t)
+        if fast is not None:
+            frame = fast(d)
+            if frame is not None:
+                return frame
+    return _frame_from_dict(d)
+
+
+def _frame_from_dict(d: object) -> Frame:
     if not isinstance(d, dict) or not isinstance(d.get("t"), str) or d["t"] not in _TYPES:
         raise RemoteProtocolError("Malformed link frame: unknown type")
     match d["t"]:
@@ -241,17 +389,23 @@ class FrameDecoder:
         self._buf += data
 
     def next_frame(self) -> Frame | None:
-        if len(self._buf) < _LEN.size:
+        buf = self._buf
+        have = len(buf)
+        if have < 4:  # _LEN.size
             return None
-        (n,) = _LEN.unpack_from(self._buf)
+        (n,) = _unpack_len(buf)
         if n > MAX_FRAME_BYTES:
             raise RemoteProtocolError(
                 f"Link frame of {n} bytes is over the {MAX_FRAME_BYTES} limit"
             )
-        if len(self._buf) < _LEN.size + n:
+        end = 4 + n
+        if have < end:
             return None
-        body = bytes(self._buf[_LEN.size : _LEN.size + n])
-        del self._buf[: _LEN.size + n]
+        body = bytes(buf[4:end])
+        if have == end:
+            buf.clear()
+        else:
+            del buf[:end]
         return frame_from_bytes(body)
 
     @property

@@ -35,6 +35,7 @@ Wire protocol summary (details and an ``nc`` session in docs/PROTOCOL.md)::
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import ssl
@@ -85,6 +86,8 @@ REFUSAL_LINGER = 1.0
 #: Seconds between two log lines about refused connections (a flood must not flood the log).
 REFUSAL_LOG_EVERY = 10.0
 SHUTDOWN_TEXT = "The server is shutting down; try again later"
+#: Seconds between full garbage collections while connections come and go.
+GC_PERIOD = 1.0
 TOO_MANY_TRIES = "Too many failed attempts; connect again to retry"
 
 
@@ -116,6 +119,7 @@ class Server:
         self._closing = False
         self._refused = 0
         self.tls_context: ssl.SSLContext | None = None  # set: every client speaks TLS
+        self._closed_since_gc = 0
         self.failed_logins = FailedLogins()
         self.tokens = ResumeTokens()
         self._refusal_logged_at = -math.inf
@@ -136,6 +140,7 @@ class Server:
         for lst in listeners:
             log.info("listening on %s:%s", *lst.socket.getsockname()[:2])
         async with trio.open_nursery() as handlers:
+            handlers.start_soon(self._collect_after_churn)
             with self._accepting:
                 await trio.serve_listeners(
                     self.handle_stream,
@@ -143,6 +148,19 @@ class Server:
                     handler_nursery=handlers,
                     task_status=task_status,
                 )
+
+    async def _collect_after_churn(self) -> None:
+        """A full garbage collection, at most every GC_PERIOD seconds, once enough
+        connections closed: a closed connection leaves cycles only a full
+        collection frees (the CLI makes those rare, see rendezvous/cli.py), while
+        a steady population of idle peers causes no collection pauses at all."""
+        while True:
+            await trio.sleep(GC_PERIOD)
+            # A full collection costs in proportion to the live objects: with many
+            # peers online, wait for more churn (a tenth of them) before paying it.
+            if self._closed_since_gc and self._closed_since_gc >= len(self.connections) // 10:
+                self._closed_since_gc = 0
+                gc.collect()
 
     def stop_accepting(self) -> None:
         self._accepting.cancel()
@@ -213,6 +231,7 @@ class Server:
         finally:
             self.admission.release(ip)
             self.connections.discard(conn)
+            self._closed_since_gc += 1
             if not self.connections:
                 self._no_connections.set()
             self.hub.detach(session, self.clock())

@@ -13,12 +13,14 @@ import contextlib
 import itertools
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chathack import link
 from chathack.errors import LocalProtocolError, RemoteProtocolError
 from chathack.link import (
     LINK_VERSION,
@@ -299,6 +301,96 @@ def test_arbitrary_relay_text_raises_only_remote_protocol_error(text: str) -> No
     for candidate in (text, RELAY_PREFIX + text):
         with contextlib.suppress(RemoteProtocolError):
             relay_text_to_frame(candidate)
+
+
+# The fast encoders/decoders against the straightforward reference ones: the
+# same bytes for any frame (even with fields of unusual types: ints for floats,
+# bools, NaN, infinities, str and int subclasses), and the same frame or the
+# same error for any decoded dict.
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+odd_values = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=20),
+    st.text(max_size=5).map(_Str),
+    st.integers(-5, 5).map(_Int),
+)
+any_frames = st.one_of(
+    frames,
+    st.builds(Chat, odd_values, odd_values, odd_values, odd_values, odd_values),
+    st.builds(Ack, odd_values, odd_values),
+    st.builds(Ping, odd_values),
+    st.builds(Pong, odd_values),
+    st.builds(Bye, odd_values),
+    st.builds(Hello, odd_values, odd_values, odd_values, odd_values, odd_values),
+)
+
+
+def _outcome(fn: Callable[[], object]) -> object:
+    try:
+        return ("ok", repr(fn()))
+    except Exception as e:  # the exact error is what is compared
+        return ("error", type(e), str(e))
+
+
+@settings(max_examples=500)
+@given(any_frames)
+def test_fast_encoders_write_the_reference_bytes(frame: Frame) -> None:
+    assert _outcome(lambda: frame_to_bytes(frame)) == _outcome(
+        lambda: link._reference_frame_to_bytes(frame)
+    )
+
+
+@settings(max_examples=500)
+@given(
+    st.builds(
+        lambda t, fields: {"t": t, **fields},
+        st.sampled_from(["chat", "ack", "ping", "pong"]),
+        st.dictionaries(
+            st.sampled_from(["epoch", "seq", "base", "text", "sent_at", "nonce"]),
+            odd_values | st.none() | st.just("x"),
+        ),
+    )
+    | frame_like
+    | st.builds(Chat, epochs, seqs, seqs, typed, st.floats()).map(
+        lambda c: json.loads(frame_to_bytes(c))
+    )
+)
+def test_fast_decoders_agree_with_the_reference(d: dict) -> None:
+    def fast() -> object:
+        return frame_from_bytes(json.dumps(d, ensure_ascii=False).encode())
+
+    assert _outcome(fast) == _outcome(lambda: link._frame_from_dict(json.loads(json.dumps(d))))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b' {"t":"ping","nonce":1}',
+        b'{"t":"ping","nonce":1}\n',
+        '\ufeff{"t":"ping","nonce":1}'.encode(),
+        b'{"t":"ping","nonce":1}{}',
+        b'{"t":"ping","nonce":NaN}',
+        b'{"t":"chat","epoch":"e","seq":1,"base":1,"text":"x","sent_at":NaN}',
+    ],
+)
+def test_json_edge_cases_decode_as_json_loads_does(data: bytes) -> None:
+    def reference() -> object:
+        try:
+            d = json.loads(data.decode())
+        except ValueError:
+            raise RemoteProtocolError("Malformed link frame: not UTF-8 JSON") from None
+        return link._frame_from_dict(d)
+
+    assert _outcome(lambda: frame_from_bytes(data)) == _outcome(reference)
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from peer.transport import WRITE_TIMEOUT, StreamWriter
@@ -57,4 +58,70 @@ def test_a_full_queue_breaks_the_stream() -> None:
     writer = StreamWriter(ours, capacity=2)
     assert writer.send(b"1") and writer.send(b"2")
     assert not writer.send(b"3")
+    assert writer.broken
+
+
+def _socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def test_an_idle_writer_lets_send_write_to_the_socket_in_order() -> None:
+    # Over a real socket, send() writes directly while the writer is idle;
+    # what the socket cannot take is queued behind, so order is kept even when
+    # the socket buffer fills up in the middle of a chunk.
+    ours, theirs = _socket_stream_pair()
+    writer = StreamWriter(ours)
+    chunks = [bytes([i]) * 65536 for i in range(64)]
+    expected = b"".join(chunks)
+    got = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert writer.send(b"first;")
+        assert not writer._out  # went straight to the socket
+        with trio.fail_after(5):
+            assert await theirs.receive_some(100) == b"first;"
+        for chunk in chunks:
+            assert writer.send(chunk)
+        writer.finish()
+        with trio.fail_after(30):
+            while data := await theirs.receive_some(1 << 20):
+                got += data
+    assert got == expected
+    assert not writer.send(b"late")
+
+
+async def test_a_stalled_socket_breaks_after_the_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, _theirs = _socket_stream_pair()  # nobody reads _theirs
+    writer = StreamWriter(ours)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(100):  # far more than the socket buffers hold
+            assert writer.send(b"x" * 65536)
+            await trio.lowlevel.checkpoint()
+        with trio.fail_after(10 * WRITE_TIMEOUT):
+            await writer.done.wait()
+    assert writer.broken
+    assert trio.current_time() - start == pytest.approx(WRITE_TIMEOUT, rel=0.02)
+    assert not writer.send(b"more")
+
+
+async def test_send_to_a_closed_socket_breaks_the_writer() -> None:
+    ours, theirs = _socket_stream_pair()
+    writer = StreamWriter(ours)
+    await theirs.aclose()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            for _ in range(1000):
+                if not writer.send(b"x" * 1000):
+                    break
+                await trio.lowlevel.checkpoint()
+            await writer.done.wait()
     assert writer.broken
