@@ -383,15 +383,23 @@ def _parse_punch(arg: str) -> ClientEvent:
     return Punch(check_name(arg))
 
 
-def _is_endpoint(text: str) -> bool:
-    host, _, port = text.rpartition(":")
+def format_endpoint(host: str, port: int) -> str:
+    """``HOST:PORT``, with brackets around an IPv6 host: ``[2001:db8::1]:7777``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_endpoint(text: str) -> tuple[str, int] | None:
+    """``(host, port)`` from ``HOST:PORT`` or ``[V6]:PORT``; None if it is not one."""
+    host, _, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    return (
-        bool(_HOST_RE.fullmatch(host))
-        and port.isascii()
-        and port.isdigit()
-        and 1 <= int(port) <= 65535
-    )
+    if host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
+        return host, int(port)
+    return None
+
+
+def _is_endpoint(text: str) -> bool:
+    endpoint = parse_endpoint(text)
+    return endpoint is not None and bool(_HOST_RE.fullmatch(endpoint[0]))
 
 
 def _parse_resume(arg: str) -> ClientEvent:
@@ -630,12 +638,7 @@ class PeerAddress:
 
 
 def format_peer_address(p: PeerAddress) -> str:
-    if p.host is None or p.port is None:
-        addr = "-"
-    elif ":" in p.host:
-        addr = f"[{p.host}]:{p.port}"
-    else:
-        addr = f"{p.host}:{p.port}"
+    addr = "-" if p.host is None or p.port is None else format_endpoint(p.host, p.port)
     words = [p.name, addr, *(f"{k}={v}" for k, v in p.extra)]
     return " ".join(words)
 
@@ -648,11 +651,10 @@ def parse_peer_address(text: str) -> PeerAddress:
     extra = tuple(tuple(w.split("=", 1)) for w in words[2:] if "=" in w)
     if addr == "-":
         return PeerAddress(name, None, None, extra)  # type: ignore[arg-type]
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]")
-    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+    endpoint = parse_endpoint(addr)
+    if endpoint is None:
         raise RemoteProtocolError(f"Malformed peer address {text[:80]!r}")
-    return PeerAddress(name, host, int(port), extra)  # type: ignore[arg-type]
+    return PeerAddress(name, *endpoint, extra)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------

@@ -33,6 +33,7 @@ Both are reported to the user by the peer.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -320,3 +321,11 @@ def open_mail(me: SigningKey, text: str) -> tuple[bytes, bytes]:
         return sender, box.decrypt(payload[32:])
     except (CryptoError, ValueError):
         raise TamperedFrame("sealed mail failed authentication") from None
+
+
+def certificate_fingerprint(der: bytes) -> str:
+    """SHA-256 of a DER certificate as ``AB:CD:...``: the format the rendezvous
+    prints and ``openssl x509 -noout -fingerprint -sha256`` shows, so operators
+    can check it with a tool they already trust (used by both TLS sides)."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

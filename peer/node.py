@@ -71,6 +71,7 @@ from chathack.protocol import (
     UserLine,
     UserState,
     format_client_event,
+    format_endpoint,
     parse_peer_address,
     parse_users,
 )
@@ -90,7 +91,13 @@ from peer.identity import Pins, load_identity, public_b64
 from peer.links import LinkMixin
 from peer.mail import Mailroom
 from peer.pathsec import PathSec
-from peer.server_link import PasswordSource, ServerLink, TLSSettings, parse_endpoint
+from peer.server_link import (
+    PasswordSource,
+    ServerLink,
+    TLSSettings,
+    fixed_password,
+    parse_endpoint,
+)
 from peer.sockets import open_listener, wildcard_for
 from peer.tls import KnownServers, client_context
 
@@ -233,9 +240,7 @@ class PeerNode(LinkMixin):
         for host in (self.config.listen_host, self.server.local_ip):
             if host and host != wildcard_for(host) and host not in addrs:
                 addrs.append(host)
-        lan = tuple(
-            f"[{h}]:{self.listen_port}" if ":" in h else f"{h}:{self.listen_port}" for h in addrs
-        )
+        lan = tuple(format_endpoint(h, self.listen_port) for h in addrs)
         self._send_server(format_client_event(Lan(lan)))
 
     def _after_relogin(self) -> None:
@@ -749,15 +754,3 @@ async def open_peer(config: PeerConfig, password_source: PasswordSource) -> Asyn
         if sole is not None:
             raise sole from None
         raise
-
-
-def fixed_password(secret: str) -> PasswordSource:
-    """A password source for scripts and bots: always ``secret``; gives up on a retry."""
-    from peer.errors import LoginFailed
-
-    async def source(prompt: str, is_new: bool, attempt: int) -> str:
-        if attempt > 1:
-            raise LoginFailed(prompt)
-        return secret
-
-    return source

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import trio
 
-from chathack.protocol import PeerAddress
+from chathack.protocol import PeerAddress, parse_endpoint
 from peer import direct
 from peer.errors import LinkFailed
 
@@ -44,24 +44,16 @@ class Candidates:
     frames: bool  # a chathack peer (speaks link frames), not a plain text client
 
 
-def _endpoint(text: str) -> tuple[str, int] | None:
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")
-    if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-        return host, int(port)
-    return None
-
-
 def candidates_of(addr: PeerAddress) -> Candidates:
     extra = dict(addr.extra)
     addrs: list[tuple[str, int]] = []
     for item in extra.get("lan", "").split(","):
-        ep = _endpoint(item)
+        ep = parse_endpoint(item)
         if ep is not None and ep not in addrs:
             addrs.append(ep)
     if addr.host is not None and addr.port is not None and (addr.host, addr.port) not in addrs:
         addrs.append((addr.host, addr.port))
-    public = _endpoint(extra.get("public", ""))
+    public = parse_endpoint(extra.get("public", ""))
     return Candidates(addr.name, tuple(addrs), public, "lan" in extra)
 
 

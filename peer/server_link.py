@@ -36,8 +36,10 @@ from chathack.protocol import (
     ServerLine,
     Username,
     format_client_event,
+    format_endpoint,
 )
 from chathack.protocol import Command as ServerCommand
+from chathack.protocol import parse_endpoint as parse_host_port
 from peer.errors import LoginFailed, ServerUnreachable
 from peer.sockets import connect_from, resolve
 from peer.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
@@ -77,15 +79,24 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_endpoint(self.host, self.port)
 
 
 def parse_endpoint(text: str) -> Endpoint | None:
-    host, _, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-        return Endpoint(host, int(port))
-    return None
+    endpoint = parse_host_port(text)
+    return Endpoint(*endpoint) if endpoint is not None else None
+
+
+def fixed_password(secret: str | None) -> PasswordSource:
+    """A password source for scripts, bots and reconnections: always ``secret``;
+    gives up when the server asks again (it was wrong), or when there is none."""
+
+    async def source(prompt: str, is_new: bool, attempt: int) -> str:
+        if attempt > 1 or secret is None:
+            raise LoginFailed(prompt)
+        return secret
+
+    return source
 
 
 class ServerLink:
@@ -293,12 +304,7 @@ class ServerLink:
             "reconnecting",
             "Lost the rendezvous; reconnecting. Direct conversations go on; relayed messages wait.",
         )
-        secret = self._secret
-
-        async def same_password(prompt: str, is_new: bool, attempt: int) -> str:
-            if attempt > 1 or secret is None:
-                raise LoginFailed(prompt)
-            return secret
+        same_password = fixed_password(self._secret)
 
         while True:
             token, self.token = self.token, None  # single use, whatever happens

@@ -19,7 +19,6 @@ are kept as they are.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import ssl
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import trio
 
+from chathack.secure import certificate_fingerprint as fingerprint_of_der
 from peer.errors import PeerError, ServerUnreachable
 
 KNOWN_SERVERS_FILE = "known_servers"
@@ -68,13 +68,6 @@ class KnownServersError(PeerError):
 
 
 # -- fingerprints -------------------------------------------------------------
-def fingerprint_of_der(der: bytes) -> str:
-    """SHA-256 of a DER certificate as ``AB:CD:...``: the format
-    ``chathack-rendezvous`` prints and ``openssl x509 -fingerprint -sha256``
-    shows (``rendezvous.tls.fingerprint_of_der`` is the same function; the
-    peer does not import the server's package)."""
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def normalize_fingerprint(text: str) -> str:

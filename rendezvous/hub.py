@@ -38,6 +38,7 @@ from chathack.protocol import (
     Text,
     Username,
     UserState,
+    format_endpoint,
     format_peer_address,
     format_server_line,
     format_user_line,
@@ -171,7 +172,7 @@ class Hub:
                     session.port = port
                     assert session.name is not None
                     self.store.record_port(session.name, port)
-                    where = _endpoint(session.ip, port)
+                    where = format_endpoint(session.ip, port)
                     session.say("OK", f"Direct links to you go to {where}")
                 case Lan(addrs):
                     session.lan = addrs
@@ -210,7 +211,7 @@ class Hub:
         if session.lan is not None:
             # A relay-only peer (no port) asked not to reveal where it is.
             if session.remote_port is not None and session.port is not None:
-                extra.append(("public", _endpoint(session.ip, session.remote_port)))
+                extra.append(("public", format_endpoint(session.ip, session.remote_port)))
             extra.append(("lan", ",".join(session.lan) or "-"))
         if session.port is None:
             return PeerAddress(session.name, None, None, tuple(extra))
@@ -238,7 +239,7 @@ class Hub:
 
     def public_of(self, session: Session) -> str:
         """Where the server sees ``session`` come from: ``IP:PORT``."""
-        return _endpoint(session.ip, session.remote_port or 0)
+        return format_endpoint(session.ip, session.remote_port or 0)
 
     def punch(self, session: Session, name: str) -> None:
         """Send both sides each other's public endpoint at once: both dial now."""
@@ -319,7 +320,3 @@ class Hub:
     def users_line(self) -> str:
         users, more = self.users()
         return format_users(users, more)
-
-
-def _endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

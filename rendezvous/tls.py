@@ -20,7 +20,6 @@ fingerprint and every peer that pinned the old one would refuse the server.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import os
 import ssl
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from chathack.errors import ChathackError
+from chathack.secure import certificate_fingerprint as fingerprint_of_der
 
 CERT_FILE = "rendezvous-cert.pem"
 KEY_FILE = "rendezvous-key.pem"
@@ -69,12 +69,6 @@ class TLSHandshakeError(ChathackError):
 
 
 # -- fingerprints ---------------------------------------------------------------
-def fingerprint_of_der(der: bytes) -> str:
-    """SHA-256 of a DER certificate as ``AB:CD:...`` — the format of
-    ``openssl x509 -noout -fingerprint -sha256``, so operators can check it
-    with a tool they already trust. (``peer.tls`` formats it identically.)"""
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def fingerprint_of_file(cert: Path) -> str:
