@@ -1,94 +1,227 @@
-"""One client connection's trio plumbing: its outbox and writer task, and the
-switch that tells its reader to stop reading (graceful shutdown).
+"""One client connection's output: a bounded outbox, written at once when the
+socket takes it, by a writer task only when it does not.
 
-The outbox is a bounded list of lines drained by one writer task, so no two
-tasks ever interleave ``send_all`` and a client that stops reading is
-disconnected instead of stalling anybody else.
+Theory of operation. The hub queues lines with :meth:`Connection.send`, which
+never blocks. While a reader is handling the lines of one read, the lines it
+produces are held (:class:`Batch`) and written when it is done: everything
+one read made for one client goes out in one system call. Outside a batch a
+line is written at once. The write is a non-blocking ``send`` from whatever
+task produced the line, so the common case wakes no other task. Whatever the
+kernel does not take -- the client is slow, or the transport cannot write
+without waiting (TLS, memory streams) -- stays in the outbox, and a writer
+task is started to drain it. That task ends as soon as the outbox is empty.
 
-Why a list and not a memory channel: everything the hub queues for a
-connection while the writer is not running (all the lines one read batch of
-every other client produced) goes out in one ``send_all``, and waking the
-writer is one ``reschedule`` -- no channel objects per connection, no
-per-line hand-over between tasks (they were ~20% of the relay's CPU).
+So each connection has one task, its reader, plus a writer task only while
+output is backed up; the style guide's "one reader and one writer task"
+became "a writer when needed" because a parked writer per connection cost
+a third of the idle memory and a task switch per relayed line (see
+benchmarks/README.md). What the writer guaranteed still holds:
+
+* only one write is under way per connection (the writer, or nobody: the
+  synchronous path writes only when no writer runs and nothing is queued),
+  so bytes are never interleaved or reordered;
+* the outbox is bounded in lines: a client that lets ``capacity`` lines
+  pile up is disconnected, and one that takes nothing for ``write_timeout``
+  seconds is disconnected, so no client can stall anyone else.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Awaitable, Callable
 
 import trio
 
+from rendezvous.transport import Transport
+
 log = logging.getLogger("chathack.rendezvous")
+
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+class Batch:
+    """Lines produced while a reader handles one read are written at its end.
+
+    ``hold()`` ... ``release()`` bracket synchronous code only (no ``await``
+    between them), so nothing waits long in a batch.
+    """
+
+    __slots__ = ("held", "pending")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.pending: list[Connection] = []
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        pending = self.pending
+        if pending:
+            self.pending = []
+            for conn in pending:
+                conn.flush()
 
 
 class Connection:
-    """A session's outbox (a bounded list of lines drained by one writer
-    task), and the reader's stop switch."""
+    """A session's outbox, its writes, and the reader's cancel scope."""
 
     __slots__ = (
+        "_batch",
         "_capacity",
-        "_closing",
+        "_done",
         "_out",
+        "_spawn",
         "_wait_scope",
-        "_writer",
-        "cancel_scope",
-        "drained",
+        "_writer_scope",
+        "_writing",
+        "aborted",
+        "closing",
         "peer",
         "reading",
+        "scope",
         "stopping",
-        "stream",
+        "transport",
+        "write_timeout",
     )
 
-    def __init__(self, stream: trio.abc.Stream, peer: str, capacity: int) -> None:
-        self.stream = stream
+    def __init__(
+        self,
+        transport: Transport,
+        peer: str,
+        capacity: int,
+        *,
+        spawn: Spawn,
+        batch: Batch | None = None,
+        write_timeout: float = 20.0,
+    ) -> None:
+        self.transport = transport
         self.peer = peer
-        self._out: list[bytes] = []  # lines queued, not yet handed to send_all
         self._capacity = capacity  # most lines queued before the client counts as stuck
-        self._closing = False  # close() was called or the writer ended: queue nothing more
-        self._writer: trio.lowlevel.Task | None = None  # the writer, while it waits for lines
-        self.cancel_scope = trio.CancelScope()
-        #: Set once the reader has handled every line it read and reads no more.
-        self.drained = trio.Event()
-        self.stopping = False
+        self._spawn = spawn  # starts the writer task (in a nursery that outlives it)
+        self._batch = batch or Batch()
+        self.write_timeout = write_timeout
+        self._out: list[bytes] = []  # queued, not yet handed to the transport
+        self._writing = False  # the writer task is running
+        self._writer_scope: trio.CancelScope | None = None
+        self._done: trio.Event | None = None  # made when someone waits for the writer
+        #: close() or abort() was called: queue nothing more.
+        self.closing = False
+        #: True once the connection was dropped (stuck or broken), not closed cleanly.
+        self.aborted = False
+        #: The reader's scope: its deadline is the login deadline, then the idle
+        #: timeout; close() (once flushed) and abort() cancel it.
+        self.scope = trio.CancelScope()
+        self.stopping = False  # shutting down: read nothing more
+        self.reading = False  # the reader is waiting for bytes (set by the reader)
         self._wait_scope: trio.CancelScope | None = None
-        #: The reader's long-lived read scope while a read is waiting, else None.
-        self.reading: trio.CancelScope | None = None
 
     # -- the outbox (called by the hub; never blocks) ------------------------
     def send(self, data: bytes) -> None:
-        if self._closing:
+        if self.closing:
             return
         out = self._out
         if len(out) >= self._capacity:
-            if not self.cancel_scope.cancel_called:  # say it once, not per line
-                log.warning("%s is not reading its messages; disconnecting it", self.peer)
-            self.cancel_scope.cancel()
+            log.warning("%s is not reading its messages; disconnecting it", self.peer)
+            self.abort()
             return
         out.append(data)
-        self._wake()
+        if len(out) == 1 and not self._writing:
+            if self._batch.held:
+                self._batch.pending.append(self)
+            else:
+                self.flush()
 
     def close(self) -> None:
-        """Flush what is queued, then close the connection."""
-        if self._closing:
+        """Flush what is queued, then end the connection."""
+        if self.closing:
             return
-        if len(self._out) >= self._capacity:
-            self.cancel_scope.cancel()
-            return
-        self._closing = True
-        self._wake()
+        self.closing = True
+        if not self._out and not self._writing:
+            self.scope.cancel()  # nothing to write: the reader ends now
+        elif not self._batch.held:
+            self.flush()
 
-    def _wake(self) -> None:
-        writer = self._writer
-        if writer is not None:
-            self._writer = None
-            trio.lowlevel.reschedule(writer)
+    def abort(self) -> None:
+        """Drop the connection now, unwritten lines and all."""
+        self.closing = True
+        self.aborted = True
+        self._out = []
+        self.scope.cancel()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+
+    @property
+    def writing(self) -> bool:
+        return self._writing
+
+    # -- writing ------------------------------------------------------------
+    def _take(self) -> bytes:
+        batch, self._out = self._out, []
+        return batch[0] if len(batch) == 1 else b"".join(batch)
+
+    def flush(self) -> None:
+        """Write what is queued now; start the writer for what the transport does not take."""
+        if self._writing or not self._out:
+            return
+        data = self._take()
+        try:
+            sent = self.transport.try_send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("%s: connection lost while writing", self.peer)
+            self.abort()
+            return
+        if sent < len(data):
+            self._out.insert(0, data[sent:])
+            self._writing = True
+            self._spawn(self._drain)
+        elif self.closing:
+            self.scope.cancel()  # flushed: the reader ends now
+
+    async def _drain(self) -> None:
+        """The writer task: write until the outbox is empty, then end."""
+        stalled = False
+        try:
+            with trio.CancelScope() as self._writer_scope:
+                while self._out:
+                    data = self._take()
+                    with trio.move_on_after(self.write_timeout) as timer:
+                        await self.transport.send_all(data)
+                    del data  # not kept alive while we wait for nothing
+                    if timer.cancelled_caught:
+                        stalled = True
+                        break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The client went away (reset, closed): this connection ends; the
+            # error must not escape and stop the server.
+            log.debug("%s: connection lost while writing", self.peer)
+            stalled = True
+        finally:
+            self._writing = False
+            self._writer_scope = None
+            if self._done is not None:
+                self._done.set()
+                self._done = None
+        if stalled:
+            if not self.aborted:
+                log.warning("%s: write timed out or failed; disconnecting", self.peer)
+            self.abort()
+        elif self.closing:
+            self.scope.cancel()
+
+    async def wait_written(self) -> None:
+        """Return once the writer task (if any) has ended."""
+        while self._writing:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
 
     # -- the reader's waits ---------------------------------------------------
     def interruptible(self) -> trio.CancelScope:
         """A scope for one wait of the reader (a rate-limit pause, a delay after
         failed logins) that :meth:`stop_reading` cancels; already cancelled
-        once stopping. (Reads use one long-lived scope instead: ``reading``.)"""
+        once stopping."""
         scope = trio.CancelScope()
         if self.stopping:
             scope.cancel()
@@ -96,72 +229,10 @@ class Connection:
         return scope
 
     def stop_reading(self) -> None:
-        """Shutdown: read nothing more, handle what was read (see ``drained``)."""
+        """Shutdown: read nothing more, handle what was read (a read that is
+        waiting is cancelled: that loses nothing)."""
         self.stopping = True
-        if self.reading is not None:
-            self.reading.cancel()
+        if self.reading:
+            self.scope.cancel()
         if self._wait_scope is not None:
             self._wait_scope.cancel()
-
-    # -- the writer task ------------------------------------------------------
-    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
-        self._writer = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def _take(self) -> bytes:
-        """Everything queued since the last write, as one write."""
-        batch, self._out = self._out, []
-        return batch[0] if len(batch) == 1 else b"".join(batch)
-
-    async def run_writer(self, write_timeout: float) -> None:
-        # The write timeout is the deadline of a scope that lives across many
-        # writes, moved forward at most once per ``slack`` seconds (a new scope,
-        # or a deadline assignment, per write cost more than the write's
-        # system call): a stalled client is dropped between ``write_timeout``
-        # and ``write_timeout + slack`` after its write began. A deadline that
-        # expires while the writer waits for lines is not a stalled client:
-        # the writer then waits outside any scope (an idle connection keeps
-        # none alive) and opens a new one for its next write.
-        slack = write_timeout / 100
-        timed = write_timeout != math.inf
-        current_task, wait = trio.lowlevel.current_task, trio.lowlevel.wait_task_rescheduled
-        try:
-            while True:
-                if not self._out:  # idle: wait outside any scope
-                    if self._closing:
-                        return
-                    self._writer = current_task()
-                    await wait(self._abort_wait)
-                    continue
-                writing = False
-                with trio.CancelScope() as scope:
-                    while True:
-                        if not self._out:
-                            if self._closing:
-                                return
-                            writing = False
-                            self._writer = current_task()
-                            await wait(self._abort_wait)
-                            continue
-                        data = self._take()
-                        if timed:
-                            due = trio.current_time() + write_timeout
-                            deadline = scope.deadline
-                            if deadline == math.inf or deadline < due:
-                                scope.deadline = due + slack
-                        writing = True
-                        try:
-                            await self.stream.send_all(data)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            # The client went away (reset, closed): this connection
-                            # ends; the error must not escape and stop the server.
-                            log.debug("%s: connection lost while writing", self.peer)
-                            return
-                        del data  # not kept alive while the writer waits
-                if writing:
-                    log.warning("%s: write timed out; disconnecting", self.peer)
-                    return
-        finally:
-            self._closing = True  # later lines have nobody to write them
-            self._out = []
-            self.cancel_scope.cancel()

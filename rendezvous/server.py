@@ -35,9 +35,11 @@ Wire protocol summary (details and an ``nc`` session in docs/PROTOCOL.md)::
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import math
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -56,7 +58,7 @@ from chathack.protocol import (
     parse_client_line,
 )
 from rendezvous.accounts import FailedLogins, ResumeTokens
-from rendezvous.connection import Connection
+from rendezvous.connection import Batch, Connection, Spawn
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import (
     Admission,
@@ -71,13 +73,16 @@ from rendezvous.passwords import MIN_PASSWORD_CHARS, Passwords
 from rendezvous.store import Account, Store
 from rendezvous.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from rendezvous.tls import TLSHandshakeError, tls_handshake
+from rendezvous.transport import SocketTransport, StreamTransport, Transport
 
 __all__ = ["Connection", "Limits", "Server"]
 
 log = logging.getLogger("chathack.rendezvous")
 
-#: Bytes asked of the socket per read.
-RECV_BYTES = 16384
+#: accept() errors that mean "out of descriptors or memory", not a broken listener.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: Seconds the accept loop pauses after such an error (as trio.serve_listeners does).
+ACCEPT_PAUSE = 0.1
 #: Seconds a refused connection has to take its one ``BYE`` line.
 REFUSAL_WRITE_TIMEOUT = 2.0
 #: Seconds a refused connection stays half-closed, its input read and dropped,
@@ -123,6 +128,10 @@ class Server:
         self.failed_logins = FailedLogins()
         self.tokens = ResumeTokens()
         self._refusal_logged_at = -math.inf
+        #: Lines made while a reader handles one read go out together (connection.py).
+        self.batch = Batch()
+        self._undrained: set[Connection] = set()  # shutting down: readers still handling
+        self._all_drained = trio.Event()
 
     async def serve(
         self,
@@ -142,12 +151,47 @@ class Server:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(self._collect_after_churn)
             with self._accepting:
-                await trio.serve_listeners(
-                    self.handle_stream,
-                    listeners,
-                    handler_nursery=handlers,
-                    task_status=task_status,
-                )
+                async with trio.open_nursery() as acceptors:
+                    for lst in listeners:
+                        acceptors.start_soon(self._accept_loop, lst, handlers)
+                    task_status.started(listeners)
+
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        """Accept connections (what ``trio.serve_listeners`` does, without the
+        ``SocketStream``: plain TCP connections are driven as bare sockets)."""
+        while True:
+            try:
+                sock, _ = await listener.socket.accept()
+            except OSError as e:
+                if e.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                # Out of file descriptors or memory: wait for some to be freed
+                # (connections closing) instead of spinning.
+                log.error("cannot accept: %s; pausing %g s", e, ACCEPT_PAUSE)
+                await trio.sleep(ACCEPT_PAUSE)
+                continue
+            handlers.start_soon(self._handle_socket, sock, handlers)
+
+    async def _handle_socket(self, sock: trio.socket.SocketType, handlers: trio.Nursery) -> None:
+        try:
+            peer = sock.getpeername()
+        except OSError:  # already reset by the client
+            sock.close()
+            return
+        ip, port = str(peer[0]), int(peer[1])
+        if self.tls_context is None:
+            transport = SocketTransport(socket.socket(fileno=sock.detach()))
+            # Writer tasks, when needed, run in the server's nursery: this
+            # connection's task opens none of its own (memory, see connection.py).
+            await self._serve_transport(transport, ip, port, handlers.start_soon)
+            return
+        stream = trio.SocketStream(sock)
+        try:  # in this connection's own task: a slow handshake blocks nobody
+            tls = await tls_handshake(stream, self.tls_context, TLS_HANDSHAKE_TIMEOUT)
+        except TLSHandshakeError as e:
+            log.debug("%s: %s", ip, e)  # the raw stream is closed already
+            return
+        await self.handle_connection(tls, ip, port)
 
     async def _collect_after_churn(self) -> None:
         """A full garbage collection, at most every GC_PERIOD seconds, once enough
@@ -180,13 +224,13 @@ class Server:
         self._closing = True
         self.stop_accepting()
         deadline = trio.current_time() + flush_seconds
-        conns = list(self.connections)
-        for conn in conns:
+        self._undrained = set(self.connections)
+        for conn in list(self._undrained):
             conn.stop_reading()
         # Half the time for the readers: what they relay must be queued before any BYE.
         with trio.move_on_at(trio.current_time() + flush_seconds / 2):
-            for conn in conns:
-                await conn.drained.wait()
+            if self._undrained:
+                await self._all_drained.wait()
         self.shutdown_notice(text)
         with trio.move_on_at(deadline):
             await self.wait_no_connections()
@@ -194,51 +238,65 @@ class Server:
         log.warning("%d connection(s) did not close in time", len(self.connections))
         return False
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
-        try:
-            peer = stream.socket.getpeername()
-        except OSError:  # already reset by the client
-            await trio.aclose_forcefully(stream)
-            return
-        conn_stream: trio.abc.Stream = stream
-        if self.tls_context is not None:
-            try:  # in this connection's own task: a slow handshake blocks nobody
-                conn_stream = await tls_handshake(stream, self.tls_context, TLS_HANDSHAKE_TIMEOUT)
-            except TLSHandshakeError as e:
-                log.debug("%s: %s", peer[0], e)  # the raw stream is closed already
-                return
-        await self.handle_connection(conn_stream, str(peer[0]), int(peer[1]))
+    def _drained(self, conn: Connection) -> None:
+        """``conn``'s reader handled everything it read and reads no more."""
+        if self._undrained:
+            self._undrained.discard(conn)
+            if not self._undrained:
+                self._all_drained.set()
 
     async def handle_connection(
         self, stream: trio.abc.Stream, ip: str, port: int | None = None
     ) -> None:
+        """Serve one client over any trio stream (TLS, or a test's memory stream)."""
+        async with trio.open_nursery() as writers:
+            await self._serve_transport(StreamTransport(stream), ip, port, writers.start_soon)
+
+    async def _serve_transport(
+        self, transport: Transport, ip: str, port: int | None, spawn: Spawn
+    ) -> None:
+        """This connection's one task: admit, read and handle lines, then close."""
         refusal = SHUTDOWN_TEXT if self._closing else self.admission.admit(ip)
         if refusal is not None:
-            await self._refuse(stream, ip, refusal)
+            await self._refuse(transport, ip, refusal)
             return
-        conn = Connection(stream, ip, self.limits.outbox_lines)
+        conn = Connection(
+            transport,
+            ip,
+            self.limits.outbox_lines,
+            spawn=spawn,
+            batch=self.batch,
+            write_timeout=_or_never(self.limits.write_timeout),
+        )
         session = Session(conn, ip, port)
         self.connections.add(conn)
         if self._no_connections.is_set():
             self._no_connections = trio.Event()
         log.debug("%s connected", ip)
         try:
-            with conn.cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn.run_writer, _or_never(self.limits.write_timeout))
-                    await self._read_loop(conn, session)
-                    conn.close()
+            stopped = await self._read_until_done(conn, session)
+            self._drained(conn)
+            if stopped and not conn.closing:
+                # Shutting down: everything read was handled; shut_down() now
+                # says BYE and closes the connection once that is flushed.
+                conn.scope = trio.CancelScope()
+                with conn.scope:
+                    await trio.sleep_forever()
+            conn.close()
+            await conn.wait_written()
         finally:
+            self._drained(conn)
             self.admission.release(ip)
             self.connections.discard(conn)
             self._closed_since_gc += 1
             if not self.connections:
                 self._no_connections.set()
+            conn.abort()  # whatever is still queued has nobody to write it
             self.hub.detach(session, self.clock())
             log.debug("%s (%s) disconnected", ip, session.name or "not logged in")
-            await trio.aclose_forcefully(stream)
+            await transport.aclose()
 
-    async def _refuse(self, stream: trio.abc.Stream, ip: str, text: str) -> None:
+    async def _refuse(self, transport: Transport, ip: str, text: str) -> None:
         """One ``BYE`` line, then close: the connection was never admitted."""
         self._refused += 1
         now = trio.current_time()
@@ -247,46 +305,33 @@ class Server:
             self._refused, self._refusal_logged_at = 0, now
         try:
             with trio.move_on_after(REFUSAL_WRITE_TIMEOUT):
-                await stream.send_all(format_server_line("BYE", text))
-                # Under TLS, half-close the TCP stream beneath (TLS has no half-close).
-                raw = getattr(stream, "transport_stream", stream)
-                if isinstance(raw, trio.abc.HalfCloseableStream):
-                    await raw.send_eof()
-                    with trio.move_on_after(REFUSAL_LINGER):
-                        while await raw.receive_some(RECV_BYTES):
-                            pass
+                await transport.send_all(format_server_line("BYE", text))
+                # Half-close and read what comes, so that closing does not
+                # reset the connection and destroy the BYE line unread.
+                await transport.send_eof()
+                with trio.move_on_after(REFUSAL_LINGER):
+                    while await transport.receive():
+                        pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            await trio.aclose_forcefully(stream)
+            await transport.aclose()
 
     # -- the reader ---------------------------------------------------------
-    async def _read_loop(self, conn: Connection, session: Session) -> None:
-        """Serve one client's lines until it leaves; ``conn.drained`` is set at the end."""
-        try:
-            stopped = await self._serve_lines(conn, session)
-        finally:
-            conn.drained.set()
-        if stopped:
-            # Shutting down: everything read was handled; shut_down() now says
-            # BYE and the writer, once it has flushed, closes the connection.
-            await trio.sleep_forever()
-
-    async def _serve_lines(self, conn: Connection, session: Session) -> bool:
+    async def _read_until_done(self, conn: Connection, session: Session) -> bool:
         """Read, pace and handle lines; True when it stopped for a shutdown.
 
-        Everything happens inside one long-lived scope (``read_scope``), not
+        Everything happens inside one long-lived scope (``conn.scope``), not
         a login scope plus two new scopes per read (they were ~15% of the
         relay's CPU, and ~1 KiB per idle connection). Its deadline is the
         login deadline until the client logs in, then the idle timeout
         (during reads only, moved lazily: see ``slack``); shutdown cancels it
         while a read is waiting (:meth:`Connection.stop_reading`).
         """
-        login_timeout = _or_never(self.limits.login_timeout)
-        read_scope = trio.CancelScope(deadline=trio.current_time() + login_timeout)
-        with read_scope:
-            return await self._read_lines(conn, session, read_scope)
-        if session.closed:
+        conn.scope.deadline = trio.current_time() + _or_never(self.limits.login_timeout)
+        with conn.scope:
+            return await self._read_lines(conn, session)
+        if conn.closing or session.closed:
             return False
         if conn.stopping:
             return True
@@ -302,64 +347,73 @@ class Server:
         log.info("%s (%s) idle for %g s; closed", session.ip, session.name, idle)
         return False
 
-    async def _read_lines(
-        self, conn: Connection, session: Session, read_scope: trio.CancelScope
-    ) -> bool:
+    async def _read_lines(self, conn: Connection, session: Session) -> bool:
         buf = LineBuffer(self.limits.max_line_bytes)
         login = _LoginState()
         rates = ConnectionRates(self.limits, self.chat_rates, trio.current_time())
-        hub, clock = self.hub, self.clock
+        hub, clock, batch, scope = self.hub, self.clock, self.batch, conn.scope
         idle = _or_never(self.limits.idle_timeout)
         # The idle deadline is re-armed at most once per ``slack`` seconds: a
         # silent client is closed between ``idle`` and ``idle + slack`` after
         # its last bytes (exactly ``idle`` when it never sent any after login).
         slack = idle / 100
         logged_in = False
-        stream = conn.stream
+        receive = conn.transport.receive
         session.say("USERNAME", 'Who are you? Send "username: NAME"')
         while True:
             # Every complete line already read is handled, shutting down or not.
-            while not session.closed and (event := _next_event(buf)) is not None:
-                wait = rates.delay(event, session.name, trio.current_time())
-                if wait > 0 and not conn.stopping:
+            # What the lines make the hub send is written once they are all handled
+            # (``batch``); before anything that waits, it is written at once.
+            batch.hold()
+            try:
+                while not session.closed and (event := _next_event(buf)) is not None:
+                    wait = rates.delay(event, session.name, trio.current_time())
+                    if wait > 0 and not conn.stopping:
+                        batch.release()
+                        if logged_in:
+                            scope.deadline = math.inf  # a pause is not idleness
+                        await self._pace(conn, session, rates, wait)
+                        batch.hold()
+                    if (
+                        logged_in
+                        and session.passwd_step is None
+                        and not isinstance(event, RemoteProtocolError)
+                    ):
+                        # The common case, a logged-in client's line: straight to the hub.
+                        hub.handle(session, event, clock())
+                        continue
+                    batch.release()
                     if logged_in:
-                        read_scope.deadline = math.inf  # a pause is not idleness
-                    await self._pace(conn, session, rates, wait)
-                if (
-                    logged_in
-                    and session.passwd_step is None
-                    and not isinstance(event, RemoteProtocolError)
-                ):
-                    # The common case, a logged-in client's line: straight to the hub.
-                    hub.handle(session, event, clock())
-                    continue
-                if logged_in:
-                    read_scope.deadline = math.inf  # a password check is not idleness
-                if not await self._handle(conn, session, login, event):
-                    return False
-                if not logged_in and session.name is not None:
-                    # Once, at login (not after every line): no login deadline any more,
-                    # and the account row is not kept for the life of the connection.
-                    logged_in = True
-                    read_scope.deadline = math.inf
-                    login.account = None
+                        scope.deadline = math.inf  # a password check is not idleness
+                    if not await self._handle(conn, session, login, event):
+                        return False
+                    batch.hold()
+                    if not logged_in and session.name is not None:
+                        # Once, at login (not after every line): no login deadline any
+                        # more, and the account row is not kept for the life of the
+                        # connection.
+                        logged_in = True
+                        scope.deadline = math.inf
+                        login.account = None
+            finally:
+                batch.release()
             if session.closed:
                 return False
             if conn.stopping:
                 return True
             if logged_in and idle != math.inf:
                 now = trio.current_time()
-                if read_scope.deadline == math.inf:
-                    read_scope.deadline = now + idle
-                elif read_scope.deadline < now + idle:
-                    read_scope.deadline = now + idle + slack
-            conn.reading = read_scope
+                if scope.deadline == math.inf:
+                    scope.deadline = now + idle
+                elif scope.deadline < now + idle:
+                    scope.deadline = now + idle + slack
+            conn.reading = True
             try:
-                data = await stream.receive_some(RECV_BYTES)
+                data = await receive()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return False
             finally:
-                conn.reading = None
+                conn.reading = False
             if not data:
                 return False
             buf.receive_data(data)

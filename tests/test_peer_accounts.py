@@ -51,7 +51,7 @@ async def alice_and_server() -> AsyncIterator[tuple[Server, CountingPasswords, W
 def cut(server: Server) -> None:
     """Drop every connection, as a network glitch would."""
     for conn in list(server.connections):
-        conn.cancel_scope.cancel()
+        conn.abort()
 
 
 async def test_a_reconnecting_peer_resumes_without_its_password(fast_reconnect: None) -> None:
