@@ -88,10 +88,15 @@ class LineBuffer:
     side did not finish it).
     """
 
-    __slots__ = ("_buf", "_discarding", "_eof", "max_bytes")
+    __slots__ = ("_buf", "_discarding", "_eof", "_pos", "max_bytes")
+
+    # The bytes not yet framed are ``_buf[_pos:]``: a line is one slice of an
+    # immutable buffer and a cursor move, and a read that ends on a line
+    # boundary (the common case) is adopted as the next buffer without a copy.
 
     def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
-        self._buf = bytearray()
+        self._buf = b""
+        self._pos = 0
         self._discarding = False
         self._eof = False
         self.max_bytes = max_bytes
@@ -99,12 +104,20 @@ class LineBuffer:
     def receive_data(self, data: bytes) -> None:
         if not data:
             self._eof = True
+        elif self._pos >= len(self._buf):
+            self._buf = bytes(data)
+            self._pos = 0
         else:
-            self._buf += data
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
 
     @property
     def at_eof(self) -> bool:
         return self._eof
+
+    def _drop(self) -> None:
+        self._buf = b""
+        self._pos = 0
 
     def next_line(self) -> str | None:
         """Return the next complete line, ``None`` when more bytes are needed.
@@ -112,34 +125,33 @@ class LineBuffer:
         Raises :class:`RemoteProtocolError` once for a line that is too long
         (the rest of it is skipped) or not valid UTF-8; the buffer stays usable.
         """
+        buf = self._buf
         while True:
-            nl = self._buf.find(b"\n")
+            pos = self._pos
+            nl = buf.find(b"\n", pos)
             if self._discarding:
                 if nl < 0:
-                    self._buf.clear()
+                    self._drop()
                     return None
-                del self._buf[: nl + 1]
+                self._pos = nl + 1
                 self._discarding = False
                 continue
             if nl < 0:
-                if len(self._buf) >= self.max_bytes:
-                    self._buf.clear()
+                if len(buf) - pos >= self.max_bytes:
+                    self._drop()
                     self._discarding = True
                     raise RemoteProtocolError(
                         f"Line too long: the limit is {self.max_bytes} bytes; it was ignored"
                     )
                 return None
-            if nl + 1 > self.max_bytes:
-                del self._buf[: nl + 1]
+            self._pos = nl + 1
+            if nl + 1 - pos > self.max_bytes:
                 raise RemoteProtocolError(
                     f"Line too long: the limit is {self.max_bytes} bytes; it was ignored"
                 )
-            raw = bytes(self._buf[:nl])
-            del self._buf[: nl + 1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
+            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl  # 13: a CR before the LF
             try:
-                return raw.decode("utf-8")
+                return buf[pos:end].decode("utf-8")
             except UnicodeDecodeError:
                 raise RemoteProtocolError("Line is not valid UTF-8; it was ignored") from None
 
@@ -361,9 +373,10 @@ def _parse_connect(arg: str) -> ClientEvent:
 
 def _parse_msg(arg: str) -> ClientEvent:
     to, _, text = arg.partition(" ")
-    if not to or not text.strip():
+    text = text.strip()
+    if not to or not text:
         raise RemoteProtocolError('Malformed line: write "msg: NAME TEXT"')
-    return Msg(check_name(to), check_text(text.strip(), MAX_RELAY_CHARS))
+    return Msg(check_name(to), check_text(text, MAX_RELAY_CHARS))
 
 
 def _parse_lan(arg: str) -> ClientEvent:

@@ -147,12 +147,12 @@ class Hub:
             self.after_login(session, now)
         try:
             match event:
+                case Msg(to, text):  # first: by far the most common
+                    self.relay(session, to, text)
                 case Command(name, arg):
                     run_command(self, session, name, arg, now)
                 case Connect(name):
                     self.connect(session, name)
-                case Msg(to, text):
-                    self.relay(session, to, text)
                 case Mail(to, msg_id, text):
                     self.mailbox.store_mail(session, to, msg_id, text, now)
                 case MailAck(keys):

@@ -1,11 +1,15 @@
 """The rendezvous's trio I/O layer: accept connections, log users in, and
 feed the :class:`~rendezvous.hub.Hub` one event at a time.
 
-Per connection there is one reader task (this module's ``_read_loop``) and
-one writer task draining a bounded outbox of lines
-(:class:`~rendezvous.connection.Connection`), so no two tasks ever interleave
-``send_all`` and a client that stops reading is disconnected instead of
-stalling anybody else.
+Per connection there is one task, its reader (``_serve_transport``): it
+reads, hands each line to the hub, and the lines the hub queues are written
+from that same task at the end of the read batch, straight into the socket
+(:mod:`rendezvous.connection`, :mod:`rendezvous.transport`). A writer task
+exists only while a client's output is backed up; it drains a bounded outbox,
+so no two tasks ever interleave writes and a client that stops reading is
+disconnected instead of stalling anybody else. Plain TCP connections are
+accepted and driven as bare non-blocking sockets; TLS (and tests' memory
+streams) go through a trio stream (:meth:`Server.handle_connection`).
 
 The reader enforces the per-client limits (:class:`~rendezvous.limits.Limits`):
 the login deadline, the idle timeout, and the rate limits, which it applies by
@@ -358,21 +362,32 @@ class Server:
         # its last bytes (exactly ``idle`` when it never sent any after login).
         slack = idle / 100
         logged_in = False
-        receive = conn.transport.receive
+        receive, next_line = conn.transport.receive, buf.next_line
         session.say("USERNAME", 'Who are you? Send "username: NAME"')
+        # The clocks are read once per read (and after every wait), not per line.
+        now, wall = trio.current_time(), clock()
         while True:
             # Every complete line already read is handled, shutting down or not.
             # What the lines make the hub send is written once they are all handled
             # (``batch``); before anything that waits, it is written at once.
             batch.hold()
             try:
-                while not session.closed and (event := _next_event(buf)) is not None:
-                    wait = rates.delay(event, session.name, trio.current_time())
+                while not session.closed:
+                    event: ClientEvent | RemoteProtocolError
+                    try:
+                        line = next_line()
+                        if line is None:
+                            break
+                        event = parse_client_line(line)
+                    except RemoteProtocolError as e:
+                        event = e
+                    wait = rates.delay(event, session.name, now)
                     if wait > 0 and not conn.stopping:
                         batch.release()
                         if logged_in:
                             scope.deadline = math.inf  # a pause is not idleness
                         await self._pace(conn, session, rates, wait)
+                        now, wall = trio.current_time(), clock()
                         batch.hold()
                     if (
                         logged_in
@@ -380,13 +395,14 @@ class Server:
                         and not isinstance(event, RemoteProtocolError)
                     ):
                         # The common case, a logged-in client's line: straight to the hub.
-                        hub.handle(session, event, clock())
+                        hub.handle(session, event, wall)
                         continue
                     batch.release()
                     if logged_in:
                         scope.deadline = math.inf  # a password check is not idleness
                     if not await self._handle(conn, session, login, event):
                         return False
+                    now, wall = trio.current_time(), clock()
                     batch.hold()
                     if not logged_in and session.name is not None:
                         # Once, at login (not after every line): no login deadline any
@@ -402,7 +418,6 @@ class Server:
             if conn.stopping:
                 return True
             if logged_in and idle != math.inf:
-                now = trio.current_time()
                 if scope.deadline == math.inf:
                     scope.deadline = now + idle
                 elif scope.deadline < now + idle:
@@ -417,6 +432,7 @@ class Server:
             if not data:
                 return False
             buf.receive_data(data)
+            now, wall = trio.current_time(), clock()
 
     async def _pace(
         self, conn: Connection, session: Session, rates: ConnectionRates, wait: float
@@ -604,12 +620,3 @@ class _LoginState:
         """Count one failure; True when the connection has used up its tries."""
         self.failures += 1
         return self.failures >= limits.max_login_tries
-
-
-def _next_event(buf: LineBuffer) -> ClientEvent | RemoteProtocolError | None:
-    """The next line from ``buf`` parsed; the error for a bad one; None: need more bytes."""
-    try:
-        line = buf.next_line()
-        return None if line is None else parse_client_line(line)
-    except RemoteProtocolError as e:
-        return e
