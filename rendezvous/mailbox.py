@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("chathack.rendezvous")
 
 DAY = 86400.0
+#: Why mail was refused when the database could not be written.
+UNAVAILABLE = "the server could not store it; try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,31 @@ class _Flow:
     receipt_inflight: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Group:
+    """Mail accepted since ``begin_group``, committed together."""
+
+    rows: list[tuple[str, str, str, str, int]] = field(default_factory=list)  # store.add args
+    replies: list[tuple[Session, str, str]] = field(default_factory=list)  # (session, to, id)
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (sender, id) -> recipient
+    usage: dict[str, tuple[int, int]] = field(default_factory=dict)  # recipient -> (count, bytes)
+
+    def add(
+        self,
+        session: Session,
+        to: str,
+        msg_id: str,
+        row: tuple[str, str, str, str, int],
+        nbytes: int,
+    ) -> None:
+        recipient, sender = row[0], row[1]
+        self.rows.append(row)
+        self.replies.append((session, to, msg_id))
+        self.keys[(sender, msg_id)] = recipient
+        count, size = self.usage.get(recipient, (0, 0))
+        self.usage[recipient] = (count + 1, size + nbytes)
+
+
 def _same(a: str, b: str | None) -> bool:
     return b is not None and a.lower() == b.lower()
 
@@ -111,6 +138,7 @@ class Mailbox:
         self.limits = limits or MailLimits()
         self._flows: dict[Session, _Flow] = {}
         self._next_purge = -math.inf
+        self._group: _Group | None = None  # mail waiting for one shared commit
 
     # sessions ---------------------------------------------------------------
     def start(self, session: Session) -> None:
@@ -130,11 +158,47 @@ class Mailbox:
         self._flows.pop(session, None)
 
     # storing ----------------------------------------------------------------
+    def begin_group(self) -> None:
+        """Until :meth:`commit_group`, stored mail shares one durable commit.
+
+        The I/O layer brackets the lines of one read with these, so a sender
+        that pipelines many ``mail:`` lines pays for one fsync, not one each
+        (group commit). ``STORED`` still comes only after the commit.
+        """
+        if self._group is None:
+            self._group = _Group()
+
+    def commit_group(self) -> None:
+        """Commit what was stored since :meth:`begin_group`, then answer ``STORED``."""
+        group, self._group = self._group, None
+        if group is None or not group.replies:
+            return
+        try:
+            if group.rows:
+                with self.store.transaction(durable=True):
+                    for row in group.rows:
+                        self.store.add(*row)
+        except StoreError as e:
+            log.error("%d mail(s) not stored: %s", len(group.rows), e)
+            for session, to, msg_id in group.replies:
+                refusal = Refusal(
+                    MailKey(to, msg_id),
+                    "unavailable",
+                    UNAVAILABLE,
+                )
+                session.say("REFUSED", format_refusal(refusal))
+            return
+        for session, to, msg_id in group.replies:
+            session.say("STORED", f"{to} {msg_id}")
+        for recipient in dict.fromkeys(row[0] for row in group.rows):
+            self._pump_user(recipient)
+
     def store_mail(self, session: Session, to: str, msg_id: str, text: str, now: float) -> None:
         """``mail: to msg_id text`` from ``session``: STORED once committed, or REFUSED."""
         me = session.name
         assert me is not None
         key = MailKey(to, msg_id)
+        group = self._group
 
         def refuse(code: str, reason: str) -> None:
             session.say("REFUSED", format_refusal(Refusal(key, code, reason)))
@@ -142,14 +206,21 @@ class Mailbox:
         if _same(to, me):
             return refuse("self", "you cannot send mail to yourself")
         try:
-            existing = self.store.find(me, msg_id)
-            if existing is not None:
-                if _same(to, existing.recipient):
+            # Stored before, or earlier in this group: the recipient it went to.
+            recipient = None if group is None else group.keys.get((me, msg_id))
+            if recipient is None:
+                existing = self.store.find(me, msg_id)
+                recipient = None if existing is None else existing.recipient
+            if recipient is not None:
+                if not _same(to, recipient):
+                    return refuse(
+                        "id-used", f"you used the id {msg_id} for a message to {recipient}"
+                    )
+                if group is not None:
+                    group.replies.append((session, to, msg_id))  # answered after the commit
+                else:
                     session.say("STORED", f"{to} {msg_id}")  # a retry: already stored
-                    return None
-                return refuse(
-                    "id-used", f"you used the id {msg_id} for a message to {existing.recipient}"
-                )
+                return None
             account = self.accounts.get_account(to)
             if account is None:
                 return refuse("unknown", f"there is no user named {to}")
@@ -158,17 +229,23 @@ class Mailbox:
                 return refuse(*problem)
             count, size = self.store.usage(account.name)
             nbytes = len(text.encode("utf-8"))
+            if group is not None:
+                more_count, more_bytes = group.usage.get(account.name, (0, 0))
+                count, size = count + more_count, size + more_bytes
             if count >= self.limits.quota_count or size + nbytes > self.limits.quota_bytes:
                 return refuse(
                     "full",
                     f"the mailbox of {account.name} is full ({count} messages, "
                     f"{_size(size)}); try again later",
                 )
+            if group is not None:
+                group.add(session, to, msg_id, (account.name, me, msg_id, text, int(now)), nbytes)
+                return None
             with self.store.transaction(durable=True):
                 self.store.add(account.name, me, msg_id, text, int(now))
         except StoreError as e:
             log.error("mail from %s to %s not stored: %s", me, to, e)
-            return refuse("unavailable", "the server could not store it; try again later")
+            return refuse("unavailable", UNAVAILABLE)
         session.say("STORED", f"{to} {msg_id}")
         self._pump_user(account.name)
         return None

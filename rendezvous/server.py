@@ -351,11 +351,22 @@ class Server:
         log.info("%s (%s) idle for %g s; closed", session.ip, session.name, idle)
         return False
 
+    def _hold(self) -> None:
+        """Start a batch: the lines of one read are handled without waiting; what
+        they send is written, and the mail they store committed, at its end."""
+        self.batch.hold()
+        self.hub.mailbox.begin_group()
+
+    def _release(self) -> None:
+        self.hub.mailbox.commit_group()  # its STORED lines join the batch
+        self.batch.release()
+
     async def _read_lines(self, conn: Connection, session: Session) -> bool:
         buf = LineBuffer(self.limits.max_line_bytes)
         login = _LoginState()
         rates = ConnectionRates(self.limits, self.chat_rates, trio.current_time())
-        hub, clock, batch, scope = self.hub, self.clock, self.batch, conn.scope
+        hub, clock, scope = self.hub, self.clock, conn.scope
+        hold, release = self._hold, self._release
         idle = _or_never(self.limits.idle_timeout)
         # The idle deadline is re-armed at most once per ``slack`` seconds: a
         # silent client is closed between ``idle`` and ``idle + slack`` after
@@ -370,7 +381,7 @@ class Server:
             # Every complete line already read is handled, shutting down or not.
             # What the lines make the hub send is written once they are all handled
             # (``batch``); before anything that waits, it is written at once.
-            batch.hold()
+            hold()
             try:
                 while not session.closed:
                     event: ClientEvent | RemoteProtocolError
@@ -383,12 +394,12 @@ class Server:
                         event = e
                     wait = rates.delay(event, session.name, now)
                     if wait > 0 and not conn.stopping:
-                        batch.release()
+                        release()
                         if logged_in:
                             scope.deadline = math.inf  # a pause is not idleness
                         await self._pace(conn, session, rates, wait)
                         now, wall = trio.current_time(), clock()
-                        batch.hold()
+                        hold()
                     if (
                         logged_in
                         and session.passwd_step is None
@@ -397,13 +408,13 @@ class Server:
                         # The common case, a logged-in client's line: straight to the hub.
                         hub.handle(session, event, wall)
                         continue
-                    batch.release()
+                    release()
                     if logged_in:
                         scope.deadline = math.inf  # a password check is not idleness
                     if not await self._handle(conn, session, login, event):
                         return False
                     now, wall = trio.current_time(), clock()
-                    batch.hold()
+                    hold()
                     if not logged_in and session.name is not None:
                         # Once, at login (not after every line): no login deadline any
                         # more, and the account row is not kept for the life of the
@@ -412,7 +423,7 @@ class Server:
                         scope.deadline = math.inf
                         login.account = None
             finally:
-                batch.release()
+                release()
             if session.closed:
                 return False
             if conn.stopping:

@@ -52,7 +52,7 @@ from rendezvous.commands import COMMANDS, help_lines
 from rendezvous.hub import Hub, Session
 from rendezvous.mailbox import DAY, MailLimits
 from rendezvous.passwords import Passwords, fast_hasher
-from rendezvous.server import Server
+from rendezvous.server import Limits, Server
 from rendezvous.store import SCHEMA_VERSION, SqliteStore, StoreError
 from tests.helpers import LineClient
 from tests.test_hub import FakeOutbox
@@ -585,6 +585,72 @@ def test_a_failed_write_is_refused_not_answered_stored(hub: Hub) -> None:
     assert lines(bob) == [("ERROR", "The server could not record that; send it again later")]
 
 
+class CountingMailStore:
+    """The real store, counting its write transactions."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+        self.transactions: list[bool] = []  # durable?
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def transaction(self, durable: bool = False) -> object:
+        self.transactions.append(durable)
+        return self._real.transaction(durable)  # type: ignore[attr-defined]
+
+
+def test_a_group_of_mail_shares_one_durable_commit_and_answers_after_it(hub: Hub) -> None:
+    alice, bob = login(hub, "alice"), login(hub, "bob", deliver=False)
+    counting = CountingMailStore(hub.mailbox.store)
+    hub.mailbox.store = counting  # type: ignore[assignment]
+    hub.mailbox.begin_group()
+    for i in range(5):
+        hub.handle(alice, Mail("bob", f"m{i}", f"text {i}"), 100.0)
+    hub.handle(alice, Mail("bob", "m2", "text 2"), 100.0)  # a retry within the group
+    hub.handle(alice, Mail("carol", "m3", "other"), 100.0)  # an id already used, in the group
+    assert lines(alice) == [
+        ("REFUSED", "carol m3 id-used: you used the id m3 for a message to bob")
+    ]
+    assert counting.transactions == []  # nothing committed, nothing promised yet
+    assert hub.mailbox.store.find("alice", "m0") is None
+    hub.mailbox.commit_group()
+    assert counting.transactions == [True]  # one durable commit for the five
+    assert lines(alice) == [("STORED", f"bob m{i}") for i in (0, 1, 2, 3, 4, 2)]
+    hub.after_login(bob, 101.0)
+    assert [m.msg_id for m in mails(bob)] == ["m0", "m1", "m2", "m3", "m4"]
+    hub.mailbox.commit_group()  # no group open: nothing happens
+    assert counting.transactions == [True]
+
+
+def test_a_group_counts_its_own_mail_against_the_quota(store: SqliteStore) -> None:
+    hub = Hub(store, MailLimits(quota_count=2))
+    alice = login(hub, "alice")
+    login(hub, "bob", deliver=False)
+    hub.mailbox.begin_group()
+    for i in range(3):
+        hub.handle(alice, Mail("bob", f"m{i}", "x"), 100.0)
+    refused = lines(alice)
+    assert [flag for flag, _ in refused] == ["REFUSED"]
+    assert refused[0][1].startswith("bob m2 full: the mailbox of bob is full (2 messages")
+    hub.mailbox.commit_group()
+    assert lines(alice) == [("STORED", "bob m0"), ("STORED", "bob m1")]
+    assert store.mail.usage("bob") == (2, 2)
+
+
+def test_a_failed_group_commit_refuses_every_mail_in_it(hub: Hub) -> None:
+    alice = login(hub, "alice")
+    hub.mailbox.store = BrokenMailStore(hub.mailbox.store)  # type: ignore[assignment]
+    hub.mailbox.begin_group()
+    hub.handle(alice, Mail("bob", "m1", "x"), 100.0)
+    hub.handle(alice, Mail("bob", "m2", "y"), 100.0)
+    hub.mailbox.commit_group()
+    assert lines(alice) == [
+        ("REFUSED", f"bob {i} unavailable: the server could not store it; try again later")
+        for i in ("m1", "m2")
+    ]
+
+
 def test_a_rolled_back_transaction_leaves_nothing(store: SqliteStore) -> None:
     with pytest.raises(RuntimeError), store.mail.transaction(durable=True):
         store.mail.add("bob", "alice", "m1", "x", 1)
@@ -664,3 +730,30 @@ async def test_mail_through_the_server_over_memory_streams() -> None:
         await alice.send_line("::mailbox")
         assert await alice.expect("MAILBOX") == "0 waiting for you (0 B); 0 of yours waiting"
         nursery.cancel_scope.cancel()
+
+
+async def test_pipelined_mail_through_the_server_is_committed_as_a_group() -> None:
+    """Many ``mail:`` lines in one write: every one STORED, in order, with far
+    fewer durable commits than lines (the lines of one read share one). The
+    rate limit is lifted: a paced line waits, and what came before it is
+    committed first."""
+    server = Server(
+        SqliteStore(":memory:"), passwords=Passwords(fast_hasher()), limits=Limits(max_msg_rate=0)
+    )
+    counting = CountingMailStore(server.hub.mailbox.store)
+    server.hub.mailbox.store = counting  # type: ignore[assignment]
+    server.hub.store.create_account("bob", "hash", 1.0)
+    async with trio.open_nursery() as nursery:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_connection, server_stream, "198.51.100.1")
+        alice = LineClient(client_stream)
+        await alice.login("alice", "alice-secret")
+        n = 200
+        await client_stream.send_all(
+            b"".join(b"mail: bob m%d text %d\n" % (i, i) for i in range(n))
+        )
+        for i in range(n):
+            assert await alice.expect("STORED") == f"bob m{i}"
+        assert 1 <= counting.transactions.count(True) < n // 10
+        nursery.cancel_scope.cancel()
+    assert server.hub.store.mail.usage("bob") == (n, sum(len(f"text {i}") for i in range(n)))
