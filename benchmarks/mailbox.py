@@ -10,7 +10,7 @@ with raw line clients, prints a table and saves it as JSON in
 What is measured:
 
 * **durable stores/s** -- ``mail:`` lines answered ``Servidor[STORED]`` per
-  second; each answer follows a commit (one per message), ``synchronous=FULL``
+  second; each answer follows a commit (shared by the lines of one read), ``synchronous=FULL``
   (survives a power cut) or ``NORMAL`` (survives a crash of the process). One
   client pipelining, and 10 clients at once, each to its own recipient. Rate
   limits off: this measures storage, not pacing.
@@ -134,7 +134,8 @@ class Client:
         return line[len(prefix) :]
 
     async def login(self, name: str) -> float:
-        """Log in (registering if need be); the seconds from password to SEEN."""
+        """Log in (registering if need be); the seconds from password to TOKEN,
+        the last line of the login reply."""
         await self.expect("USERNAME")
         await self.send(f"username: {name}\n".encode())
         await self.expect("PASSWORD")
@@ -142,6 +143,7 @@ class Client:
         await self.send(f"password: {name}-secret\n".encode())
         await self.expect("OK")
         await self.expect("SEEN")
+        await self.expect("TOKEN")
         return time.perf_counter() - t0
 
     async def close(self) -> None:

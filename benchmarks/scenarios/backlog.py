@@ -9,7 +9,7 @@ acknowledges each batch of ``Servidor[MAIL]`` lines it reads with one
 receiver's login to its last message, messages per second, and the server's
 CPU per delivered message (/proc/PID/stat) from the login until the server
 has handled the last ``ack:`` (a ``::ping`` answered after it). Storing
-(messages per second, with a durable commit each) is reported too.
+(messages per second; each STORED follows a durable commit, which the lines of one read share) is reported too.
 
 This client runs inside the benchmark's own process: one connection at a
 time cannot make the generator the bottleneck (its CPU is reported).
@@ -128,7 +128,7 @@ async def measure(settings: Settings) -> Result:
     res.add(scen, "server CPU per delivered message", deliver_cpu * 1e6 / max(1, got), "us")
     res.add(
         scen,
-        "storing (mail:, durable commit each)",
+        "storing (mail:, STORED after a durable group commit)",
         stored / store_s if store_s else None,
         "msg/s",
         note=f"{stored:,} stored, {refused:,} refused, {STORE_WINDOW} in flight; server CPU "
