@@ -259,9 +259,13 @@ class Hub:
         session.say("PUNCH", f"{target.name} {self.public_of(target)}")
 
     def connect(self, session: Session, name: str) -> None:
-        if session.name is not None and name.lower() != session.name.lower():
+        if (
+            session.name is not None
+            and name.lower() != session.name.lower()
+            and self.session_of(name) is None  # online: no database lookup
+        ):
             account = self.store.get_account(name)
-            if account is not None and self.session_of(name) is None:
+            if account is not None:
                 # Offline: the conversation opens all the same; what is said goes to
                 # the mailbox (``mail:``), sealed to the key we vouch for.
                 extra = [("state", "offline")]

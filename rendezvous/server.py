@@ -183,8 +183,10 @@ class Server:
             sock.close()
             return
         ip, port = str(peer[0]), int(peer[1])
+        del peer
         if self.tls_context is None:
             transport = SocketTransport(socket.socket(fileno=sock.detach()))
+            del sock  # the detached trio wrapper: not kept for the connection's life
             # Writer tasks, when needed, run in the server's nursery: this
             # connection's task opens none of its own (memory, see connection.py).
             await self._serve_transport(transport, ip, port, handlers.start_soon)

@@ -9,7 +9,8 @@ acknowledges each batch of ``Servidor[MAIL]`` lines it reads with one
 receiver's login to its last message, messages per second, and the server's
 CPU per delivered message (/proc/PID/stat) from the login until the server
 has handled the last ``ack:`` (a ``::ping`` answered after it). Storing
-(messages per second; each STORED follows a durable commit, which the lines of one read share) is reported too.
+(messages per second; each STORED follows a durable commit, which the lines
+of one read share) is reported too.
 
 This client runs inside the benchmark's own process: one connection at a
 time cannot make the generator the bottleneck (its CPU is reported).
