@@ -12,8 +12,9 @@ What is measured:
 * **durable stores/s** -- ``mail:`` lines answered ``Servidor[STORED]`` per
   second; each answer follows a commit (shared by the lines of one read),
   ``synchronous=FULL`` (survives a power cut) or ``NORMAL`` (survives a
-  crash of the process). One client pipelining, and 10 clients at once, each to its own recipient. Rate
-  limits off: this measures storage, not pacing.
+  crash of the process). One client pipelining, and 10 clients at once,
+  each to its own recipient. Rate limits off: this measures storage, not
+  pacing.
 * **backlog on login** -- 10,000 messages waiting; the time from sending
   ``password:`` to receiving the last ``Servidor[MAIL]``, the client acking
   every 128 lines (the server keeps at most 256 in flight). Once with rate

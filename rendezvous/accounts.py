@@ -106,6 +106,26 @@ class ResumeTokens:
         """Forget ``name``'s token (its password changed)."""
         self._tokens.pop(name.lower(), None)
 
+    def export(self, now: float, wall: float) -> list[tuple[str, bytes, str, float]]:
+        """The live tokens as ``(name, digest, source, expires)``, ``expires`` in
+        wall-clock seconds (``now`` is this clock's time, ``wall`` the wall clock's)."""
+        return [
+            (name, t.digest, t.source, wall + (t.expires - now))
+            for name, t in self._tokens.items()
+            if t.expires > now
+        ]
+
+    def restore(self, saved: list[tuple[str, bytes, str, float]], now: float, wall: float) -> int:
+        """Take back tokens from :meth:`export` (of an earlier run); how many are still live.
+        A token issued since (by this run) is newer and wins."""
+        live = 0
+        for name, digest, source, expires in saved:
+            left = expires - wall
+            if 0 < left <= self.ttl and name.lower() not in self._tokens:
+                self._tokens[name.lower()] = _Token(digest, source, now + left)
+                live += 1
+        return live
+
 
 def _digest(token: str) -> bytes:
     return hashlib.blake2b(token.encode(), digest_size=32).digest()

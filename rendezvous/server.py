@@ -44,6 +44,7 @@ import gc
 import logging
 import math
 import socket
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -74,7 +75,7 @@ from rendezvous.limits import (
 )
 from rendezvous.mailbox import MailLimits
 from rendezvous.passwords import MIN_PASSWORD_CHARS, Passwords
-from rendezvous.store import Account, Store
+from rendezvous.store import Account, Store, StoreError
 from rendezvous.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from rendezvous.tls import TLSHandshakeError, tls_handshake
 from rendezvous.transport import SocketTransport, StreamTransport, Transport
@@ -152,13 +153,20 @@ class Server:
         listeners = await trio.open_tcp_listeners(port, host=host)
         for lst in listeners:
             log.info("listening on %s:%s", *lst.socket.getsockname()[:2])
+        self._restore_tokens()
         async with trio.open_nursery() as handlers:
             handlers.start_soon(self._collect_after_churn)
-            with self._accepting:
-                async with trio.open_nursery() as acceptors:
-                    for lst in listeners:
-                        acceptors.start_soon(self._accept_loop, lst, handlers)
-                    task_status.started(listeners)
+            try:
+                with self._accepting:
+                    async with trio.open_nursery() as acceptors:
+                        for lst in listeners:
+                            acceptors.start_soon(self._accept_loop, lst, handlers)
+                        task_status.started(listeners)
+            finally:
+                # No longer accepting: free the port (and refuse, rather than
+                # queue, connections nobody would serve).
+                for lst in listeners:
+                    await trio.aclose_forcefully(lst)
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         """Accept connections (what ``trio.serve_listeners`` does, without the
@@ -238,11 +246,34 @@ class Server:
             if self._undrained:
                 await self._all_drained.wait()
         self.shutdown_notice(text)
+        self._save_tokens()  # after the last login: peers resume on the next start
         with trio.move_on_at(deadline):
             await self.wait_no_connections()
             return True
         log.warning("%d connection(s) did not close in time", len(self.connections))
         return False
+
+    def _save_tokens(self) -> None:
+        """Keep the live resume tokens in the database for the next start, so a
+        restart does not send every peer back to a password check (argon2: about
+        a dozen a second here, against thousands of resumes)."""
+        tokens = self.tokens.export(trio.current_time(), self.clock())
+        try:
+            self.hub.store.save_tokens(tokens)
+        except (sqlite3.Error, StoreError) as e:
+            log.error("resume tokens not saved (peers will log in with passwords): %s", e)
+            return
+        log.info("kept %d resume token(s) for the next start", len(tokens))
+
+    def _restore_tokens(self) -> None:
+        try:
+            saved = self.hub.store.take_tokens()
+        except (sqlite3.Error, StoreError) as e:
+            log.error("resume tokens of the last run not read: %s", e)
+            return
+        if saved:
+            live = self.tokens.restore(saved, trio.current_time(), self.clock())
+            log.info("%d resume token(s) of the last run still valid", live)
 
     def _drained(self, conn: Connection) -> None:
         """``conn``'s reader handled everything it read and reads no more."""

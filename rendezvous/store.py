@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -87,6 +87,16 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 CREATE INDEX IF NOT EXISTS receipts_owner ON receipts(owner, seq);
 CREATE INDEX IF NOT EXISTS receipts_stamp ON receipts(stamp);
+
+-- Resume tokens kept across a graceful restart (schema version 4): written at
+-- shutdown, read back and deleted at start-up. Only BLAKE2b digests of the
+-- tokens: the file does not let anyone in.
+CREATE TABLE IF NOT EXISTS resume_tokens (
+    name     TEXT PRIMARY KEY COLLATE NOCASE,
+    digest   BLOB NOT NULL,
+    source   TEXT NOT NULL,    -- the address the token is bound to
+    expires  REAL NOT NULL     -- Unix seconds
+);
 """
 
 
@@ -113,7 +123,13 @@ class Store(Protocol):
     def set_pubkey(self, name: str, pubkey: str) -> None: ...
     def list_accounts(self, limit: int) -> list[Account]: ...
     def count_accounts(self) -> int: ...
+    def save_tokens(self, tokens: list[SavedToken]) -> None: ...
+    def take_tokens(self) -> list[SavedToken]: ...
     def close(self) -> None: ...
+
+
+#: A resume token as kept across a restart: (name, digest, source, expires in Unix seconds).
+SavedToken = tuple[str, bytes, str, float]
 
 
 class StoreError(Exception):
@@ -149,7 +165,8 @@ class SqliteStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
         if "pubkey" not in columns:  # version 1 -> 2
             self._db.execute("ALTER TABLE accounts ADD COLUMN pubkey TEXT")
-        # 2 -> 3: the mailbox tables, created by _SCHEMA (CREATE ... IF NOT EXISTS).
+        # 2 -> 3: the mailbox tables, 3 -> 4: resume_tokens; both created by
+        # _SCHEMA (CREATE ... IF NOT EXISTS).
         self._db.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
@@ -199,6 +216,27 @@ class SqliteStore:
 
     def count_accounts(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM accounts").fetchone()[0])
+
+    def save_tokens(self, tokens: list[SavedToken]) -> None:
+        """Keep these resume tokens for the next start (replacing any kept before)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM resume_tokens")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO resume_tokens(name, digest, source, expires)"
+                " VALUES (?, ?, ?, ?)",
+                tokens,
+            )
+
+    def take_tokens(self) -> list[SavedToken]:
+        """The kept resume tokens, forgotten by the database as they are read."""
+        with self._db:
+            self._db.execute("BEGIN")
+            rows = self._db.execute(
+                "SELECT name, digest, source, expires FROM resume_tokens"
+            ).fetchall()
+            self._db.execute("DELETE FROM resume_tokens")
+        return [(str(n), bytes(d), str(src), float(e)) for n, d, src, e in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -51,6 +53,44 @@ def test_tokens_work_once_from_the_same_address_before_they_expire() -> None:
     assert not t.redeem("bob", tok, "198.51.100.1", 1)  # someone else's name
     t.revoke("alice")
     assert not t.redeem("alice", tok, "198.51.100.1", 1)
+
+
+def test_tokens_carried_to_the_next_run_keep_their_time_left() -> None:
+    old = ResumeTokens(ttl=600)
+    alice = old.issue("alice", "198.51.100.1", 100.0)  # this clock: 100 -> expires at 700
+    old.issue("bob", "198.51.100.2", 0.0)  # expires at 600 of this clock
+    carol = old.issue("carol", "198.51.100.3", 150.0)
+    saved = old.export(now=200.0, wall=5_000.0)  # alice has 500 s left, bob 400
+    assert {name: expires for name, _, _, expires in saved} == {
+        "alice": 5_500.0,
+        "bob": 5_400.0,
+        "carol": 5_550.0,
+    }
+    assert alice not in repr(saved) and carol not in repr(saved)  # digests only
+    new = ResumeTokens(ttl=600)
+    fresh = new.issue("carol", "198.51.100.3", 3.0)  # issued by the new run: it wins
+    # The new run's clock starts near 0; 450 s of wall time passed in between.
+    # Only alice's: bob's ran out, and carol has a newer token.
+    assert new.restore(saved, now=10.0, wall=5_450.0) == 1
+    assert not new.redeem("bob", "anything", "198.51.100.2", 11.0)
+    assert not new.redeem("carol", carol, "198.51.100.3", 11.0)
+    assert new.redeem("carol", fresh, "198.51.100.3", 11.0)
+    assert not new.redeem("alice", alice, "198.51.100.1", 60.0)  # alice had 50 s: past
+    again = ResumeTokens(ttl=600)
+    again.restore(saved, now=10.0, wall=5_450.0)
+    assert again.redeem("alice", alice, "198.51.100.1", 59.0)  # within its 50 s
+    assert not again.redeem("alice", alice, "198.51.100.1", 59.5)  # single use still
+
+
+def test_the_store_keeps_tokens_until_they_are_taken(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    store = SqliteStore(db)
+    store.save_tokens([("alice", b"\x01" * 32, "198.51.100.1", 5_500.0)])
+    store.close()
+    store = SqliteStore(db)
+    assert store.take_tokens() == [("alice", b"\x01" * 32, "198.51.100.1", 5_500.0)]
+    assert store.take_tokens() == []  # taken: a second start does not get them again
+    store.close()
 
 
 # ---------------------------------------------------------------- server

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -83,3 +84,32 @@ async def test_passwd_through_the_node_and_the_next_login_needs_the_new_one(
         assert (await server.passwords.verify(account.pw_hash, "alice-pw-2"))[0]
         cut(server)  # the token was revoked with the change: the new password is used
         await w.system("Reconnected to the rendezvous")
+
+
+async def test_resume_tokens_survive_a_graceful_restart(
+    tmp_path: Path, fast_reconnect: None
+) -> None:
+    """SIGTERM's path (``shut_down``) keeps the tokens in the database; the
+    next server on it takes them back, so peers come back without a password
+    check -- after a restart every peer reconnects at once, and argon2 admits
+    about a dozen a second."""
+    db = tmp_path / "rendezvous.sqlite3"
+    passwords = CountingPasswords()
+    first = Server(SqliteStore(db), passwords=passwords)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(first.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0)
+        async with open_peer(cfg, fixed_password("alice-pw-1")) as node:
+            w = Watcher(node)
+            nursery.start_soon(w.run)
+            await w.wait_for(lambda e: node.server.token is not None, "a token")
+            with trio.fail_after(10):
+                assert await first.shut_down(5.0)
+            first.hub.store.close()
+            second = Server(SqliteStore(db), passwords=passwords)
+            await nursery.start(second.serve, "127.0.0.1", port)  # the same port, free again
+            await w.system("Reconnected to the rendezvous")
+            assert passwords.verified == 0  # the token of the first run, not the password
+            assert second.hub.store.take_tokens() == []  # read back once, then forgotten
+        nursery.cancel_scope.cancel()
