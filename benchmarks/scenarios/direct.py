@@ -127,14 +127,27 @@ async def run(settings: Settings) -> Result:
             res.add(scen, f"{label}: latency p50 / p99", f"{f['p50_ms']} / {f['p99_ms']}", "ms")
             continue
         ratio = f["p50_ms"] / raw["p50_ms"] if f["p50_ms"] and raw["p50_ms"] else None
+        if mode == "link":  # the target: the direct link itself
+            target, judged = (
+                f"p50 <= {TARGET_RATIO:g} x raw",
+                verdict(ratio is not None and ratio <= TARGET_RATIO),
+            )
+        else:  # the whole application on top of it: reported, not judged
+            target, judged = "", "info"
         res.add(
             scen,
             f"{label}: latency p50 / p99",
             f"{f['p50_ms']} / {f['p99_ms']}",
             "ms",
-            f"p50 <= {TARGET_RATIO:g} x raw",
-            verdict(ratio is not None and ratio <= TARGET_RATIO),
-            note=f"p50 is {ratio:.2f} x the raw baseline" if ratio else "",
+            target,
+            judged,
+            note=(f"p50 is {ratio:.2f} x the raw baseline" if ratio else "")
+            + (
+                "; a full node adds, per message, end-to-end sealing and opening, "
+                "sequencing and an ack frame, history records and a UI event"
+                if mode == "node"
+                else ""
+            ),
         )
         if mode == "node" and f["path"] != "direct":
             res.rows[-1].note += f"; WARNING: the conversation ran {f['path']}"
