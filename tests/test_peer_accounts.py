@@ -34,9 +34,11 @@ def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def alice_and_server() -> AsyncIterator[tuple[Server, CountingPasswords, Watcher]]:
+async def alice_and_server(
+    db: str | Path = ":memory:",
+) -> AsyncIterator[tuple[Server, CountingPasswords, Watcher]]:
     passwords = CountingPasswords()
-    server = Server(SqliteStore(":memory:"), passwords=passwords)
+    server = Server(SqliteStore(db), passwords=passwords)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(server.serve, "127.0.0.1", 0)
         port = listeners[0].socket.getsockname()[1]
@@ -94,22 +96,15 @@ async def test_resume_tokens_survive_a_graceful_restart(
     check -- after a restart every peer reconnects at once, and argon2 admits
     about a dozen a second."""
     db = tmp_path / "rendezvous.sqlite3"
-    passwords = CountingPasswords()
-    first = Server(SqliteStore(db), passwords=passwords)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(first.serve, "127.0.0.1", 0)
-        port = listeners[0].socket.getsockname()[1]
-        cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0)
-        async with open_peer(cfg, fixed_password("alice-pw-1")) as node:
-            w = Watcher(node)
-            nursery.start_soon(w.run)
-            await w.wait_for(lambda e: node.server.token is not None, "a token")
-            with trio.fail_after(10):
-                assert await first.shut_down(5.0)
-            first.hub.store.close()
+    async with alice_and_server(db) as (first, passwords, w):
+        with trio.fail_after(10):
+            assert await first.shut_down(5.0)
+        first.hub.store.close()
+        async with trio.open_nursery() as nursery:
             second = Server(SqliteStore(db), passwords=passwords)
-            await nursery.start(second.serve, "127.0.0.1", port)  # the same port, free again
+            # The same port, free again now that the first server stopped accepting.
+            await nursery.start(second.serve, "127.0.0.1", w.node.config.server_port)
             await w.system("Reconnected to the rendezvous")
             assert passwords.verified == 0  # the token of the first run, not the password
             assert second.hub.store.take_tokens() == []  # read back once, then forgotten
-        nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
