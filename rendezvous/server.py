@@ -54,15 +54,11 @@ import trio
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
     ClientEvent,
-    Command,
     LineBuffer,
     Password,
-    Resume,
-    Username,
     format_server_line,
     parse_client_line,
 )
-from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Batch, Connection, Spawn
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import (
@@ -70,12 +66,11 @@ from rendezvous.limits import (
     ConnectionRates,
     Limits,
     chat_buckets,
-    login_buckets,
-    source_key,
 )
+from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
 from rendezvous.mailbox import MailLimits
-from rendezvous.passwords import MIN_PASSWORD_CHARS, Passwords
-from rendezvous.store import Account, Store, StoreError
+from rendezvous.passwords import Passwords
+from rendezvous.store import Store, StoreError
 from rendezvous.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from rendezvous.tls import TLSHandshakeError, tls_handshake
 from rendezvous.transport import SocketTransport, StreamTransport, Transport
@@ -98,7 +93,6 @@ REFUSAL_LOG_EVERY = 10.0
 SHUTDOWN_TEXT = "The server is shutting down; try again later"
 #: Seconds between full garbage collections while connections come and go.
 GC_PERIOD = 1.0
-TOO_MANY_TRIES = "Too many failed attempts; connect again to retry"
 
 
 def _or_never(seconds: float) -> float:
@@ -121,7 +115,8 @@ class Server:
         self.clock = clock
         self.connections: set[Connection] = set()
         self.admission = Admission(self.limits)
-        self.login_rates = login_buckets(self.limits)
+        #: The login dialogue: password checks, resume tokens, ``::passwd``.
+        self.logins = Logins(self.hub, self.passwords, self.limits, clock)
         self.chat_rates = chat_buckets(self.limits)
         self._no_connections = trio.Event()
         self._no_connections.set()
@@ -130,8 +125,6 @@ class Server:
         self._refused = 0
         self.tls_context: ssl.SSLContext | None = None  # set: every client speaks TLS
         self._closed_since_gc = 0
-        self.failed_logins = FailedLogins()
-        self.tokens = ResumeTokens()
         self._refusal_logged_at = -math.inf
         #: Lines made while a reader handles one read go out together (connection.py).
         self.batch = Batch()
@@ -257,7 +250,7 @@ class Server:
         """Keep the live resume tokens in the database for the next start, so a
         restart does not send every peer back to a password check (argon2: about
         a dozen a second here, against thousands of resumes)."""
-        tokens = self.tokens.export(trio.current_time(), self.clock())
+        tokens = self.logins.tokens.export(trio.current_time(), self.clock())
         try:
             self.hub.store.save_tokens(tokens)
         except (sqlite3.Error, StoreError) as e:
@@ -272,7 +265,7 @@ class Server:
             log.error("resume tokens of the last run not read: %s", e)
             return
         if saved:
-            live = self.tokens.restore(saved, trio.current_time(), self.clock())
+            live = self.logins.tokens.restore(saved, trio.current_time(), self.clock())
             log.info("%d resume token(s) of the last run still valid", live)
 
     def _drained(self, conn: Connection) -> None:
@@ -396,7 +389,7 @@ class Server:
 
     async def _read_lines(self, conn: Connection, session: Session) -> bool:
         buf = LineBuffer(self.limits.max_line_bytes)
-        login = _LoginState()
+        login = LoginState()
         rates = ConnectionRates(self.limits, self.chat_rates, trio.current_time())
         hub, clock, scope = self.hub, self.clock, conn.scope
         hold, release = self._hold, self._release
@@ -492,7 +485,7 @@ class Server:
         self,
         conn: Connection,
         session: Session,
-        login: _LoginState,
+        login: LoginState,
         event: ClientEvent | RemoteProtocolError,
     ) -> bool:
         """Act on one line; False closes the connection."""
@@ -503,164 +496,9 @@ class Server:
                 return False
             return True
         if session.name is None:
-            return await self._login_step(conn, session, login, event)
+            return await self.logins.step(conn, session, login, event)
         if session.passwd_step is not None and isinstance(event, Password):
-            await self._passwd_step(conn, session, event.secret)
+            await self.logins.passwd_step(conn, session, event.secret)
             return True
         self.hub.handle(session, event, self.clock())
         return True
-
-    async def _throttle(self, conn: Connection, session: Session, name: str) -> None:
-        """Wrong passwords before make this attempt wait (per account and address)."""
-        wait = self.failed_logins.delay(name, source_key(session.ip), trio.current_time())
-        if wait > 0 and not conn.stopping:
-            log.info("%s from %s: waiting %.1f s after failed logins", name, session.ip, wait)
-            with conn.interruptible():
-                await trio.sleep(wait)
-
-    def _logged_in(self, session: Session, account: Account, verb: str) -> None:
-        self.hub.attach(session, account, self.clock())
-        session.say(
-            "OK", f"{verb} {account.name}. You are seen as {session.ip}. ::help lists the commands"
-        )
-        # Where this client's connection comes from, after any NAT (like STUN).
-        session.say("SEEN", self.hub.public_of(session))
-        token = self.tokens.issue(account.name, session.ip, trio.current_time())
-        session.say("TOKEN", f"{token} {int(self.tokens.ttl)}")
-        self.hub.after_login(session, self.clock())  # then what waits for it (mail)
-        log.info("%s logged in from %s", account.name, session.ip)
-
-    async def _passwd_step(self, conn: Connection, session: Session, secret: str) -> None:
-        """``::passwd``: the current password, then the new one."""
-        assert session.name is not None
-        step, session.passwd_step = session.passwd_step, None
-        account = self.hub.store.get_account(session.name)
-        if account is None:
-            return
-        if step == "old":
-            await self._throttle(conn, session, account.name)
-            ok, _ = await self.passwords.verify(account.pw_hash, secret)
-            if not ok:
-                self.failed_logins.failed(account.name, source_key(session.ip), trio.current_time())
-                session.say("ERROR", "Wrong password: the password was not changed")
-                return
-            session.passwd_step = "new"
-            session.say("PASSWORD", f"New password for {account.name}")
-            return
-        if len(secret) < MIN_PASSWORD_CHARS:
-            session.say(
-                "ERROR",
-                f"Password too short: use at least {MIN_PASSWORD_CHARS} "
-                "characters; the password was not changed",
-            )
-            return
-        self.hub.store.set_password_hash(account.name, await self.passwords.hash(secret))
-        self.tokens.revoke(account.name)
-        session.say("OK", "Password changed")
-        log.info("%s changed its password", account.name)
-
-    async def _pace_login(self, conn: Connection, session: Session) -> None:
-        """Password attempts from one source address are limited per minute."""
-        wait = self.login_rates.take(source_key(session.ip), trio.current_time())
-        if wait > 0 and not conn.stopping:
-            log.debug("%s: over the password attempt rate; waiting %.1f s", session.ip, wait)
-            with conn.interruptible():
-                await trio.sleep(wait)
-
-    async def _login_step(
-        self, conn: Connection, session: Session, login: _LoginState, event: object
-    ) -> bool:
-        """Advance the login dialogue by one event; False closes the connection."""
-        match event:
-            case Username(name):
-                login.name = name
-                login.account = self.hub.store.get_account(name)
-                if login.account is None:
-                    session.say("PASSWORD", f"New user {name}: choose a password to register")
-                else:
-                    session.say("PASSWORD", f"Password for {login.account.name}")
-                return True
-            case Resume(name, token):
-                account = self.hub.store.get_account(name)
-                now = trio.current_time()
-                if account is not None and self.tokens.redeem(name, token, session.ip, now):
-                    self._logged_in(session, account, "Welcome back")
-                    return True
-                session.say(
-                    "ERROR",
-                    "That resume token was refused (expired, used, or issued "
-                    "to another address): log in with your password",
-                )
-                if login.count_failure(self.limits):
-                    session.say("BYE", TOO_MANY_TRIES)
-                    return False
-                session.say("USERNAME", 'Who are you? Send "username: NAME"')
-                return True
-            case Password(secret) if login.name is not None:
-                await self._pace_login(conn, session)
-                await self._throttle(conn, session, login.name)
-                account = await self._check_password(session, login, secret)
-                if account is None:
-                    if login.count_failure(self.limits):
-                        session.say("BYE", TOO_MANY_TRIES)
-                        return False
-                    session.say("PASSWORD", f"Password for {login.name}")
-                    return True
-                self.failed_logins.succeeded(account.name, source_key(session.ip))
-                self._logged_in(
-                    session, account, "Registered" if login.account is None else "Welcome back"
-                )
-                return True
-            case Command("quit", _):
-                session.say("BYE", "Goodbye")
-                return False
-            case _:
-                session.say("ERROR", 'Log in first: send "username: NAME", then "password: SECRET"')
-                if login.count_failure(self.limits):
-                    session.say("BYE", TOO_MANY_TRIES)
-                    return False
-                session.say("USERNAME", 'Who are you? Send "username: NAME"')
-                return True
-
-    async def _check_password(
-        self, session: Session, login: _LoginState, secret: str
-    ) -> Account | None:
-        assert login.name is not None
-        store = self.hub.store
-        if login.account is None:
-            if len(secret) < MIN_PASSWORD_CHARS:
-                session.say(
-                    "ERROR", f"Password too short: use at least {MIN_PASSWORD_CHARS} characters"
-                )
-                return None
-            pw_hash = await self.passwords.hash(secret)
-            # Someone may have registered the name while we hashed.
-            if store.get_account(login.name) is not None:
-                session.say("ERROR", f"{login.name} was registered a moment ago; pick another name")
-                return None
-            return store.create_account(login.name, pw_hash, self.clock())
-        ok, new_hash = await self.passwords.verify(login.account.pw_hash, secret)
-        if not ok:
-            self.failed_logins.failed(
-                login.account.name, source_key(session.ip), trio.current_time()
-            )
-            session.say("ERROR", f"Wrong password for {login.account.name}")
-            log.info("failed login for %s from %s", login.account.name, session.ip)
-            return None
-        if new_hash is not None:
-            store.set_password_hash(login.account.name, new_hash)
-        return login.account
-
-
-class _LoginState:
-    __slots__ = ("account", "failures", "name")
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self.account: Account | None = None
-        self.failures = 0
-
-    def count_failure(self, limits: Limits) -> bool:
-        """Count one failure; True when the connection has used up its tries."""
-        self.failures += 1
-        return self.failures >= limits.max_login_tries

@@ -163,7 +163,7 @@ async def test_resume_tokens_expire(autojump_clock: trio.testing.MockClock) -> N
     async with running(server) as connect:
         first = await connect("198.51.100.1")
         await first.login("alice", "pw-alice")
-        await trio.sleep(server.tokens.ttl + 1)
+        await trio.sleep(server.logins.tokens.ttl + 1)
         again = await connect("198.51.100.1")
         await again.expect("USERNAME")
         await again.send_line(f"resume: alice {first.token}")

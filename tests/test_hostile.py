@@ -179,7 +179,7 @@ async def test_random_byte_streams_do_not_break_a_running_server() -> None:
         with trio.fail_after(DEADLINE):  # nothing left behind
             await server.wait_no_connections()
         assert server.admission.total == 0
-        assert len(server.login_rates) <= FUZZ_STREAMS
+        assert len(server.logins.login_rates) <= FUZZ_STREAMS
         nursery.cancel_scope.cancel()
 
 

@@ -309,7 +309,7 @@ async def test_password_attempts_per_source_address_are_slowed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     server = clocked_server(max_login_rate=6, max_login_tries=100)
-    server.failed_logins = FailedLogins(base=0)  # only the per-address rate, here
+    server.logins.failed_logins = FailedLogins(base=0)  # only the per-address rate, here
     async with running(server) as connect:
         await (await connect("192.0.2.50")).login("victim", "right-pw")
         guesser = await connect("192.0.2.1")

@@ -68,7 +68,7 @@ async def test_a_reconnecting_peer_resumes_without_its_password(fast_reconnect: 
 
 async def test_a_refused_token_falls_back_to_the_password(fast_reconnect: None) -> None:
     async with alice_and_server() as (server, passwords, w):
-        server.tokens.revoke("alice")  # e.g. the server restarted, or alice roamed
+        server.logins.tokens.revoke("alice")  # e.g. the server restarted, or alice roamed
         cut(server)
         await w.system("Reconnected to the rendezvous")
         assert passwords.verified == 1
