@@ -1,5 +1,6 @@
-"""The rendezvous's trio I/O layer: accept connections, log users in, and
-feed the :class:`~rendezvous.hub.Hub` one event at a time.
+"""The rendezvous's trio I/O layer: accept connections, run the login
+dialogue (:mod:`rendezvous.login`), and feed the :class:`~rendezvous.hub.Hub`
+one event at a time.
 
 Per connection there is one task, its reader (``_serve_transport``): it
 reads, hands each line to the hub, and the lines the hub queues are written
