@@ -9,7 +9,9 @@ line is written at once. The write is a non-blocking ``send`` from whatever
 task produced the line, so the common case wakes no other task. Whatever the
 kernel does not take -- the client is slow, or the transport cannot write
 without waiting (TLS, memory streams) -- stays in the outbox, and a writer
-task is started to drain it. That task ends as soon as the outbox is empty.
+task is started to drain it. Over a plain socket that task ends as soon as
+the outbox is empty; over a stream (every write goes through it) it parks
+between writes rather than being started again for each.
 
 So each connection has one task, its reader, plus a writer task only while
 output is backed up; the style guide's "one reader and one writer task"
@@ -72,6 +74,7 @@ class Connection:
         "_capacity",
         "_done",
         "_out",
+        "_parked",
         "_spawn",
         "_wait_scope",
         "_writer_scope",
@@ -105,6 +108,7 @@ class Connection:
         self._out: list[bytes] = []  # queued, not yet handed to the transport
         self._writing = False  # the writer task is running
         self._writer_scope: trio.CancelScope | None = None
+        self._parked: trio.lowlevel.Task | None = None  # the writer, idle (TLS only)
         self._done: trio.Event | None = None  # made when someone waits for the writer
         #: close() or abort() was called: queue nothing more.
         self.closing = False
@@ -140,6 +144,7 @@ class Connection:
         self.closing = True
         if not self._out and not self._writing:
             self.scope.cancel()  # nothing to write: the reader ends now
+            self._wake_parked()  # and a parked writer too
         elif not self._batch.held:
             self.flush()
 
@@ -175,34 +180,60 @@ class Connection:
         if sent < len(data):
             self._out.insert(0, data[sent:])
             self._writing = True
-            self._spawn(self._drain)
+            if not self._wake_parked():
+                self._spawn(self._drain)
         elif self.closing:
             self.scope.cancel()  # flushed: the reader ends now
 
+    def _wake_parked(self) -> bool:
+        parked = self._parked
+        if parked is None:
+            return False
+        self._parked = None
+        trio.lowlevel.reschedule(parked)
+        return True
+
+    def _unpark(self, _: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _idle(self) -> None:
+        self._writing = False
+        if self._done is not None:
+            self._done.set()
+            self._done = None
+
     async def _drain(self) -> None:
-        """The writer task: write until the outbox is empty, then end."""
+        """The writer task: write until the outbox is empty, then end -- or,
+        over a transport that cannot write without it (TLS), park until there
+        is more: waking a parked task is cheaper than starting one per write."""
         stalled = False
+        park = self.transport.keeps_writer
         try:
             with trio.CancelScope() as self._writer_scope:
-                while self._out:
-                    data = self._take()
-                    with trio.move_on_after(self.write_timeout) as timer:
-                        await self.transport.send_all(data)
-                    del data  # not kept alive while we wait for nothing
-                    if timer.cancelled_caught:
-                        stalled = True
+                while True:
+                    while self._out:
+                        data = self._take()
+                        with trio.move_on_after(self.write_timeout) as timer:
+                            await self.transport.send_all(data)
+                        del data  # not kept alive while we wait for nothing
+                        if timer.cancelled_caught:
+                            stalled = True
+                            break
+                    if stalled or not park or self.closing:
                         break
+                    self._idle()
+                    self._parked = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._unpark)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The client went away (reset, closed): this connection ends; the
             # error must not escape and stop the server.
             log.debug("%s: connection lost while writing", self.peer)
             stalled = True
         finally:
-            self._writing = False
+            self._parked = None
             self._writer_scope = None
-            if self._done is not None:
-                self._done.set()
-                self._done = None
+            self._idle()
         if stalled:
             if not self.aborted:
                 log.warning("%s: write timed out or failed; disconnecting", self.peer)
@@ -211,7 +242,7 @@ class Connection:
             self.scope.cancel()
 
     async def wait_written(self) -> None:
-        """Return once the writer task (if any) has ended."""
+        """Return once nothing is being written (the writer task, if any, ended or parked)."""
         while self._writing:
             if self._done is None:
                 self._done = trio.Event()

@@ -31,6 +31,9 @@ class SocketTransport:
 
     __slots__ = ("_closed", "sock")
 
+    #: A writer task is needed only when the kernel pushes back: it ends when done.
+    keeps_writer = False
+
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # not TCP: a test's socketpair
@@ -96,6 +99,9 @@ class StreamTransport:
     It cannot write without waiting, so every write goes through the writer task."""
 
     __slots__ = ("stream",)
+
+    #: Every write goes through the writer task: it stays (parked) between writes.
+    keeps_writer = True
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream

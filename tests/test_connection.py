@@ -12,7 +12,7 @@ the timeouts; a real ``socket.socketpair`` for the non-blocking path.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -172,3 +172,27 @@ async def test_a_reset_while_writing_aborts_the_connection() -> None:
         conn.send(b"to nobody\n")
         assert conn.aborted and conn.scope.cancel_called
         await conn.transport.aclose()
+
+
+async def test_over_a_stream_one_writer_task_serves_every_write_then_ends_on_close() -> None:
+    """TLS cannot write without waiting: the writer parks between writes
+    instead of a task being started for each."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    started: list[object] = []
+    async with trio.open_nursery() as writers:
+
+        def spawn(fn: Callable[[], Awaitable[None]]) -> None:
+            started.append(fn)
+            writers.start_soon(fn)
+
+        conn = Connection(
+            StreamTransport(ours), "192.0.2.1", 8, spawn=spawn, write_timeout=WRITE_TIMEOUT
+        )
+        for i in range(5):
+            conn.send(b"line %d\n" % i)
+            with trio.fail_after(5):
+                assert await theirs.receive_some() == b"line %d\n" % i
+                await conn.wait_written()
+        assert len(started) == 1
+        conn.close()  # wakes the parked writer, which ends: the nursery can exit
+    assert conn.scope.cancel_called and not conn.aborted
