@@ -26,6 +26,7 @@ import errno
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 
@@ -43,8 +44,22 @@ class LoginError(Exception):
     """The server refused a benchmark login: the accounts db was not prepared."""
 
 
+def _tls_context() -> ssl.SSLContext:
+    """TLS to the benchmark's own server on 127.0.0.1, whose certificate is
+    self-signed and made for the run: encryption as a peer has it, no check."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+#: What a non-blocking socket (plain or TLS) raises when it must wait.
+_WANT_READ = (BlockingIOError, ssl.SSLWantReadError)
+_WANT_WRITE = (ssl.SSLWantWriteError,)
+
+
 class Conn:
-    """One client connection: a non-blocking socket and an input buffer."""
+    """One client connection: a non-blocking socket (TLS or not) and an input buffer."""
 
     __slots__ = ("buf", "name", "pending", "sock")
 
@@ -55,7 +70,7 @@ class Conn:
         self.pending: list[bytes] = []  # lines read along with the login reply
 
     @classmethod
-    async def open(cls, host: str, port: int, name: str = "") -> Conn:
+    async def open(cls, host: str, port: int, name: str = "", tls: bool = False) -> Conn:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -66,6 +81,16 @@ class Conn:
         if err:
             sock.close()
             raise OSError(err, os.strerror(err))
+        if tls:
+            sock = _tls_context().wrap_socket(sock, do_handshake_on_connect=False)
+            while True:
+                try:
+                    sock.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await trio.lowlevel.wait_readable(sock)
+                except ssl.SSLWantWriteError:
+                    await trio.lowlevel.wait_writable(sock)
         return cls(sock, name)
 
     async def send(self, data: bytes) -> None:
@@ -73,8 +98,11 @@ class Conn:
         while view:
             try:
                 sent = self.sock.send(view)
-            except BlockingIOError:
+            except (BlockingIOError, *_WANT_WRITE):
                 await trio.lowlevel.wait_writable(self.sock)
+                continue
+            except ssl.SSLWantReadError:
+                await trio.lowlevel.wait_readable(self.sock)
                 continue
             view = view[sent:]
 
@@ -85,9 +113,14 @@ class Conn:
             return lines
         while True:
             try:
+                # Read before waiting: a TLS socket may hold decrypted bytes
+                # that epoll cannot see.
                 data = self.sock.recv(RECV_BYTES)
-            except BlockingIOError:
+            except _WANT_READ:
                 await trio.lowlevel.wait_readable(self.sock)
+                continue
+            except _WANT_WRITE:
+                await trio.lowlevel.wait_writable(self.sock)
                 continue
             if not data:
                 raise EOFError
@@ -105,10 +138,11 @@ class Conn:
         self.sock.close()
 
 
-async def login(host: str, port: int, name: str, password: str) -> Conn:
-    """Connect and log in as ``name`` (username and password in one write)."""
+async def login(host: str, port: int, name: str, password: str, tls: bool = False) -> Conn:
+    """Connect (over TLS if ``tls``) and log in as ``name`` (username and
+    password in one write)."""
     with trio.fail_after(LOGIN_TIMEOUT):
-        conn = await Conn.open(host, port, name)
+        conn = await Conn.open(host, port, name, tls)
         try:
             await conn.send(f"username: {name}\npassword: {password}\n".encode())
             while True:

@@ -94,9 +94,17 @@ def server_flags() -> frozenset[str]:
 
 
 def server_argv(
-    db: Path, *, cheap_argon2: bool, cprofile_out: Path | None, log_level: str, max_conns: int
+    db: Path,
+    *,
+    cheap_argon2: bool,
+    cprofile_out: Path | None,
+    log_level: str,
+    max_conns: int,
+    tls: bool = False,
 ) -> list[str]:
     cli_args = ["--host", HOST, "--port", "0", "--db", str(db), "--log-level", log_level]
+    if tls:
+        cli_args.append("--tls")  # a self-signed certificate made beside the db
     for flag, value in load_test_limits(max_conns).items():
         if flag in server_flags():
             cli_args += [flag, value]
@@ -121,6 +129,7 @@ async def rendezvous(
     nofile: int = 65536,
     cprofile_out: Path | None = None,
     log_level: str = "info",
+    tls: bool = False,
 ) -> AsyncIterator[Rendezvous]:
     log = workdir / "rendezvous.log"
     argv = server_argv(
@@ -129,6 +138,7 @@ async def rendezvous(
         cprofile_out=cprofile_out,
         log_level=log_level,
         max_conns=nofile - 1024,
+        tls=tls,
     )
     fd = output_file(log)
     try:

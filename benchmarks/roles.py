@@ -46,7 +46,9 @@ class Role:
         async def one(i: int, name: str) -> None:
             async with limit:
                 t0 = time.monotonic_ns()
-                conns[i] = await login(self.host, self.port, name, self.password)
+                conns[i] = await login(
+                    self.host, self.port, name, self.password, self.spec.get("tls", False)
+                )
                 lat[bucket(time.monotonic_ns() - t0)] += 1
 
         t0 = time.monotonic()

@@ -27,6 +27,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[Result]]] = {
     "connect": connect.run,
     "relay": relay.run,
     "gencheck": relay.run_gencheck,
+    "relay-tls": relay.run_tls,
     "direct": direct.run,
     "backlog": backlog.run,
 }

@@ -39,18 +39,24 @@ WARMUP = 2.0
 
 
 async def relay_once(
-    settings: Settings, pairs: int, gen_procs: int, seconds: float, tag: str, profile: bool = False
+    settings: Settings,
+    pairs: int,
+    gen_procs: int,
+    seconds: float,
+    tag: str,
+    profile: bool = False,
+    tls: bool = False,
 ) -> tuple[Window, dict]:
     """One relay run in its own work directory ``tag``; ``profile``: with
-    ``settings.profile`` attached to the server."""
+    ``settings.profile`` attached to the server; ``tls``: every client over TLS."""
     work = settings.workdir(tag)
     pair_names = [(f"ra{i:04d}", f"rb{i:04d}") for i in range(pairs)]
     db = work / "rendezvous.sqlite3"
     create_accounts(db, [n for p in pair_names for n in p], cheap=True)
     profile = settings.profile if profile else None
     cprofile_out = work / "rendezvous.pstats" if profile == "cprofile" else None
-    details: dict = {"pairs": pairs, "generator_processes": gen_procs}
-    async with rendezvous(work, db, cheap_argon2=True, cprofile_out=cprofile_out) as srv:
+    details: dict = {"pairs": pairs, "generator_processes": gen_procs, "tls": tls}
+    async with rendezvous(work, db, cheap_argon2=True, cprofile_out=cprofile_out, tls=tls) as srv:
         specs = [
             {
                 "role": "relay",
@@ -62,6 +68,7 @@ async def relay_once(
                 "window": WINDOW,
                 "text_bytes": TEXT_BYTES,
                 "deadline_s": seconds + 180,
+                "tls": tls,
             }
             for chunk in split(pair_names, gen_procs)
         ]
@@ -114,13 +121,21 @@ async def run(settings: Settings) -> Result:
     return res
 
 
-async def _run_pairs(settings: Settings, pairs: int) -> Result:
+async def run_tls(settings: Settings) -> Result:
+    """The relay at 100 pairs with every client on TLS (``--tls``): what
+    encryption to the rendezvous costs. Reported, not judged: the targets are
+    the plain relay's."""
+    return await _run_pairs(settings, TARGET_PAIRS, tls=True)
+
+
+async def _run_pairs(settings: Settings, pairs: int, tls: bool = False) -> Result:
     res = Result()
+    tag = f"relay-{pairs}{'-tls' if tls else ''}"
     w, details = await relay_once(
-        settings, pairs, settings.gen_procs, settings.duration, f"relay-{pairs}", profile=True
+        settings, pairs, settings.gen_procs, settings.duration, tag, profile=not tls, tls=tls
     )
-    scen = f"relay {pairs:,} pairs"
-    judged = pairs == TARGET_PAIRS
+    scen = f"relay {pairs:,} pairs{' over TLS' if tls else ''}"
+    judged = pairs == TARGET_PAIRS and not tls
     us = w.server_us_per()
     p50, p99 = w.p(0.5), w.p(0.99)
     profiled = f" (server under {settings.profile}: figures inflated)" if settings.profile else ""
