@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from rendezvous.transport import Transport
+from rendezvous.transport import TLSTransport, Transport
 
 log = logging.getLogger("chathack.rendezvous")
 
@@ -108,7 +108,9 @@ class Connection:
         self._out: list[bytes] = []  # queued, not yet handed to the transport
         self._writing = False  # the writer task is running
         self._writer_scope: trio.CancelScope | None = None
-        self._parked: trio.lowlevel.Task | None = None  # the writer, idle (TLS only)
+        self._parked: trio.lowlevel.Task | None = None  # the writer, idle (streams only)
+        if isinstance(transport, TLSTransport):
+            transport.wake_writer = self._writer_needed
         self._done: trio.Event | None = None  # made when someone waits for the writer
         #: close() or abort() was called: queue nothing more.
         self.closing = False
@@ -177,13 +179,22 @@ class Connection:
             log.debug("%s: connection lost while writing", self.peer)
             self.abort()
             return
-        if sent < len(data):
-            self._out.insert(0, data[sent:])
-            self._writing = True
-            if not self._wake_parked():
-                self._spawn(self._drain)
+        if sent < len(data) or self.transport.backlog:
+            if sent < len(data):
+                self._out.insert(0, data[sent:])
+            self._start_writer()
         elif self.closing:
             self.scope.cancel()  # flushed: the reader ends now
+
+    def _start_writer(self) -> None:
+        self._writing = True
+        if not self._wake_parked():
+            self._spawn(self._drain)
+
+    def _writer_needed(self) -> None:
+        """The transport holds bytes the socket did not take (TLS records)."""
+        if not self._writing and not self.closing:
+            self._start_writer()
 
     def _wake_parked(self) -> bool:
         parked = self._parked
@@ -212,8 +223,8 @@ class Connection:
         try:
             with trio.CancelScope() as self._writer_scope:
                 while True:
-                    while self._out:
-                        data = self._take()
+                    while self._out or self.transport.backlog:
+                        data = self._take() if self._out else b""
                         with trio.move_on_after(self.write_timeout) as timer:
                             await self.transport.send_all(data)
                         del data  # not kept alive while we wait for nothing

@@ -73,8 +73,8 @@ from rendezvous.mailbox import MailLimits
 from rendezvous.passwords import Passwords
 from rendezvous.store import Store, StoreError
 from rendezvous.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
-from rendezvous.tls import TLSHandshakeError, tls_handshake
-from rendezvous.transport import SocketTransport, StreamTransport, Transport
+from rendezvous.tls import TLSHandshakeError
+from rendezvous.transport import SocketTransport, StreamTransport, TLSTransport, Transport
 
 __all__ = ["Connection", "Limits", "Server"]
 
@@ -186,20 +186,21 @@ class Server:
             return
         ip, port = str(peer[0]), int(peer[1])
         del peer
+        raw = socket.socket(fileno=sock.detach())
+        del sock  # the detached trio wrapper: not kept for the connection's life
+        transport: Transport
         if self.tls_context is None:
-            transport = SocketTransport(socket.socket(fileno=sock.detach()))
-            del sock  # the detached trio wrapper: not kept for the connection's life
-            # Writer tasks, when needed, run in the server's nursery: this
-            # connection's task opens none of its own (memory, see connection.py).
-            await self._serve_transport(transport, ip, port, handlers.start_soon)
-            return
-        stream = trio.SocketStream(sock)
-        try:  # in this connection's own task: a slow handshake blocks nobody
-            tls = await tls_handshake(stream, self.tls_context, TLS_HANDSHAKE_TIMEOUT)
-        except TLSHandshakeError as e:
-            log.debug("%s: %s", ip, e)  # the raw stream is closed already
-            return
-        await self.handle_connection(tls, ip, port)
+            transport = SocketTransport(raw)
+        else:
+            transport = TLSTransport(raw, self.tls_context)
+            try:  # in this connection's own task: a slow handshake blocks nobody
+                await transport.handshake(TLS_HANDSHAKE_TIMEOUT)
+            except TLSHandshakeError as e:
+                log.debug("%s: %s", ip, e)  # the socket is closed already
+                return
+        # Writer tasks, when needed, run in the server's nursery: this
+        # connection's task opens none of its own (memory, see connection.py).
+        await self._serve_transport(transport, ip, port, handlers.start_soon)
 
     async def _collect_after_churn(self) -> None:
         """A full garbage collection, at most every GC_PERIOD seconds, once enough
@@ -279,7 +280,7 @@ class Server:
     async def handle_connection(
         self, stream: trio.abc.Stream, ip: str, port: int | None = None
     ) -> None:
-        """Serve one client over any trio stream (TLS, or a test's memory stream)."""
+        """Serve one client over any trio stream (a test's memory stream, say)."""
         async with trio.open_nursery() as writers:
             await self._serve_transport(StreamTransport(stream), ip, port, writers.start_soon)
 

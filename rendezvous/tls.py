@@ -1,5 +1,6 @@
-"""TLS for the rendezvous: its certificate, its SSL context, and the server
-side of the handshake.
+"""TLS for the rendezvous: its certificate, its SSL context, and the words
+for a failed handshake (the handshake itself runs in
+:class:`rendezvous.transport.TLSTransport`).
 
 Why self-signed by default: a rendezvous is usually run by one person on a
 home box or a small VPS with no domain name, so a CA-issued certificate is
@@ -26,7 +27,6 @@ import ssl
 import stat
 from pathlib import Path
 
-import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -56,7 +56,6 @@ __all__ = [
     "fingerprint_of_file",
     "load_or_create_certificate",
     "server_context",
-    "tls_handshake",
 ]
 
 
@@ -241,41 +240,11 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLError):
-        reason = cause.reason or str(cause)
-        if reason in {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"}:
-            return f"{reason}: the client does not speak TLS (a plain-TCP client or nc?)"
-        return str(reason)
-    return "the client closed the connection" if cause is None else str(cause)
-
-
-# ``timeout`` rather than the caller's fail_after (ASYNC109): the deadline has
-# to end inside, where it becomes a TLSHandshakeError and the socket is closed.
-async def tls_handshake(
-    stream: trio.SocketStream,
-    context: ssl.SSLContext,
-    timeout: float,  # noqa: ASYNC109
-) -> trio.SSLStream[trio.SocketStream]:
-    """Run the server side of the handshake on an accepted connection.
-
-    The caller keeps ``stream`` (for ``getpeername``, socket options) and
-    reads and writes through the returned SSLStream. On failure the raw
-    stream is closed and :class:`TLSHandshakeError` raised — catch it in the
-    connection handler: an exception escaping a ``serve_listeners`` handler
-    would stop the whole server.
-    """
-    ssl_stream = trio.SSLStream(stream, context, server_side=True)
-    try:
-        with trio.fail_after(timeout):
-            await ssl_stream.do_handshake()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as e:
-        await trio.aclose_forcefully(stream)
-        raise TLSHandshakeError(f"TLS handshake failed: {_reason(e)}") from e
-    except BaseException:  # cancelled: still never leak the socket
-        await trio.aclose_forcefully(stream)
-        raise
-    return ssl_stream
+def ssl_error_reason(e: ssl.SSLError) -> str:
+    """Why a server handshake failed, in words for the log."""
+    reason = e.reason or str(e)
+    if reason in {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"}:
+        return f"{reason}: the client does not speak TLS (a plain-TCP client or nc?)"
+    if isinstance(e, ssl.SSLEOFError):
+        return "the client closed the connection"
+    return str(reason)

@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import socket
 import ssl
 import stat
 import subprocess
@@ -42,6 +43,7 @@ from peer.tls import (
     normalize_fingerprint,
     open_tls,
 )
+from rendezvous.connection import Connection
 from rendezvous.tls import (
     CERT_FILE,
     KEY_FILE,
@@ -51,8 +53,8 @@ from rendezvous.tls import (
     fingerprint_of_file,
     load_or_create_certificate,
     server_context,
-    tls_handshake,
 )
+from rendezvous.transport import TLSTransport
 from tests.helpers import DEADLINE
 
 HOST = "127.0.0.1"
@@ -288,19 +290,21 @@ async def tls_server(cert: Path, key: Path) -> AsyncIterator[TLSServer]:
     send, receive = trio.open_memory_channel[bytes | str | TLSHandshakeError](16)
 
     async def handler(stream: trio.SocketStream) -> None:
+        # The server's own TLS transport, on the accepted socket.
+        transport = TLSTransport(socket.socket(fileno=stream.socket.detach()), context)
         try:
-            ssl_stream = await tls_handshake(stream, context, DEADLINE)
+            await transport.handshake(DEADLINE)
         except TLSHandshakeError as e:
             await send.send(e)
             return
         try:
-            data = await ssl_stream.receive_some()
-            await ssl_stream.send_all(data)
+            data = await transport.receive()
+            await transport.send_all(data)
             await send.send(data or "closed")
         except trio.BrokenResourceError:
             await send.send("closed")
         finally:
-            await trio.aclose_forcefully(ssl_stream)
+            await transport.aclose()
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host=HOST))
@@ -466,13 +470,15 @@ async def test_a_plain_tcp_server_fails_the_tls_client_cleanly(tmp_path: Path) -
 async def test_a_silent_client_is_dropped_at_the_deadline(
     cert_a: tuple[Path, Path], autojump_clock: trio.testing.MockClock
 ) -> None:
-    client, server = trio.testing.memory_stream_pair()
+    ours, theirs = socket.socketpair()
+    transport = TLSTransport(ours, server_context(*cert_a))
     start = trio.current_time()
     with trio.fail_after(DEADLINE), pytest.raises(TLSHandshakeError, match="timed out"):
-        await tls_handshake(server, server_context(*cert_a), SHORT)  # type: ignore[arg-type]
+        await transport.handshake(SHORT)
     assert trio.current_time() - start == pytest.approx(SHORT)
-    with trio.fail_after(DEADLINE):
-        assert await client.receive_some() == b""  # the server's end was closed
+    assert ours.fileno() == -1  # the server's end was closed
+    with theirs:
+        assert theirs.recv(100) == b""
 
 
 async def test_a_silent_server_fails_the_client_at_the_deadline(
@@ -484,3 +490,58 @@ async def test_a_silent_server_fails_the_client_at_the_deadline(
     with trio.fail_after(DEADLINE):
         assert await server.receive_some()  # the ClientHello
         assert await server.receive_some() == b""  # then the client hung up
+
+
+# -- the server's TLS transport under load (a real socket pair) ---------------
+@asynccontextmanager
+async def tls_pair(
+    cert: tuple[Path, Path],
+) -> AsyncIterator[tuple[TLSTransport, trio.SSLStream[trio.SocketStream], socket.socket]]:
+    """The server's TLSTransport on one end of a socket pair, a trio TLS client
+    on the other, both through the handshake."""
+    ours, theirs = socket.socketpair()
+    transport = TLSTransport(ours, server_context(*cert))
+    client = trio.SSLStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(theirs)), client_context()
+    )
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.handshake, DEADLINE)
+            nursery.start_soon(client.do_handshake)
+    try:
+        yield transport, client, theirs
+    finally:
+        await transport.aclose()
+        await trio.aclose_forcefully(client)
+
+
+async def test_tls_output_the_socket_does_not_take_is_written_later_in_order(
+    cert_a: tuple[Path, Path],
+) -> None:
+    theirs_buf = 1 << 16
+    async with tls_pair(cert_a) as (transport, client, theirs):
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, theirs_buf)
+        async with trio.open_nursery() as writers:
+            conn = Connection(transport, "192.0.2.1", 100_000, spawn=writers.start_soon)
+            lines = [b"%06d " % i + b"y" * 4000 + b"\n" for i in range(400)]  # ~1.6 MB
+            for line in lines:
+                conn.send(line)  # far more than the socket buffers hold
+            assert conn.writing and transport.backlog  # the writer took over
+            got = bytearray()
+            with trio.fail_after(DEADLINE):
+                while len(got) < sum(map(len, lines)):
+                    got += await client.receive_some()
+                await conn.wait_written()
+            assert bytes(got) == b"".join(lines)
+            assert not transport.backlog and not conn.aborted
+
+
+async def test_tls_records_in_both_directions_and_a_clean_close(cert_a: tuple[Path, Path]) -> None:
+    async with tls_pair(cert_a) as (transport, client, _):
+        with trio.fail_after(DEADLINE):
+            await client.send_all(b"username: alice\n")
+            assert await transport.receive() == b"username: alice\n"
+            assert transport.try_send(b"Servidor[PASSWORD]: Password for alice\n") > 0
+            assert await client.receive_some() == b"Servidor[PASSWORD]: Password for alice\n"
+            await client.aclose()  # close_notify, then the TCP close
+            assert await transport.receive() == b""  # the end, once, not a busy loop
