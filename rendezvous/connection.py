@@ -8,10 +8,11 @@ one read made for one client goes out in one system call. Outside a batch a
 line is written at once. The write is a non-blocking ``send`` from whatever
 task produced the line, so the common case wakes no other task. Whatever the
 kernel does not take -- the client is slow, or the transport cannot write
-without waiting (TLS, memory streams) -- stays in the outbox, and a writer
+without waiting (a trio stream) -- stays in the outbox, and a writer
 task is started to drain it. Over a plain socket that task ends as soon as
-the outbox is empty; over a stream (every write goes through it) it parks
-between writes rather than being started again for each.
+the outbox is empty (over TLS, the ciphertext backlog too); over a trio
+stream (every write goes through it) it parks between writes rather than
+being started again for each.
 
 So each connection has one task, its reader, plus a writer task only while
 output is backed up; the style guide's "one reader and one writer task"
@@ -215,9 +216,10 @@ class Connection:
             self._done = None
 
     async def _drain(self) -> None:
-        """The writer task: write until the outbox is empty, then end -- or,
-        over a transport that cannot write without it (TLS), park until there
-        is more: waking a parked task is cheaper than starting one per write."""
+        """The writer task: write until the outbox (and any TLS backlog) is
+        empty, then end -- or, over a transport that cannot write without it
+        (a trio stream), park until there is more: waking a parked task is
+        cheaper than starting one per write."""
         stalled = False
         park = self.transport.keeps_writer
         try:

@@ -107,8 +107,8 @@ class SocketTransport:
 
 
 class StreamTransport:
-    """Any trio stream: TLS (``trio.SSLStream``) or a test's memory stream.
-    It cannot write without waiting, so every write goes through the writer task."""
+    """Any trio stream (a test's memory stream, say). It cannot write without
+    waiting, so every write goes through the writer task."""
 
     __slots__ = ("stream",)
 

@@ -175,8 +175,8 @@ async def test_a_reset_while_writing_aborts_the_connection() -> None:
 
 
 async def test_over_a_stream_one_writer_task_serves_every_write_then_ends_on_close() -> None:
-    """TLS cannot write without waiting: the writer parks between writes
-    instead of a task being started for each."""
+    """A trio stream cannot write without waiting: the writer parks between
+    writes instead of a task being started for each."""
     ours, theirs = trio.testing.memory_stream_pair()
     started: list[object] = []
     async with trio.open_nursery() as writers:
