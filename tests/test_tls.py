@@ -44,6 +44,9 @@ from peer.tls import (
     open_tls,
 )
 from rendezvous.connection import Connection
+from rendezvous.passwords import Passwords, fast_hasher
+from rendezvous.server import Limits, Server
+from rendezvous.store import SqliteStore
 from rendezvous.tls import (
     CERT_FILE,
     KEY_FILE,
@@ -545,3 +548,49 @@ async def test_tls_records_in_both_directions_and_a_clean_close(cert_a: tuple[Pa
             assert await client.receive_some() == b"Servidor[PASSWORD]: Password for alice\n"
             await client.aclose()  # close_notify, then the TCP close
             assert await transport.receive() == b""  # the end, once, not a busy loop
+
+
+async def test_a_tls_server_logs_in_over_tls_and_refuses_past_its_cap(
+    cert_a: tuple[Path, Path],
+) -> None:
+    """The whole server over TLSTransport: the login dialogue, then a
+    connection past the per-address cap gets its BYE (encrypted) and an end."""
+    server = Server(
+        SqliteStore(":memory:"),
+        passwords=Passwords(fast_hasher()),
+        limits=Limits(max_conns_per_ip=1),
+    )
+    server.tls_context = server_context(*cert_a)
+
+    async def open_client(port: int) -> trio.SSLStream[trio.SocketStream]:
+        client = trio.SSLStream(await trio.open_tcp_stream(HOST, port), client_context())
+        await client.do_handshake()
+        return client
+
+    async def read_until(client: trio.SSLStream[trio.SocketStream], marker: bytes) -> bytes:
+        got = b""
+        while marker not in got:
+            data = await client.receive_some()
+            if not data:
+                break
+            got += data
+        return got
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, HOST, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(DEADLINE):
+            alice = await open_client(port)
+            assert b"Servidor[USERNAME]" in await read_until(alice, b"\n")
+            await alice.send_all(b"username: alice\npassword: alice-secret\n")
+            assert b"Servidor[TOKEN]" in await read_until(alice, b"Servidor[TOKEN]")
+            second = await open_client(port)
+            refused = await read_until(second, b"\n")
+            assert refused.startswith(b"Servidor[BYE]: Too many connections from your address")
+            with suppress(trio.BrokenResourceError):  # the end, clean or not
+                assert await read_until(second, b"never") == b""
+            await alice.send_all(b"::quit\n")
+            assert b"Servidor[BYE]: Goodbye" in await read_until(alice, b"Goodbye")
+            await trio.aclose_forcefully(alice)
+            await trio.aclose_forcefully(second)
+        nursery.cancel_scope.cancel()
