@@ -97,16 +97,18 @@ class History:
     def advance(self, partner: str, msg_id: str, state: str) -> bool:
         """Move a sent message forward to ``state``; False if it was there already
         (or further, or unknown)."""
-        rank = {s: i for i, s in enumerate(STATES)}
-        current = self.state_of(partner, msg_id)
-        if current not in rank or rank[current] >= rank[state]:
+        earlier = STATES[: STATES.index(state)]
+        if not earlier:
             return False
-        self._db.execute(
+        # One statement (it runs for every acknowledged message): the row moves
+        # only from a state before ``state``.
+        cur = self._db.execute(
             "UPDATE messages SET state = ?, payload = NULL"
-            " WHERE partner = ? AND outgoing = 1 AND msg_id = ?",
-            (state, partner, msg_id),
+            " WHERE partner = ? AND outgoing = 1 AND msg_id = ?"
+            f" AND state IN ({', '.join('?' * len(earlier))})",
+            (state, partner, msg_id, *earlier),
         )
-        return True
+        return cur.rowcount == 1
 
     def give_up(self, partner: str, msg_id: str) -> None:
         """The server refused this mail for good: stop sending it, and say so."""
