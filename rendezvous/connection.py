@@ -107,7 +107,7 @@ class Connection:
         self._batch = batch or Batch()
         self.write_timeout = write_timeout
         self._out: list[bytes] = []  # queued, not yet handed to the transport
-        self._writing = False  # the writer task is running
+        self._writing = False  # a write is under way in the writer task (parked: no)
         self._writer_scope: trio.CancelScope | None = None
         self._parked: trio.lowlevel.Task | None = None  # the writer, idle (streams only)
         if isinstance(transport, TLSTransport):
