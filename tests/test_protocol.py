@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
+    CLIENT_KEYWORDS,
     MAX_LAN_ADDRS,
     MAX_LINE_BYTES,
     MAX_RELAY_CHARS,
@@ -49,7 +50,9 @@ from chathack.protocol import (
     parse_users,
 )
 
-KEYWORDS = ("username", "password", "port", "connect", "msg", "lan", "punch")
+#: Every keyword a line may start with, from the grammar itself (a list kept
+#: here went stale when the mailbox added ack:, read:, mail: and receipt:).
+KEYWORDS = CLIENT_KEYWORDS
 
 
 def drain(buf: LineBuffer) -> list[tuple[str, str]]:
