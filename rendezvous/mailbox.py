@@ -138,7 +138,8 @@ class Mailbox:
         self.limits = limits or MailLimits()
         self._flows: dict[Session, _Flow] = {}
         self._next_purge = -math.inf
-        self._group: _Group | None = None  # mail waiting for one shared commit
+        self._grouping = False  # between begin_group and commit_group
+        self._group: _Group | None = None  # mail waiting for one shared commit (made on need)
 
     # sessions ---------------------------------------------------------------
     def start(self, session: Session) -> None:
@@ -165,11 +166,11 @@ class Mailbox:
         that pipelines many ``mail:`` lines pays for one fsync, not one each
         (group commit). ``STORED`` still comes only after the commit.
         """
-        if self._group is None:
-            self._group = _Group()
+        self._grouping = True  # a flag: most reads store no mail (begin_group runs per read)
 
     def commit_group(self) -> None:
         """Commit what was stored since :meth:`begin_group`, then answer ``STORED``."""
+        self._grouping = False
         group, self._group = self._group, None
         if group is None or not group.replies:
             return
@@ -198,6 +199,8 @@ class Mailbox:
         me = session.name
         assert me is not None
         key = MailKey(to, msg_id)
+        if self._grouping and self._group is None:
+            self._group = _Group()
         group = self._group
 
         def refuse(code: str, reason: str) -> None:

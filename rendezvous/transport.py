@@ -2,10 +2,11 @@
 directly (the production path), TLS driven the same way over an
 ``ssl.SSLObject``, or any trio stream (tests' memory streams).
 
-Both give the reader ``receive()`` and the writer ``send_all()``; the socket
-one also has ``try_send()``, a write that never waits: most lines the hub
-queues go straight into the kernel from the task that produced them, with no
-writer task woken and no scheduler round trip (see
+All give the reader ``receive()`` and the writer ``send_all()``, and
+``try_send()``, a write that never waits (a stream's takes nothing): on the
+two socket transports most lines the hub queues go straight into the kernel
+from the task that produced them, with no writer task woken and no
+scheduler round trip (see
 :class:`~rendezvous.connection.Connection`). A ``trio.SocketStream`` would add
 two checkpoints and three wrapper layers to every read and write -- about a
 third of the relay's CPU -- and offers no non-blocking write.
@@ -147,10 +148,8 @@ class StreamTransport:
         await self.stream.send_all(data)
 
     async def send_eof(self) -> None:
-        # Under TLS, half-close the TCP stream beneath (TLS has no half-close).
-        raw = getattr(self.stream, "transport_stream", self.stream)
-        if isinstance(raw, trio.abc.HalfCloseableStream):
-            await raw.send_eof()
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            await self.stream.send_eof()
         else:
             await trio.lowlevel.checkpoint()
 
