@@ -43,6 +43,7 @@ import re
 from dataclasses import dataclass
 
 from chathack.errors import RemoteProtocolError
+from chathack.text import neutralise
 
 #: Longest line either side accepts, in bytes, newline included.
 MAX_LINE_BYTES = 16384
@@ -73,6 +74,11 @@ _USER_LINE_RE = re.compile(r"([A-Za-z0-9_.-]{1,32}): ?(.*)", re.DOTALL)
 # on some terminals): they could drive the terminal of a person who reads the
 # text, with nc as much as with a peer.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: The error for a line that holds one (a lone CR inside a line among them).
+CONTROLS_IN_LINE = (
+    "Control characters (a carriage return inside a line, ESC, ...) are not allowed; "
+    "the line was ignored"
+)
 
 
 # --------------------------------------------------------------------------
@@ -355,6 +361,8 @@ def _parse_username(arg: str) -> ClientEvent:
 def _parse_password(arg: str) -> ClientEvent:
     if not arg:
         raise RemoteProtocolError('Malformed line: write "password: SECRET"')
+    if _CONTROL_RE.search(arg):
+        raise RemoteProtocolError(CONTROLS_IN_LINE)
     return Password(arg)
 
 
@@ -509,6 +517,10 @@ CLIENT_KEYWORDS = tuple(_KEYWORDS)
 def parse_client_line(line: str) -> ClientEvent:
     """Turn one line sent by a client into an event, or raise."""
     if line.startswith("::"):
+        # A command is echoed back in errors and help: a CR or ESC in it would
+        # reach the formatter (and the sender's terminal), so it is refused here.
+        if _CONTROL_RE.search(line):
+            raise RemoteProtocolError(CONTROLS_IN_LINE)
         name, _, arg = line[2:].strip().partition(" ")
         if not name:
             raise RemoteProtocolError("Malformed command: write ::help for the list")
@@ -582,13 +594,16 @@ ServerEvent = ServerLine | UserLine
 
 
 def format_server_line(flag: str, text: str) -> bytes:
+    """``Servidor[FLAG]: text``; ``text`` may hold anything a client sent
+    (it is neutralised), so formatting never fails on user data."""
     if not FLAG_RE.fullmatch(flag):
-        raise ValueError(f"bad flag {flag!r}")
-    return _encode(f"{SERVER_ORIGIN}[{flag}]: {text}")
+        raise ValueError(f"bad flag {flag!r}")  # our own misuse, never user data
+    return _encode(f"{SERVER_ORIGIN}[{flag}]: {neutralise(text)}")
 
 
 def format_user_line(origin: str, text: str) -> bytes:
-    return _encode(f"{origin}: {text}")
+    """``origin: text``, relayed; ``origin`` is a checked name, ``text`` is neutralised."""
+    return _encode(f"{origin}: {neutralise(text)}")
 
 
 def parse_server_line(line: str) -> ServerEvent:
@@ -604,6 +619,8 @@ def parse_server_line(line: str) -> ServerEvent:
 
 def _encode(line: str) -> bytes:
     if "\n" in line or "\r" in line:
+        # Only a client's own lines get here unneutralised (format_client_event):
+        # a caller that let a line break through is a bug on this side.
         raise ValueError("a protocol line cannot contain a line break")
     return line.encode("utf-8") + b"\n"
 

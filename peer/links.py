@@ -49,13 +49,19 @@ NETCHECK_HISTORY = 10
 class LinkMixin(_Base):
     # ------------------------------------------------------------ direct links
     async def _accept(self, stream: trio.SocketStream) -> None:
+        # trio.serve_listeners runs this in its own nursery: what escapes it
+        # would stop the listener and then the whole node.
         try:
             link = await direct.accept(stream, self.me, self.epoch)
         except LinkFailed as e:
             log.info("refused an incoming link: %s", e)
             await trio.aclose_forcefully(stream)
             return
-        await self._run_link(link)
+        except Exception as exc:
+            self.faults.report("an incoming direct link", exc, "that link was closed")
+            await trio.aclose_forcefully(stream)
+            return
+        await self.faults.contain(f"the direct link to {link.partner}", self._run_link, link)
 
     async def _run_link(self, link: direct.DirectLink) -> None:
         link.received()
@@ -74,7 +80,15 @@ class LinkMixin(_Base):
                     if frame is None:
                         break
                     link.received()
-                    self._on_frame(link.partner, frame, link)
+                    try:
+                        self._on_frame(link.partner, frame, link)
+                    except Exception as exc:
+                        # A frame this side cannot handle: this link ends (the
+                        # conversation falls back to the relay), nothing else.
+                        self.faults.report(
+                            f"a frame from {link.partner}", exc, "that direct link was closed"
+                        )
+                        break
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -186,7 +200,9 @@ class LinkMixin(_Base):
         if old is not None:
             old.cancel()
         scope = self._upgrade_scopes[key] = trio.CancelScope()
-        self.nursery.start_soon(self._upgrade, cands, scope)
+        self.nursery.start_soon(
+            self.faults.contain, f"the upgrade to {cands.name}", self._upgrade, cands, scope
+        )
 
     async def _upgrade(self, cands: paths.Candidates, scope: trio.CancelScope) -> None:
         key = cands.name.lower()
@@ -210,7 +226,7 @@ class LinkMixin(_Base):
             self._note(cands.name, f"direct race failed ({e})")
         else:
             self._note(cands.name, f"{link.path} link up")
-            self.nursery.start_soon(self._run_link, link)
+            self._start_link(link)
             return
         if self._has_link(key):
             return  # the partner reached us meanwhile
@@ -232,7 +248,12 @@ class LinkMixin(_Base):
                 self.emit(System(f"No direct path to {name} ({e}); staying on the relay (relayed)"))
             return
         self._note(name, f"{link.path} link up (punch)")
-        self.nursery.start_soon(self._run_link, link)
+        self._start_link(link)
+
+    def _start_link(self, link: direct.DirectLink) -> None:
+        self.nursery.start_soon(
+            self.faults.contain, f"the direct link to {link.partner}", self._run_link, link
+        )
 
     def _has_link(self, key: str) -> bool:
         talk = self.talks.get(key)

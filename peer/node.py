@@ -87,6 +87,7 @@ from peer.events import (
     UIEvent,
     UsersList,
 )
+from peer.faults import Faults
 from peer.identity import Pins, load_identity, public_b64
 from peer.links import LinkMixin
 from peer.mail import Mailroom
@@ -184,6 +185,8 @@ class PeerNode(LinkMixin):
         self.candidates: dict[str, paths.Candidates] = {}  # lower name -> last known
         self.upgrades: list[str] = []  # recent outcomes, for ::netcheck
         self.mail = Mailroom(self)
+        #: Contains what a bug in one link, line or task raises (peer/faults.py).
+        self.faults = Faults(self.emit)
         self._upgrade_scopes: dict[str, trio.CancelScope] = {}
         self._linked: dict[str, trio.Event] = {}
         self._connect_lock = trio.Lock()
@@ -224,10 +227,17 @@ class PeerNode(LinkMixin):
             self.server.local = (bind, self.listen_port)
             self.nursery.start_soon(partial(trio.serve_listeners, self._accept, [listener]))
         reader = await self.server.login(self.nursery, source)
-        self.nursery.start_soon(self.mail.run)
+        self.nursery.start_soon(self.faults.contain, "sending mail acknowledgements", self.mail.run)
         self._announce()
         self.mail.resend_pending()
-        self.nursery.start_soon(self.server.run, reader, self.nursery, self._after_relogin)
+        self.nursery.start_soon(
+            self.faults.contain,
+            "the rendezvous session",
+            self.server.run,
+            reader,
+            self.nursery,
+            self._after_relogin,
+        )
 
     def _announce(self) -> None:
         """Tell the server our identity key and where we accept direct links."""
@@ -263,6 +273,22 @@ class PeerNode(LinkMixin):
         self._status_changed()
 
     def _on_server_event(self, event: ServerEvent) -> None:
+        """One line from the rendezvous. A bug met while handling it costs that
+        line (and, for a partner's line, that conversation), not the session."""
+        try:
+            self._handle_server_event(event)
+        except Exception as exc:
+            if isinstance(event, UserLine):
+                talk = self.talks.get(event.origin.lower())
+                if talk is not None and talk.open:
+                    self.faults.report(
+                        f"a message from {event.origin}", exc, "that conversation was closed"
+                    )
+                    self._close_talk(talk, f"Conversation with {talk.partner} closed")
+                    return
+            self.faults.report("a line from the rendezvous", exc)
+
+    def _handle_server_event(self, event: ServerEvent) -> None:
         match event:
             case ServerLine() if self.mail.on_line(event):
                 pass
@@ -303,7 +329,13 @@ class PeerNode(LinkMixin):
                 # Only toward someone we asked for or who called us (the race that
                 # precedes a punch may end before the conversation opens).
                 if endpoint is not None and name.lower() in self.candidates:
-                    self.nursery.start_soon(self._punch, name, (endpoint.host, endpoint.port))
+                    self.nursery.start_soon(
+                        self.faults.contain,
+                        f"the hole punch to {name}",
+                        self._punch,
+                        name,
+                        (endpoint.host, endpoint.port),
+                    )
             case ServerLine("END", text):
                 talk = self.talks.get(text.split(" ", 1)[0].lower())
                 if talk is not None and talk.open:

@@ -13,6 +13,7 @@ from typing import TextIO
 
 import trio
 
+from chathack.text import neutralise
 from peer.events import Delivery, Incoming, ServerNotice, System, UIEvent, UsersList
 from peer.node import PeerNode
 
@@ -21,16 +22,20 @@ DRAIN_TIMEOUT = 10.0
 
 
 def plain_line(event: UIEvent) -> str | None:
-    """The line plain mode prints for ``event`` (None: nothing)."""
+    """The line plain mode prints for ``event`` (None: nothing).
+
+    What others sent is neutralised: a CR or LF in it would print a second
+    line that a script reading ours takes for a server or program line.
+    """
     match event:
         case Incoming(origin, text, _, _):
-            return f"{origin}: {text}"
+            return f"{origin}: {neutralise(text)}"
         case System(text, "info"):
-            return f"* {text}"
+            return f"* {neutralise(text)}"
         case System(text, level):
-            return f"* {level}: {text}"
+            return f"* {level}: {neutralise(text)}"
         case ServerNotice(flag, text):
-            return f"Servidor[{flag}]: {text}"
+            return f"Servidor[{flag}]: {neutralise(text)}"
         case Delivery(partner, msg_id, state):
             return f"* {state}: message {msg_id} to {partner}"
         case UsersList(users, more):

@@ -11,7 +11,6 @@ the reader's terminal.
 
 from __future__ import annotations
 
-import re
 import time
 
 from rich import box
@@ -20,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.theme import Theme
 
+from chathack.text import neutralise
 from peer.events import (
     Delivery,
     Incoming,
@@ -54,25 +54,7 @@ THEME = Theme(
 TIME_FORMAT = "%H:%M"
 USERS_TITLE = "Who do you want to talk to?"
 
-# C0 controls (TAB excepted: rich expands it), DEL, C1 controls (0x9b is a
-# one-byte CSI on some terminals) and the bidi overrides/isolates, which can
-# make a line display in an order other than the one it was written in.
-_UNSAFE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _SYSTEM_STYLE = {"info": "chat.system", "warning": "chat.warning", "error": "chat.error"}
-
-
-def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x20:
-        return "^" + chr(code + 0x40)  # caret notation, as ``cat -v``: ESC -> ^[
-    if code == 0x7F:
-        return "^?"
-    return f"<U+{code:04X}>"
-
-
-def neutralise(text: str) -> str:
-    """``text`` with every character that could steer a terminal made visible."""
-    return _UNSAFE_RE.sub(_visible, text)
 
 
 def _clock(at: float) -> str:

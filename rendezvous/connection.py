@@ -40,6 +40,9 @@ from rendezvous.transport import TLSTransport, Transport
 log = logging.getLogger("chathack.rendezvous")
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+#: Told of an exception nothing expected while writing to a connection (which
+#: is dropped): the server counts and logs it.
+OnFault = Callable[[BaseException, str, str | None], None]
 
 
 class Batch:
@@ -64,7 +67,12 @@ class Batch:
         if pending:
             self.pending = []
             for conn in pending:
-                conn.flush()
+                # Another client's write failing in a way nobody foresaw drops
+                # that client, not the one whose read made the lines.
+                try:
+                    conn.flush()
+                except Exception as exc:
+                    conn.fail(exc)
 
 
 class Connection:
@@ -74,6 +82,7 @@ class Connection:
         "_batch",
         "_capacity",
         "_done",
+        "_on_fault",
         "_out",
         "_parked",
         "_spawn",
@@ -99,8 +108,10 @@ class Connection:
         spawn: Spawn,
         batch: Batch | None = None,
         write_timeout: float = 20.0,
+        on_fault: OnFault | None = None,
     ) -> None:
         self.transport = transport
+        self._on_fault = on_fault
         self.peer = peer
         self._capacity = capacity  # most lines queued before the client counts as stuck
         self._spawn = spawn  # starts the writer task (in a nursery that outlives it)
@@ -159,6 +170,14 @@ class Connection:
         self.scope.cancel()
         if self._writer_scope is not None:
             self._writer_scope.cancel()
+
+    def fail(self, exc: BaseException) -> None:
+        """An unexpected exception while writing: drop this connection, report it."""
+        self.abort()
+        if self._on_fault is not None:
+            self._on_fault(exc, self.peer, None)
+        else:
+            log.error("%s: dropped after an unexpected %s: %s", self.peer, type(exc).__name__, exc)
 
     @property
     def writing(self) -> bool:
@@ -221,6 +240,7 @@ class Connection:
         (a trio stream), park until there is more: waking a parked task is
         cheaper than starting one per write."""
         stalled = False
+        failure: Exception | None = None
         park = self.transport.keeps_writer
         try:
             with trio.CancelScope() as self._writer_scope:
@@ -243,11 +263,17 @@ class Connection:
             # error must not escape and stop the server.
             log.debug("%s: connection lost while writing", self.peer)
             stalled = True
+        except Exception as exc:
+            # This task runs in the server's nursery: anything escaping it
+            # would stop every connection. Only this one ends.
+            failure = exc
         finally:
             self._parked = None
             self._writer_scope = None
             self._idle()
-        if stalled:
+        if failure is not None:
+            self.fail(failure)
+        elif stalled:
             if not self.aborted:
                 log.warning("%s: write timed out or failed; disconnecting", self.peer)
             self.abort()

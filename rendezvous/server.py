@@ -48,6 +48,7 @@ import socket
 import sqlite3
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import trio
@@ -131,6 +132,10 @@ class Server:
         self.batch = Batch()
         self._undrained: set[Connection] = set()  # shutting down: readers still handling
         self._all_drained = trio.Event()
+        #: Connections ended by an exception nobody expected, by its type: each
+        #: is a bug, but it cost one connection, never the server.
+        self.faults: Counter[str] = Counter()
+        self._report_fault = self._fault  # one bound method for every connection
 
     async def serve(
         self,
@@ -179,6 +184,9 @@ class Server:
             handlers.start_soon(self._handle_socket, sock, handlers)
 
     async def _handle_socket(self, sock: trio.socket.SocketType, handlers: trio.Nursery) -> None:
+        """One accepted connection's task. It runs in the nursery that holds every
+        connection, so nothing may escape it: what was not expected ends this
+        connection (:meth:`_fault`), never the server."""
         try:
             peer = sock.getpeername()
         except OSError:  # already reset by the client
@@ -188,19 +196,24 @@ class Server:
         del peer
         raw = socket.socket(fileno=sock.detach())
         del sock  # the detached trio wrapper: not kept for the connection's life
-        transport: Transport
-        if self.tls_context is None:
-            transport = SocketTransport(raw)
-        else:
-            transport = TLSTransport(raw, self.tls_context)
-            try:  # in this connection's own task: a slow handshake blocks nobody
-                await transport.handshake(TLS_HANDSHAKE_TIMEOUT)
-            except TLSHandshakeError as e:
-                log.debug("%s: %s", ip, e)  # the socket is closed already
-                return
-        # Writer tasks, when needed, run in the server's nursery: this
-        # connection's task opens none of its own (memory, see connection.py).
-        await self._serve_transport(transport, ip, port, handlers.start_soon)
+        transport: Transport = (
+            SocketTransport(raw)
+            if self.tls_context is None
+            else TLSTransport(raw, self.tls_context)
+        )
+        try:
+            if isinstance(transport, TLSTransport):
+                try:  # in this connection's own task: a slow handshake blocks nobody
+                    await transport.handshake(TLS_HANDSHAKE_TIMEOUT)
+                except TLSHandshakeError as e:
+                    log.debug("%s: %s", ip, e)  # the socket is closed already
+                    return
+            # Writer tasks, when needed, run in the server's nursery: this
+            # connection's task opens none of its own (memory, see connection.py).
+            await self._serve_transport(transport, ip, port, handlers.start_soon)
+        except Exception as exc:
+            self._fault(exc, ip, None)
+            await transport.aclose()
 
     async def _collect_after_churn(self) -> None:
         """A full garbage collection, at most every GC_PERIOD seconds, once enough
@@ -281,8 +294,27 @@ class Server:
         self, stream: trio.abc.Stream, ip: str, port: int | None = None
     ) -> None:
         """Serve one client over any trio stream (a test's memory stream, say)."""
-        async with trio.open_nursery() as writers:
-            await self._serve_transport(StreamTransport(stream), ip, port, writers.start_soon)
+        transport = StreamTransport(stream)
+        try:
+            async with trio.open_nursery() as writers:
+                await self._serve_transport(transport, ip, port, writers.start_soon)
+        except Exception as exc:
+            self._fault(exc, ip, None)
+            await transport.aclose()
+
+    def _fault(self, exc: BaseException, ip: str, name: str | None) -> None:
+        """A connection ended by an exception nothing expected: one log line
+        (no traceback: a client must not be able to fill the log with them)
+        and a count by type; the server carries on."""
+        kind = type(exc).__name__
+        self.faults[kind] += 1
+        log.error(
+            "%s (%s): connection ended by an unexpected %s: %s",
+            ip,
+            name or "not logged in",
+            kind,
+            str(exc)[:200],
+        )
 
     async def _serve_transport(
         self, transport: Transport, ip: str, port: int | None, spawn: Spawn
@@ -299,6 +331,7 @@ class Server:
             spawn=spawn,
             batch=self.batch,
             write_timeout=_or_never(self.limits.write_timeout),
+            on_fault=self._report_fault,
         )
         session = Session(conn, ip, port)
         self.connections.add(conn)
@@ -316,6 +349,10 @@ class Server:
                     await trio.sleep_forever()
             conn.close()
             await conn.wait_written()
+        except Exception as exc:
+            # A bug met while serving this client (a line nobody foresaw, a
+            # hub invariant broken): this connection ends, nobody else notices.
+            self._fault(exc, ip, session.name)
         finally:
             self._drained(conn)
             self.admission.release(ip)
@@ -324,7 +361,10 @@ class Server:
             if not self.connections:
                 self._no_connections.set()
             conn.abort()  # whatever is still queued has nobody to write it
-            self.hub.detach(session, self.clock())
+            try:
+                self.hub.detach(session, self.clock())
+            except Exception as exc:
+                self._fault(exc, ip, session.name)
             log.debug("%s (%s) disconnected", ip, session.name or "not logged in")
             await transport.aclose()
 

@@ -10,8 +10,9 @@ import pytest
 from rich.console import Console
 
 from chathack.protocol import UserState
+from chathack.text import neutralise
 from peer.events import Incoming, Outgoing, ServerNotice, Status, System, UIEvent, UsersList
-from peer.render import THEME, USERS_TITLE, neutralise, render_event, status_text
+from peer.render import THEME, USERS_TITLE, render_event, status_text
 
 # 14:05 local time today, whatever the test machine's time zone.
 AT = time.mktime((2026, 5, 9, 14, 5, 30, 0, 0, -1))
@@ -61,7 +62,7 @@ def test_control_characters_never_reach_the_terminal() -> None:
         bare = re.sub(r"\x1b\[[0-9;]*m", "", out)
         assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]", bare)
         assert bare.count("\n") == 1  # one message, one line
-        assert "^[[2J^[]0;owned^G^Mfake^Jline<U+009B>31m^?<U+202E>evil" in bare
+        assert "\\x1b[2J\\x1b]0;owned\\x07\\rfake\\nline\\x9b31m\\x7f\\u202eevil" in bare
 
 
 def test_neutralise_keeps_ordinary_text() -> None:

@@ -1,0 +1,114 @@
+"""A bug met while handling one link, one server line or one incoming
+connection costs that link, line or connection, never the peer program.
+
+Faults are injected (the code under test has no known bug left to trigger
+them), in-process with a real Server and real PeerNodes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from chathack.link import Chat, Frame
+from chathack.protocol import ServerEvent, ServerLine
+from peer import direct
+from peer.node import PeerNode, Talk
+from tests.test_node import DEADLINE, world
+
+
+async def test_a_fault_on_one_direct_link_closes_that_link_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_on_inner = PeerNode._on_inner
+    tripped: list[str] = []
+
+    def on_inner_once_broken(node: PeerNode, talk: Talk, frame: Frame) -> None:
+        if node.me == "bob" and isinstance(frame, Chat) and frame.text == "boom" and not tripped:
+            tripped.append(talk.path)
+            raise RuntimeError("injected fault")
+        real_on_inner(node, talk, frame)
+
+    monkeypatch.setattr(PeerNode, "_on_inner", on_inner_once_broken)
+    async with world("alice", "bob", "carol") as w:
+        wa, wb, wc = w["alice"], w["bob"], w["carol"]
+        alice, bob, carol = wa.node, wb.node, wc.node
+        await carol.connect("bob")
+        await wb.system("Talking to carol")
+        await alice.connect("bob")
+        await wb.system("Talking to alice (direct)")
+        await alice.send("bob", "boom")
+        await wb.system("Something went wrong while handling a frame from alice (RuntimeError)")
+        assert tripped == ["direct"]
+        # The link is gone; alice re-sends over the relay what bob never acknowledged.
+        await alice.send("bob", "after")
+        await carol.send("bob", "carol is fine")
+        await wb.wait_for(lambda e: len(wb.texts()) >= 3, "three messages")
+        texts = wb.texts()
+        assert sorted(texts) == ["after", "boom", "carol is fine"]
+        assert texts.index("boom") < texts.index("after")
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
+        assert bob.faults.counts == {"RuntimeError": 1}
+        assert not bob.closed
+
+
+async def test_a_fault_while_handling_a_server_line_costs_only_that_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = PeerNode._handle_server_event
+    tripped: list[ServerEvent] = []
+
+    def broken_on_users(node: PeerNode, event: ServerEvent) -> None:
+        if (
+            node.me == "alice"
+            and isinstance(event, ServerLine)
+            and event.flag == "USERS"
+            and not tripped
+        ):
+            tripped.append(event)
+            raise KeyError("injected fault")
+        real(node, event)
+
+    monkeypatch.setattr(PeerNode, "_handle_server_event", broken_on_users)
+    async with world("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice = wa.node
+        alice.request_users()
+        await wa.system("Something went wrong while handling a line from the rendezvous")
+        await alice.connect("bob")
+        await alice.send("bob", "still talking")
+        assert await wb.texts_count(1) == ["still talking"]
+        assert alice.faults.counts == {"KeyError": 1}
+
+
+async def test_a_fault_while_accepting_a_link_leaves_the_listener_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_accept = direct.accept
+    calls: list[int] = []
+
+    async def accept_broken_once(stream: trio.abc.Stream, me: str, epoch: str) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return await real_accept(stream, me, epoch)
+
+    monkeypatch.setattr(direct, "accept", accept_broken_once)
+    async with world("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice, bob = wa.node, wb.node
+        port = bob.listen_port
+        assert port is not None
+        # A first connection meets the fault; the listener must survive it.
+        with trio.fail_after(DEADLINE):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            await wb.system("Something went wrong while handling an incoming direct link")
+        finally:
+            await trio.aclose_forcefully(stream)
+        await alice.connect("bob")
+        await wb.system("Talking to alice (direct)")
+        await alice.send("bob", "through the same listener")
+        assert await wb.texts_count(1) == ["through the same listener"]
+        assert bob.faults.counts == {"RuntimeError": 1}
