@@ -602,8 +602,20 @@ def format_server_line(flag: str, text: str) -> bytes:
 
 
 def format_user_line(origin: str, text: str) -> bytes:
-    """``origin: text``, relayed; ``origin`` is a checked name, ``text`` is neutralised."""
-    return _encode(f"{origin}: {neutralise(text)}")
+    """``origin: text``, relayed; ``origin`` is a checked name.
+
+    The relay's hot path. ``text`` comes from a parsed ``msg:`` or chat line,
+    so :func:`check_text` has refused its control characters; ASCII text then
+    holds nothing left to escape (``isascii`` is O(1)), other text is
+    neutralised for format characters. Whatever a caller passes, the line is
+    one line: a line break left in it is escaped, never refused.
+    """
+    if not text.isascii():
+        text = neutralise(text)
+    line = f"{origin}: {text}"
+    if "\n" in line or "\r" in line:
+        line = neutralise(line)
+    return line.encode("utf-8") + b"\n"
 
 
 def parse_server_line(line: str) -> ServerEvent:

@@ -14,6 +14,7 @@ from chathack.protocol import (
     UserLine,
     format_server_line,
     format_user_line,
+    has_controls,
     parse_server_line,
 )
 from chathack.text import UNSAFE_RE, is_safe, neutralise
@@ -72,7 +73,14 @@ def test_a_server_line_with_any_text_formats_and_reads_back(text: str, flag: str
 
 
 @given(st.text(min_size=1))
-def test_a_relayed_line_with_any_text_formats_and_reads_back(text: str) -> None:
+def test_a_relayed_line_is_one_line_whatever_its_text(text: str) -> None:
     data = format_user_line("alice", text)
-    assert data.count(b"\n") == 1 and data.endswith(b"\n")
+    assert data.count(b"\n") == 1 and data.endswith(b"\n") and b"\r" not in data
+
+
+@given(st.text(min_size=1).filter(lambda t: not has_controls(t)))
+def test_a_relayed_checked_text_reads_back_neutralised(text: str) -> None:
+    """The relay formats text that check_text passed: what is left to escape
+    (format characters) is escaped."""
+    data = format_user_line("alice", text)
     assert parse_server_line(data[:-1].decode()) == UserLine("alice", neutralise(text))
