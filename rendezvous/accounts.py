@@ -5,7 +5,12 @@
   up to ``MAX_DELAY``), forgotten after ``FORGET_AFTER`` quiet seconds or a
   success. An attacker trying passwords gets one guess every 30 s per account
   after a few tries, whichever addresses it uses; the owner, after a typo,
-  waits a second.
+  waits a second. The delay is a *reservation* (:meth:`FailedLogins.reserve`):
+  an attempt books its start time before it is hashed, and the next attempt
+  from a key that has failed before starts a full delay after it, so attempts
+  sent at once are spaced out instead of all passing together (the hash queue,
+  :mod:`rendezvous.hashqueue`, also lets only one attempt per account be
+  pending at a time).
 * :class:`ResumeTokens` — after a login the server hands out a short-lived,
   single-use token; a peer that lost its connection logs back in with it
   (``resume: NAME TOKEN``) instead of sending its password again. A token is
@@ -38,7 +43,10 @@ TOKEN_TTL = 600.0
 @dataclass(slots=True)
 class _Count:
     failures: int
-    last: float
+    last: float  # when the last failure was recorded
+    #: The latest start booked by an attempt from or at this key (reserve()):
+    #: the next one may start a delay after it, even if its verdict is not in yet.
+    booked: float
 
 
 class FailedLogins:
@@ -48,21 +56,51 @@ class FailedLogins:
         self.base, self.cap, self.forget_after = base, cap, forget_after
         self._counts: OrderedDict[str, _Count] = OrderedDict()
 
-    def _get(self, key: str, now: float) -> int:
+    def _live(self, key: str, now: float) -> _Count | None:
         c = self._counts.get(key)
         if c is None or now - c.last > self.forget_after:
-            return 0
-        return c.failures
+            return None
+        return c
+
+    def _wait(self, failures: int) -> float:
+        return 0.0 if failures == 0 else min(self.cap, self.base * 2 ** (failures - 1))
+
+    def _free_at(self, key: str, now: float) -> float:
+        """When the next attempt from or at ``key`` may start."""
+        c = self._live(key, now)
+        if c is None:
+            return now
+        return max(c.last + self._wait(c.failures), c.booked)
 
     def delay(self, account: str, source: str, now: float) -> float:
         """Seconds to wait before checking the next password for this pair."""
-        n = max(self._get("a:" + account.lower(), now), self._get("s:" + source, now))
-        return 0.0 if n == 0 else min(self.cap, self.base * 2 ** (n - 1))
+        keys = ("a:" + account.lower(), "s:" + source)
+        return max(0.0, max(self._free_at(key, now) for key in keys) - now)
+
+    def reserve(self, account: str, source: str, now: float) -> float:
+        """Book the next attempt for this pair; return when it may start.
+
+        Every key with failures behind it is booked until a full delay after
+        that start, so a second attempt reserved meanwhile (the same address
+        guessing at another account, say) starts that much later still: N
+        attempts sent at once are N delays apart, not one. A key without
+        failures books nothing: several people behind one NAT log in at once.
+        """
+        start = now + self.delay(account, source, now)
+        for key in ("a:" + account.lower(), "s:" + source):
+            c = self._live(key, now)
+            if c is not None and c.failures:
+                c.booked = max(c.booked, start + self._wait(c.failures))
+        return start
 
     def failed(self, account: str, source: str, now: float) -> None:
         for key in ("a:" + account.lower(), "s:" + source):
-            count = self._get(key, now)
-            self._counts[key] = _Count(count + 1, now)
+            c = self._live(key, now)
+            if c is None:
+                self._counts[key] = _Count(1, now, now)
+            else:
+                c.failures += 1
+                c.last = now
             self._counts.move_to_end(key)
         while len(self._counts) > MAX_ENTRIES:
             self._counts.popitem(last=False)

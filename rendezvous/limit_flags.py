@@ -31,7 +31,14 @@ _FLAGS: dict[str, tuple[str, float, str]] = {
     "max_login_rate": (
         "N",
         0,
-        "password attempts per minute from one source address; more are slowed down (0: no limit)",
+        "password attempts per minute from one source address (a registration counts as 3); "
+        "more are slowed down (0: no limit)",
+    ),
+    "max_new_accounts": (
+        "N",
+        0,
+        "accounts registered per minute in all (that many at once); one more gets "
+        "'Too many new accounts were registered in the last minute' (0: no limit)",
     ),
     "max_msg_rate": (
         "N",

@@ -48,13 +48,17 @@ class Limits:
     cmd_burst: int = 40
     #: Password attempts per minute from one source address (that many at once, too).
     max_login_rate: float = 30.0
+    #: Accounts registered per minute in all (that many at once, too); more are refused.
+    #: Half of what 2 hash workers manage (~10 a second): a registration flood from
+    #: many addresses leaves the other half for logins.
+    max_new_accounts: float = 300.0
 
     def __post_init__(self) -> None:
         at_least_one = ("max_conns", "max_conns_per_ip", "max_login_tries", "outbox_lines")
         for name in (*at_least_one, "msg_burst", "cmd_burst"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be at least 1")
-        for name in ("max_msg_rate", "max_cmd_rate", "max_login_rate"):
+        for name in ("max_msg_rate", "max_cmd_rate", "max_login_rate", "max_new_accounts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Limits.{name} must be 0 (unlimited) or more")
 

@@ -13,14 +13,23 @@ Per connection the I/O layer (:mod:`rendezvous.server`) keeps a
     <- Servidor[SEEN]: 203.0.113.101:40211
     <- Servidor[TOKEN]: 3q2-... 600
 
-Attempts are slowed, never refused outright: per source address by a token
-bucket (``--max-login-rate``), per account and address by growing delays
-after wrong passwords (:class:`~rendezvous.accounts.FailedLogins`), and a
-connection gets ``--max-login-tries`` before it is closed.
+Attempts are slowed per source address by a token bucket
+(``--max-login-rate``; a registration counts ``REGISTRATION_COST`` attempts),
+and per account and address by growing delays after wrong passwords
+(:class:`~rendezvous.accounts.FailedLogins`), *reserved* before anything is
+hashed; a connection gets ``--max-login-tries`` wrong passwords before it is
+closed. The hashing itself goes through a fair queue
+(:mod:`rendezvous.hashqueue`, driven by
+:class:`~rendezvous.passwords.HashScheduler`), which refuses some attempts
+cheaply, before any hash, with an ``ERROR`` and the ``PASSWORD`` prompt
+again: a second attempt at an account while one is pending, a registration
+past ``--max-new-accounts``, a full line of hashes. A refusal is not a wrong
+password: it does not count against ``--max-login-tries``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 
@@ -29,14 +38,26 @@ import trio
 from chathack.protocol import Command, Password, Resume, Username
 from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Connection
+from rendezvous.hashqueue import HashQueue, Kind, Refusal
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import Limits, login_buckets, source_key
-from rendezvous.passwords import MIN_PASSWORD_CHARS, Passwords
+from rendezvous.passwords import MIN_PASSWORD_CHARS, HashScheduler, Passwords
 from rendezvous.store import Account
 
 log = logging.getLogger("chathack.rendezvous")
 
 TOO_MANY_TRIES = "Too many failed attempts; connect again to retry"
+#: Password attempts (of ``--max-login-rate``) one registration counts for: it makes
+#: an account too. So one address registers 10 a minute by default, and it takes 30
+#: addresses to use up ``--max-new-accounts`` (300) and keep others from registering.
+REGISTRATION_COST = 3
+
+
+class Failed(enum.Enum):
+    """How a password line that let nobody in ended."""
+
+    WRONG = "wrong"  # a wrong password (or one too short): counts against the tries
+    REFUSED = "refused"  # refused before any hashing: try again, it does not count
 
 
 class LoginState:
@@ -65,17 +86,22 @@ class Logins:
         self.passwords = passwords
         self.limits = limits
         self.clock = clock
-        self.failed_logins = FailedLogins()
+        #: Who hashes next (fair across addresses, one attempt per account), and the
+        #: back-off after wrong passwords (``hash_queue.failed``), reserved in it.
+        self.hash_queue = HashQueue(
+            passwords.workers, FailedLogins(), new_accounts_per_minute=limits.max_new_accounts
+        )
+        self.hashing = HashScheduler(self.hash_queue)
         self.tokens = ResumeTokens()
         self.login_rates = login_buckets(limits)
 
-    async def _throttle(self, conn: Connection, session: Session, name: str) -> None:
-        """Wrong passwords before make this attempt wait (per account and address)."""
-        wait = self.failed_logins.delay(name, source_key(session.ip), trio.current_time())
-        if wait > 0 and not conn.stopping:
-            log.info("%s from %s: waiting %.1f s after failed logins", name, session.ip, wait)
-            with conn.interruptible():
-                await trio.sleep(wait)
+    @property
+    def failed_logins(self) -> FailedLogins:
+        return self.hash_queue.failed
+
+    @failed_logins.setter
+    def failed_logins(self, failed: FailedLogins) -> None:
+        self.hash_queue.failed = failed
 
     def logged_in(self, session: Session, account: Account, verb: str) -> None:
         self.hub.attach(session, account, self.clock())
@@ -89,6 +115,47 @@ class Logins:
         self.hub.after_login(session, self.clock())  # then what waits for it (mail)
         log.info("%s logged in from %s", account.name, session.ip)
 
+    async def _verify(
+        self, conn: Connection, session: Session, account: Account, secret: str
+    ) -> tuple[bool, str | None] | Refusal:
+        """Check ``secret`` against ``account`` in its turn, its back-off reserved
+        first; the verdict feeds the back-off. Or the refusal, before any hash."""
+        ticket = self.hashing.reserve(Kind.LOGIN, account.name, source_key(session.ip))
+        if isinstance(ticket, Refusal):
+            log.debug("%s from %s: refused (%s)", account.name, session.ip, ticket.reason)
+            return ticket
+        verdict: bool | None = None
+        try:
+            wait = ticket.start - trio.current_time()
+            if wait > 0:
+                log.info(
+                    "%s from %s: waiting %.1f s after failed logins", account.name, session.ip, wait
+                )
+            refusal = await self.hashing.wait_turn(ticket, conn.interruptible)
+            if refusal is not None:
+                return refusal
+            result = await self.passwords.verify(account.pw_hash, secret)
+            verdict = result[0]
+            return result
+        finally:
+            self.hashing.done(ticket, verdict)
+
+    async def _hash(
+        self, conn: Connection, session: Session, kind: Kind, name: str | None, secret: str
+    ) -> str | Refusal:
+        """Hash a new password (a registration of ``name``, or ``::passwd``) in its turn."""
+        ticket = self.hashing.reserve(kind, name, source_key(session.ip))
+        if isinstance(ticket, Refusal):
+            log.debug("%s from %s: refused (%s)", name, session.ip, ticket.reason)
+            return ticket
+        try:
+            refusal = await self.hashing.wait_turn(ticket, conn.interruptible)
+            if refusal is not None:
+                return refusal
+            return await self.passwords.hash(secret)
+        finally:
+            self.hashing.done(ticket)
+
     async def passwd_step(self, conn: Connection, session: Session, secret: str) -> None:
         """``::passwd``: the current password, then the new one."""
         assert session.name is not None
@@ -97,10 +164,11 @@ class Logins:
         if account is None:
             return
         if step == "old":
-            await self._throttle(conn, session, account.name)
-            ok, _ = await self.passwords.verify(account.pw_hash, secret)
-            if not ok:
-                self.failed_logins.failed(account.name, source_key(session.ip), trio.current_time())
+            checked = await self._verify(conn, session, account, secret)
+            if isinstance(checked, Refusal):
+                session.say("ERROR", f"{checked.text}; the password was not changed")
+                return
+            if not checked[0]:
                 session.say("ERROR", "Wrong password: the password was not changed")
                 return
             session.passwd_step = "new"
@@ -113,14 +181,18 @@ class Logins:
                 "characters; the password was not changed",
             )
             return
-        self.hub.store.set_password_hash(account.name, await self.passwords.hash(secret))
+        pw_hash = await self._hash(conn, session, Kind.HASH, account.name, secret)
+        if isinstance(pw_hash, Refusal):
+            session.say("ERROR", f"{pw_hash.text}; the password was not changed")
+            return
+        self.hub.store.set_password_hash(account.name, pw_hash)
         self.tokens.revoke(account.name)
         session.say("OK", "Password changed")
         log.info("%s changed its password", account.name)
 
-    async def _pace_login(self, conn: Connection, session: Session) -> None:
+    async def _pace_login(self, conn: Connection, session: Session, cost: float) -> None:
         """Password attempts from one source address are limited per minute."""
-        wait = self.login_rates.take(source_key(session.ip), trio.current_time())
+        wait = self.login_rates.take(source_key(session.ip), trio.current_time(), cost)
         if wait > 0 and not conn.stopping:
             log.debug("%s: over the password attempt rate; waiting %.1f s", session.ip, wait)
             with conn.interruptible():
@@ -156,19 +228,16 @@ class Logins:
                 session.say("USERNAME", 'Who are you? Send "username: NAME"')
                 return True
             case Password(secret) if login.name is not None:
-                await self._pace_login(conn, session)
-                await self._throttle(conn, session, login.name)
-                account = await self._check_password(session, login, secret)
-                if account is None:
-                    if login.count_failure(self.limits):
-                        session.say("BYE", TOO_MANY_TRIES)
-                        return False
-                    session.say("PASSWORD", f"Password for {login.name}")
+                account = await self._check_password(conn, session, login, secret)
+                if isinstance(account, Account):
+                    self.logged_in(
+                        session, account, "Registered" if login.account is None else "Welcome back"
+                    )
                     return True
-                self.failed_logins.succeeded(account.name, source_key(session.ip))
-                self.logged_in(
-                    session, account, "Registered" if login.account is None else "Welcome back"
-                )
+                if account is Failed.WRONG and login.count_failure(self.limits):
+                    session.say("BYE", TOO_MANY_TRIES)
+                    return False
+                session.say("PASSWORD", f"Password for {login.name}")
                 return True
             case Command("quit", _):
                 session.say("BYE", "Goodbye")
@@ -182,30 +251,36 @@ class Logins:
                 return True
 
     async def _check_password(
-        self, session: Session, login: LoginState, secret: str
-    ) -> Account | None:
+        self, conn: Connection, session: Session, login: LoginState, secret: str
+    ) -> Account | Failed:
         assert login.name is not None
         store = self.hub.store
         if login.account is None:
-            if len(secret) < MIN_PASSWORD_CHARS:
+            if len(secret) < MIN_PASSWORD_CHARS:  # refused before any wait or hash
                 session.say(
                     "ERROR", f"Password too short: use at least {MIN_PASSWORD_CHARS} characters"
                 )
-                return None
-            pw_hash = await self.passwords.hash(secret)
+                return Failed.WRONG
+            await self._pace_login(conn, session, REGISTRATION_COST)
+            pw_hash = await self._hash(conn, session, Kind.REGISTER, login.name, secret)
+            if isinstance(pw_hash, Refusal):
+                session.say("ERROR", pw_hash.text)
+                return Failed.REFUSED
             # Someone may have registered the name while we hashed.
             if store.get_account(login.name) is not None:
                 session.say("ERROR", f"{login.name} was registered a moment ago; pick another name")
-                return None
+                return Failed.WRONG
             return store.create_account(login.name, pw_hash, self.clock())
-        ok, new_hash = await self.passwords.verify(login.account.pw_hash, secret)
+        await self._pace_login(conn, session, 1)
+        checked = await self._verify(conn, session, login.account, secret)
+        if isinstance(checked, Refusal):
+            session.say("ERROR", checked.text)
+            return Failed.REFUSED
+        ok, new_hash = checked
         if not ok:
-            self.failed_logins.failed(
-                login.account.name, source_key(session.ip), trio.current_time()
-            )
             session.say("ERROR", f"Wrong password for {login.account.name}")
             log.info("failed login for %s from %s", login.account.name, session.ip)
-            return None
+            return Failed.WRONG
         if new_hash is not None:
             store.set_password_hash(login.account.name, new_hash)
         return login.account
