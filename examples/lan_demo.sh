@@ -39,7 +39,7 @@ if ! tmux has-session -t "$SESSION" 2>/dev/null; then
   tmux split-window -v -t "$SESSION" \
     "CHATHACK_PASSWORD=bob-demo chathack-peer bob --server 127.0.0.1:$PORT --data-dir '$DIR/bob'; read -r -p 'bob exited; Enter closes'"
   tmux select-layout -t "$SESSION" tiled
-  echo "In alice's pane type: connect: bob   then chat. ::help lists commands, ::quit leaves."
+  echo "In alice's pane type: connect: bob   in bob's: ::switch alice   then chat. ::help lists commands, ::quit leaves."
 fi
 if [[ -t 1 && -z "${CHATHACK_DEMO_DETACHED:-}" ]]; then
   exec tmux attach -t "$SESSION"

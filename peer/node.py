@@ -75,6 +75,7 @@ from chathack.protocol import (
     parse_peer_address,
     parse_users,
 )
+from chathack.replies import parse_failed
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
 from peer import direct, paths, pathsec
 from peer.events import (
@@ -115,6 +116,11 @@ PASSWD_DONE = "Password changed"
 #: Refusals end with this (wrong current password, too short a new one).
 PASSWD_NOT_CHANGED = "the password was not changed"
 
+#: What a session replaced by a login elsewhere says to every attempt to send.
+REPLACED = (
+    "This session was replaced by a login elsewhere: nothing can be sent from here. "
+    "Restart chathack-peer to take it back"
+)
 #: Messages of a conversation shown again when it reopens.
 REOPEN_LINES = 3
 
@@ -190,6 +196,7 @@ class PeerNode(LinkMixin):
         self._upgrade_scopes: dict[str, trio.CancelScope] = {}
         self._linked: dict[str, trio.Event] = {}
         self._connect_lock = trio.Lock()
+        self._connecting: set[str] = set()  # lower names the user is connecting to
         self._connect_wait: tuple[str, trio.Event, list[PeerAddress | str]] | None = None
         self._acked = trio.Event()
         self._passwd: tuple[list[str], trio.Event, list[str]] | None = None
@@ -313,8 +320,8 @@ class PeerNode(LinkMixin):
                 self.emit(Incoming(talk.partner, text, time.time(), "relayed"))
             case ServerLine("PEER", text):
                 self._on_address(text, answering=True)
-            case ServerLine("ERROR", text) if self._connect_wait is not None:
-                self._answer_connect(None, text)
+            case ServerLine("FAILED", text):
+                self._on_failed(text)
             case ServerLine("PASSWORD", _) if self._passwd is not None:
                 self._passwd_answer(event)
             case ServerLine("OK" | "ERROR", text) if self._passwd is not None and (
@@ -356,17 +363,46 @@ class PeerNode(LinkMixin):
             case ServerLine(flag, text):
                 self.emit(ServerNotice(flag, text))
 
+    def _on_failed(self, text: str) -> None:
+        """A request about a user failed; the line says which (chathack/replies.py)."""
+        try:
+            failed = parse_failed(text)
+        except RemoteProtocolError:
+            self.emit(ServerNotice("FAILED", text))
+            return
+        match failed.request:
+            case "connect" if self._answer_connect(failed.name, failed.reason):
+                pass
+            case "msg":
+                talk = self.talks.get(failed.name.lower())
+                if (
+                    failed.code == "offline"
+                    and talk is not None
+                    and talk.open
+                    and not talk.offline
+                    and not talk.plain
+                ):
+                    # Frames relayed to a partner who just left: the mailbox takes
+                    # what was not confirmed, as when GONE arrives first.
+                    self._partner_left(talk, f"{talk.partner} is offline")
+                    return
+                self.emit(System(f"Not delivered to {failed.name}: {failed.reason}", "warning"))
+            case "punch":
+                self._note(failed.name, f"punch refused: {failed.reason}")
+            case _:  # a late answer to a connect that gave up waiting
+                self.emit(System(failed.reason, "error"))
+
     def _on_address(self, text: str, answering: bool) -> None:
         """A partner's candidates, in answer to our ``connect:`` or in a CALL."""
         try:
             addr = parse_peer_address(text)
         except RemoteProtocolError as e:
             if answering:
-                self._answer_connect(None, str(e))
+                self._answer_connect(text.split(" ", 1)[0], str(e))
             return
         self._know_user(addr.name)
         self._learn(addr)
-        if answering and self._answer_connect(addr, None):
+        if answering and self._answer_connect(addr.name, addr):
             return  # connect() takes it from here
         talk = self.talks.get(addr.name.lower())
         if dict(addr.extra).get("state") == "offline":
@@ -406,7 +442,12 @@ class PeerNode(LinkMixin):
         return talk is not None and talk.open
 
     def _talk_for(self, partner: str, link: direct.DirectLink | None) -> Talk:
-        """The open talk with ``partner``, opened (and announced) if needed."""
+        """The open talk with ``partner``, opened (and announced) if needed.
+
+        Opening a talk never makes it the active one: only the user's own
+        action does (``connect``, ``switch``), so what the user types next goes
+        where the user chose, whoever else starts talking meanwhile.
+        """
         key = partner.lower()
         talk = self.talks.get(key)
         if talk is not None and talk.open:
@@ -416,9 +457,13 @@ class PeerNode(LinkMixin):
         self.talks[key] = talk
         self._know_user(partner)
         self.show_history(partner, REOPEN_LINES, "earlier")
-        self.emit(System(f"Talking to {partner} ({talk.path})"))
-        if self.active is None or not self._is_open(self.active):
-            self.active = partner
+        if key not in self._connecting:  # connect() announces its own
+            self.emit(
+                System(
+                    f"{partner} opened a conversation with you ({talk.path}): "
+                    f"::switch {partner} to answer"
+                )
+            )
         self._status_changed()
         return talk
 
@@ -433,7 +478,14 @@ class PeerNode(LinkMixin):
         self._linked.pop(talk.partner.lower(), None)
         self.emit(System(why))
         if self.active and self.active.lower() == talk.partner.lower():
-            self.active = next((t.partner for t in self.talks.values() if t.open), None)
+            # Not another open conversation: lines typed next would go to
+            # someone the user did not choose.
+            self.active = None
+            others = [t.partner for t in self.talks.values() if t.open]
+            if others:
+                self.emit(
+                    System(f"Still open: {', '.join(others)}; ::switch NAME to talk to one of them")
+                )
         self._status_changed()
 
     def _send_frame(self, talk: Talk, frame: Frame) -> None:
@@ -527,12 +579,29 @@ class PeerNode(LinkMixin):
         if name.lower() == self.me.lower():
             self.emit(System("You cannot talk to yourself", "error"))
             return None
+        if self.server.kicked:
+            self.emit(System(REPLACED, "error"))
+            return None
         talk = self.talks.get(name.lower())
         if talk is not None and talk.open:
             self.active = talk.partner
             self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
             self._status_changed()
             return talk
+        self._connecting.add(name.lower())
+        try:
+            talk = await self._open_talk(name)
+        finally:
+            self._connecting.discard(name.lower())
+        if talk is not None:
+            self.active = talk.partner
+            self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
+            self.mail.mark_read(talk.partner)
+            self._status_changed()
+        return talk
+
+    async def _open_talk(self, name: str) -> Talk | None:
+        """Ask the rendezvous where ``name`` is and open the talk (not yet active)."""
         answer = await self._ask_connect(name)
         if isinstance(answer, str):
             self.emit(ServerNotice("ERROR", answer))
@@ -560,9 +629,6 @@ class PeerNode(LinkMixin):
             if talk.link is None:
                 self.send_raw(talk.partner, Hello(self.me, answer.name, self.epoch), None)
                 pathsec.start(self, talk.partner, talk.relay_sec, None)
-        self.active = talk.partner
-        self.mail.mark_read(talk.partner)
-        self._status_changed()
         return talk
 
     async def _ask_connect(self, name: str) -> PeerAddress | str:
@@ -579,19 +645,25 @@ class PeerNode(LinkMixin):
                 self._connect_wait = None
             return answer[0] if answer else "The rendezvous did not answer in time"
 
-    def _answer_connect(self, addr: PeerAddress | None, error: str | None) -> bool:
-        """Hand a PEER (or ERROR) to the waiting ``connect``; True if it was for it."""
+    def _answer_connect(self, name: str, answer: PeerAddress | str) -> bool:
+        """Hand the answer about ``name`` (its address, or why not) to the waiting
+        ``connect``; True if that is what it waits for."""
         if self._connect_wait is None:
             return False
-        name, done, answer = self._connect_wait
-        if addr is not None and addr.name.lower() != name:
+        waiting, done, answers = self._connect_wait
+        if name.lower() != waiting:
             return False
-        answer.append(addr if addr is not None else (error or "connect failed"))
+        answers.append(answer)
         done.set()
         return True
 
     async def send(self, name: str, text: str) -> bool:
         """Send ``text`` to ``name`` (opening the conversation if needed)."""
+        if self.server.kicked:
+            # Nothing can ever leave this session: saying "it waits" (and
+            # recording it as sent) would be a lie.
+            self.emit(System(REPLACED, "error"))
+            return False
         talk = self.talks.get(name.lower())
         if talk is None or not talk.open:
             talk = await self.connect(name)
@@ -635,7 +707,9 @@ class PeerNode(LinkMixin):
         if not self._is_open(name):
             self.emit(System(f"No open conversation with {name}", "error"))
             return
-        self.active = self.talks[name.lower()].partner
+        talk = self.talks[name.lower()]
+        self.active = talk.partner
+        self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
         self.mail.mark_read(self.active)
         self._status_changed()
 
@@ -726,11 +800,31 @@ class PeerNode(LinkMixin):
         """
         if self.closed:
             return
+        self._report_unsent()
         for talk in self.talks.values():
             if talk.open and not talk.plain:
                 self._send_frame(talk, Bye("quit"))
         self._send_server(format_client_event(ServerCommand("quit")))
         await self._flush_and_stop()
+
+    def _report_unsent(self) -> None:
+        """Say what leaves with us undelivered: never a silent loss."""
+        unsent = {
+            t.partner: len(t.conv.unacked)
+            for t in self.talks.values()
+            if t.open and not t.plain and t.conv.unacked
+        }
+        for p in self.mail.history.pending_mail():
+            unsent[p.partner] = unsent.get(p.partner, 0) + 1
+        if unsent:
+            where = ", ".join(f"{n} to {partner}" for partner, n in unsent.items())
+            self.emit(
+                System(
+                    f"Not delivered: {where} (not confirmed by the partner or the server; "
+                    "::history shows them as sent)",
+                    "warning",
+                )
+            )
 
     async def _flush_and_stop(self) -> None:
         if self.closed:

@@ -44,12 +44,15 @@ from chathack.protocol import (
     format_user_line,
     format_users,
 )
+from chathack.replies import FAILED_FLAG, Failed, RequestFailed, format_failed
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits
 from rendezvous.store import Account, Store
 
 #: Most names one ``Servidor[USERS]`` line lists.
 MAX_USERS_LISTED = 200
+#: How a FAILED reason names each request ("You cannot punch yourself").
+_VERBS = {"connect": "connect to", "msg": "send messages to", "punch": "punch to"}
 
 
 class Outbox(Protocol):
@@ -183,20 +186,36 @@ class Hub:
                     self.register_key(session, pubkey)
                 case Username() | Password():
                     session.say("ERROR", f"You are already logged in as {session.name}")
+        except RequestFailed as e:
+            session.say(FAILED_FLAG, format_failed(e.failed))
         except RemoteProtocolError as e:
             session.say("ERROR", str(e))
 
-    def _target(self, session: Session, name: str, verb: str) -> Session:
+    def _target(self, session: Session, name: str, request: str) -> Session:
+        """The online session of ``name``, for ``request`` (connect, msg, punch);
+        raises :class:`RequestFailed` (answered with a FAILED line naming both)."""
         if session.name is not None and name.lower() == session.name.lower():
-            raise RemoteProtocolError(f"You cannot {verb} yourself")
+            raise RequestFailed(
+                Failed(request, name, "self", f"You cannot {_VERBS[request]} yourself")
+            )
         target = self.session_of(name)
         if target is None:
             if self.store.get_account(name) is None:
-                raise RemoteProtocolError(
-                    f"There is no user named {name}: ::users lists who is registered"
+                raise RequestFailed(
+                    Failed(
+                        request,
+                        name,
+                        "unknown",
+                        f"There is no user named {name}: ::users lists who is registered",
+                    )
                 )
-            raise RemoteProtocolError(
-                f"{name} is offline: try again when ::users shows {name} online"
+            raise RequestFailed(
+                Failed(
+                    request,
+                    name,
+                    "offline",
+                    f"{name} is offline: try again when ::users shows {name} online",
+                )
             )
         return target
 
@@ -243,7 +262,7 @@ class Hub:
 
     def punch(self, session: Session, name: str) -> None:
         """Send both sides each other's public endpoint at once: both dial now."""
-        target = self._target(session, name, "punch to")
+        target = self._target(session, name, "punch")
         assert session.name is not None and target.name is not None
         # Only between chathack peers that accept direct links: a relay-only peer
         # (no port) asked not to reveal where it is.
@@ -254,7 +273,14 @@ class Hub:
             or target.remote_port is None
             or session.remote_port is None
         ):
-            raise RemoteProtocolError(f"{target.name} cannot take part in hole punching")
+            raise RequestFailed(
+                Failed(
+                    "punch",
+                    target.name,
+                    "not-peer",
+                    f"{target.name} cannot take part in hole punching",
+                )
+            )
         target.say("PUNCH", f"{session.name} {self.public_of(session)}")
         session.say("PUNCH", f"{target.name} {self.public_of(target)}")
 
@@ -275,7 +301,7 @@ class Hub:
                     "PEER", format_peer_address(PeerAddress(account.name, None, None, tuple(extra)))
                 )
                 return
-        target = self._target(session, name, "connect to")
+        target = self._target(session, name, "connect")
         assert session.name is not None and target.name is not None
         session.partners.add(target.name.lower())
         target.partners.add(session.name.lower())
@@ -286,7 +312,7 @@ class Hub:
         target.say("CALL", format_peer_address(self.address_of(session)))
 
     def relay(self, session: Session, to: str, text: str) -> None:
-        target = self._target(session, to, "send messages to")
+        target = self._target(session, to, "msg")
         assert session.name is not None
         target.outbox.send(format_user_line(session.name, text))
 

@@ -56,6 +56,10 @@ def test_peers_come_back_by_themselves_after_the_rendezvous_is_killed(tmp_path: 
         bob = world.peer("bob", first, extra=("--relay-only",)).logged_in()
         alice.send("connect: bob")
         alice.expect_line("* Talking to bob (relayed)")
+        bob.expect_line(
+            "* alice opened a conversation with you (relayed): ::switch alice to answer"
+        )
+        bob.send("::switch alice")
         bob.expect_line("* Talking to alice (relayed)")
         alice.send("before the crash")
         bob.expect_line("alice: before the crash")

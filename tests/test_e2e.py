@@ -22,6 +22,8 @@ def test_two_peers_chat_both_ways_over_a_direct_link(world: Lab) -> None:
 
     alice.send("connect: bob")
     alice.expect_line("* Talking to bob (direct)")
+    bob.expect_line("* alice opened a conversation with you (direct): ::switch alice to answer")
+    bob.send("::switch alice")
     bob.expect_line("* Talking to alice (direct)")
 
     alice.send("hello bob, from alice")
@@ -47,6 +49,8 @@ def test_relay_is_used_and_announced_when_the_direct_dial_fails(world: Lab) -> N
 
     alice.send("connect: bob")
     alice.expect_line("* Talking to bob (relayed)")
+    bob.expect_line("* alice opened a conversation with you (relayed): ::switch alice to answer")
+    bob.send("::switch alice")
     bob.expect_line("* Talking to alice (relayed)")
 
     alice.send("through the server")
@@ -60,6 +64,8 @@ def test_end_tells_both_sides_and_quit_exits_zero(world: Lab) -> None:
     alice = world.peer("alice", server).logged_in()
     bob = world.peer("bob", server).logged_in()
     alice.send("connect: bob")
+    bob.expect_line("* alice opened a conversation with you (direct): ::switch alice to answer")
+    bob.send("::switch alice")
     bob.expect_line("* Talking to alice (direct)")
 
     bob.send("::end")
@@ -136,6 +142,7 @@ def test_a_raw_line_client_and_a_peer_talk_through_the_relay(world: Lab) -> None
         f.write("hello from a plain socket\n")
         f.flush()
         fred.expect_line("gina: hello from a plain socket")
+        fred.send("::switch gina")  # a line that arrives does not choose for fred
         fred.send("hello gina")
         assert read_until("fred:") == "fred: hello gina"
 
@@ -173,6 +180,8 @@ def test_terminal_ui_keeps_the_half_typed_line_when_a_message_arrives(world: Lab
     try:
         wait_for_text(bob, "bob · no conversation")  # the toolbar: the prompt is up
         alice.send("connect: bob")
+        wait_for_text(bob, "alice opened a conversation with you")
+        bob.send("::switch alice\r")
         wait_for_text(bob, "bob → alice · direct")
         bob.send("hel")
         wait_for_text(bob, "hel")

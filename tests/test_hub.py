@@ -29,6 +29,7 @@ from chathack.protocol import (
     parse_server_line,
     parse_users,
 )
+from chathack.replies import Failed, parse_failed
 from rendezvous.commands import COMMANDS, KEYWORD_HELP, help_lines
 from rendezvous.hub import Hub, Session
 from rendezvous.store import SqliteStore
@@ -168,18 +169,20 @@ def test_a_call_does_not_steal_the_callees_current_conversation(hub: Hub) -> Non
 
 
 @pytest.mark.parametrize(
-    ("target", "message"),
+    ("target", "code", "message"),
     [
-        ("nobody", "There is no user named nobody: ::users lists who is registered"),
-        ("alice", "You cannot connect to yourself"),
-        ("ALICE", "You cannot connect to yourself"),
+        ("nobody", "unknown", "There is no user named nobody: ::users lists who is registered"),
+        ("alice", "self", "You cannot connect to yourself"),
+        ("ALICE", "self", "You cannot connect to yourself"),
     ],
 )
-def test_connect_errors(hub: Hub, target: str, message: str) -> None:
+def test_connect_errors_name_the_request_they_answer(
+    hub: Hub, target: str, code: str, message: str
+) -> None:
     hub.store.create_account("carol", "hash", 1)
     alice = login(hub, "alice")
     say(hub, alice, Connect(target))
-    assert only(alice, "ERROR") == message
+    assert parse_failed(only(alice, "FAILED")) == Failed("connect", target, code, message)
     assert alice.current is None and alice.partners == set()
 
 
@@ -213,9 +216,15 @@ def test_msg_errors(hub: Hub) -> None:
     hub.store.create_account("carol", "hash", 1)
     say(hub, alice, Msg("nobody", "hi"), Msg("alice", "hi"), Msg("carol", "hi"))
     assert take(alice) == [
-        ServerLine("ERROR", "There is no user named nobody: ::users lists who is registered"),
-        ServerLine("ERROR", "You cannot send messages to yourself"),
-        ServerLine("ERROR", "carol is offline: try again when ::users shows carol online"),
+        ServerLine(
+            "FAILED",
+            "msg nobody unknown: There is no user named nobody: ::users lists who is registered",
+        ),
+        ServerLine("FAILED", "msg alice self: You cannot send messages to yourself"),
+        ServerLine(
+            "FAILED",
+            "msg carol offline: carol is offline: try again when ::users shows carol online",
+        ),
     ]
 
 
@@ -444,27 +453,27 @@ def test_punch_does_not_reveal_a_relay_only_peer(hub: Hub) -> None:
     say(hub, dave, Lan(()))  # relay only: no port, no addresses
     take(alice), take(dave)
     say(hub, alice, Punch("dave"))
-    assert "cannot take part in hole punching" in only(alice, "ERROR")
+    assert "cannot take part in hole punching" in only(alice, "FAILED")
     assert take(dave) == []
 
 
 @pytest.mark.parametrize(
-    ("target", "message"),
+    ("target", "code", "message"),
     [
-        ("alice", "You cannot punch to yourself"),
-        ("nobody", "There is no user named nobody: ::users lists who is registered"),
-        ("carol", "carol is offline: try again when ::users shows carol online"),
-        ("erin", "erin cannot take part in hole punching"),  # a plain client (no lan:)
+        ("alice", "self", "You cannot punch to yourself"),
+        ("nobody", "unknown", "There is no user named nobody: ::users lists who is registered"),
+        ("carol", "offline", "carol is offline: try again when ::users shows carol online"),
+        ("erin", "not-peer", "erin cannot take part in hole punching"),  # a plain client
     ],
 )
-def test_punch_errors_go_to_the_asker_only(hub: Hub, target: str, message: str) -> None:
+def test_punch_errors_go_to_the_asker_only(hub: Hub, target: str, code: str, message: str) -> None:
     hub.store.create_account("carol", "hash", 1)
     alice = login_from(hub, "alice", "203.0.113.101", 40001)
     erin = login_from(hub, "erin", "203.0.113.5", 50500)
     say(hub, alice, Lan(("192.0.2.10:40001",)))
     take(alice)
     say(hub, alice, Punch(target))
-    assert only(alice, "ERROR") == message
+    assert parse_failed(only(alice, "FAILED")) == Failed("punch", target, code, message)
     assert take(erin) == []
 
 

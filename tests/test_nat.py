@@ -70,7 +70,11 @@ def talk(a: Peer, b: Peer, path: str) -> None:
     """``a`` connects to ``b``; both end up on ``path``; messages flow both ways."""
     a.send(f"connect: {b.name}")
     a.expect(rf"\* (Talking|Now talking) to {b.name}.*\({path}\)", timeout=PATH_TIMEOUT)
-    b.expect(rf"\* (Talking|Now talking) to {a.name}.*\({path}\)", timeout=PATH_TIMEOUT)
+    b.expect(
+        rf"\* ({a.name} opened a conversation with you|Now talking to {a.name}).*\({path}\)",
+        timeout=PATH_TIMEOUT,
+    )
+    b.send(f"::switch {a.name}")  # only the user chooses where typed lines go
     exchange(a, b, "first")
 
 
@@ -104,7 +108,8 @@ def test_symmetric_nat_falls_back_to_the_relay(world: World) -> None:
     s1, b1 = world.peer("s1"), world.peer("b1")
     s1.send("connect: b1")
     s1.expect(r"\* Talking to b1 \(relayed\)")
-    b1.expect(r"\* Talking to s1 \(relayed\)", timeout=PATH_TIMEOUT)
+    b1.expect(r"\* s1 opened a conversation with you \(relayed\)", timeout=PATH_TIMEOUT)
+    b1.send("::switch s1")
     exchange(s1, b1, "early")  # the relay carries messages while the upgrade is tried
     s1.expect(r"No direct path to b1 .*\(relayed\)", timeout=PATH_TIMEOUT)
     exchange(s1, b1, "after")

@@ -82,7 +82,7 @@ async def test_direct_link_breaks_then_relay_carries_on_with_nothing_lost_or_dou
         wa, wb = w["alice"], w["bob"]
         alice, bob = wa.node, wb.node
         await alice.connect("bob")
-        await wb.system("Talking to alice (direct)")
+        await wb.system("alice opened a conversation with you (direct)")
         for i in range(3):
             await alice.send("bob", f"m{i}")
         assert await wb.texts_count(3) == ["m0", "m1", "m2"]
@@ -107,7 +107,7 @@ async def test_unacknowledged_messages_are_resent_when_the_path_changes() -> Non
         wb = w["bob"]
         alice = w["alice"].node
         await alice.connect("bob")
-        await wb.system("Talking to alice (direct)")
+        await wb.system("alice opened a conversation with you (direct)")
         talk = alice.talks["bob"]
         # Messages "sent" while the link is stalled: queued in the conversation
         # but never written (as if lost in flight).
@@ -122,22 +122,39 @@ async def test_unacknowledged_messages_are_resent_when_the_path_changes() -> Non
             await alice.wait_delivered()
 
 
-async def test_incoming_conversation_becomes_active_only_when_none_is() -> None:
+async def test_only_the_user_chooses_where_typed_lines_go() -> None:
+    """Someone opening a conversation or writing never changes where the next
+    typed line goes, and no notice says "Talking to X" unless X is active."""
     async with world("alice", "bob", "carol") as w:
-        wb, wc = w["bob"], w["carol"]
-        alice, bob, carol = w["alice"].node, wb.node, wc.node
+        wa, wb, wc = w["alice"], w["bob"], w["carol"]
+        alice, bob, carol = wa.node, wb.node, wc.node
         await alice.connect("bob")
-        await wb.system("Talking to alice")
-        assert bob.active == "alice"
+        await wb.system("alice opened a conversation with you (direct): ::switch alice to answer")
+        assert bob.active is None
+        assert await bob.handle_input("for nobody") is True
+        await wb.system("You are not in a conversation")
+        await bob.handle_input("::switch alice")
+        await wb.system("Talking to alice (direct)")
         await carol.connect("bob")
-        await wb.system("Talking to carol")
+        await carol.send("bob", "carol here")
+        await wb.system("carol opened a conversation with you")
+        assert await wb.texts_count(1) == ["carol here"]
         assert bob.active == "alice"  # carol does not steal the conversation
         assert bob.status().partner == "alice"
         assert bob.status().path == "direct"
+        assert not [e for e in wb.seen if isinstance(e, System) and "Talking to carol" in e.text]
+        await bob.handle_input("to alice")
+        assert await wa.texts_count(1) == ["to alice"]
         await bob.handle_input("::switch carol")
         assert bob.active == "carol"
         await bob.handle_input("hi carol")
         assert await wc.texts_count(1) == ["hi carol"]
+        # The active conversation ends: nothing else becomes active by itself.
+        await carol.handle_input("::switch bob")
+        await carol.handle_input("::end")
+        await wb.system("carol ended the conversation")
+        assert bob.active is None
+        await wb.system("Still open: alice; ::switch NAME to talk to one of them")
 
 
 async def test_sending_to_nobody_and_to_self_is_refused_with_a_reason() -> None:

@@ -34,9 +34,9 @@ async def test_a_fault_on_one_direct_link_closes_that_link_and_loses_nothing(
         wa, wb, wc = w["alice"], w["bob"], w["carol"]
         alice, bob, carol = wa.node, wb.node, wc.node
         await carol.connect("bob")
-        await wb.system("Talking to carol")
+        await wb.system("carol opened a conversation with you")
         await alice.connect("bob")
-        await wb.system("Talking to alice (direct)")
+        await wb.system("alice opened a conversation with you (direct)")
         await alice.send("bob", "boom")
         await wb.system("Something went wrong while handling a frame from alice (RuntimeError)")
         assert tripped == ["direct"]
@@ -108,7 +108,7 @@ async def test_a_fault_while_accepting_a_link_leaves_the_listener_serving(
         finally:
             await trio.aclose_forcefully(stream)
         await alice.connect("bob")
-        await wb.system("Talking to alice (direct)")
+        await wb.system("alice opened a conversation with you (direct)")
         await alice.send("bob", "through the same listener")
         assert await wb.texts_count(1) == ["through the same listener"]
         assert bob.faults.counts == {"RuntimeError": 1}

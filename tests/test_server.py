@@ -293,7 +293,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_carry_on() -> N
         await alice.send_line("::users")
         assert await alice.expect("USERS") == "alice online, stuck offline"
         await alice.send_line("msg: stuck anyone?")
-        assert "stuck is offline" in await alice.expect("ERROR")
+        assert "stuck is offline" in await alice.expect("FAILED")
 
 
 async def test_a_client_that_vanishes_while_written_to_does_not_stop_the_server(
