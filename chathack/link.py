@@ -238,11 +238,16 @@ def _parse_json(data: bytes) -> object:
             # surrounding whitespace; a text it does not read whole goes the
             # long way, which decides (and words any error) exactly as before.
             value, end = _scan_json(text, 0)
-            if end == len(text):
-                return value
         except (StopIteration, ValueError):
-            pass
-        return json.loads(text)
+            end = -1
+        if end != len(text):
+            value = json.loads(text)
+        if "\\u" in text:
+            # An escape such as "\\ud800" decodes to a lone surrogate, which is
+            # not text: the peer could neither store, show nor send it again
+            # (UnicodeEncodeError). Only escaped frames can hold one.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise RemoteProtocolError("Malformed link frame: not UTF-8 JSON") from None
 

@@ -65,6 +65,9 @@ FLAG_RE = re.compile(r"[A-Z_]{1,16}")
 MAIL_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: The receipts a sender gets about its mail (``Servidor[FLAG]: NAME ID``).
 RECEIPT_FLAGS = ("DELIVERED", "READ", "EXPIRED")
+#: Digits of a MAIL stamp (Unix seconds): 11 reach the year 5138, and every
+#: clock and calendar function still takes them.
+MAX_STAMP_DIGITS = 11
 #: Most items one ``ack:``, ``read:`` or ``receipt:`` line may carry.
 MAX_MAIL_KEYS = 1024
 
@@ -367,8 +370,7 @@ def _parse_password(arg: str) -> ClientEvent:
 
 
 def _parse_port(arg: str) -> ClientEvent:
-    # isascii(): str.isdigit() also accepts digits such as '²' that int() refuses.
-    if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= 65535:
+    if not _is_port(arg):
         raise RemoteProtocolError('Malformed line: write "port: N" with N from 1 to 65535')
     return ListenPort(int(arg))
 
@@ -413,9 +415,15 @@ def parse_endpoint(text: str) -> tuple[str, int] | None:
     """``(host, port)`` from ``HOST:PORT`` or ``[V6]:PORT``; None if it is not one."""
     host, _, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
+    if host and _is_port(port):
         return host, int(port)
     return None
+
+
+def _is_port(text: str) -> bool:
+    # isascii(): str.isdigit() also accepts digits such as '²' that int() refuses;
+    # the length first: int() of thousands of digits is slow, then refused.
+    return len(text) <= 5 and text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
 
 
 def _is_endpoint(text: str) -> bool:
@@ -516,6 +524,10 @@ CLIENT_KEYWORDS = tuple(_KEYWORDS)
 
 def parse_client_line(line: str) -> ClientEvent:
     """Turn one line sent by a client into an event, or raise."""
+    if "\r" in line:
+        # A CR inside a line (one before the LF is framing, dropped already) is
+        # a line break no formatter may write again: refused, whatever the line.
+        raise RemoteProtocolError(CONTROLS_IN_LINE)
     if line.startswith("::"):
         # A command is echoed back in errors and help: a CR or ESC in it would
         # reach the formatter (and the sender's terminal), so it is refused here.
@@ -656,6 +668,16 @@ def format_users(users: list[UserState], more: int = 0) -> str:
     return text
 
 
+def parse_users_more(text: str) -> int:
+    """The ``N`` of a ``USERS`` text's ``, +N more`` (0 when there is none)."""
+    _, sep, tail = text.rpartition(", +")
+    words = tail.split()
+    if not sep or len(words) != 2 or words[1] != "more":
+        return 0
+    count = words[0]
+    return int(count) if len(count) <= 9 and count.isascii() and count.isdigit() else 0
+
+
 def parse_users(text: str) -> list[UserState]:
     out: list[UserState] = []
     for item in text.split(","):
@@ -739,7 +761,7 @@ def parse_mail(text: str) -> MailItem:
     if (
         not NAME_RE.fullmatch(origin)
         or not MAIL_ID_RE.fullmatch(msg_id)
-        or not (stamp.isascii() and stamp.isdigit())
+        or not (len(stamp) <= MAX_STAMP_DIGITS and stamp.isascii() and stamp.isdigit())
         or not body
     ):
         raise RemoteProtocolError(f"Malformed MAIL line {text[:80]!r}")

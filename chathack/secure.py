@@ -36,6 +36,7 @@ import base64
 import hashlib
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nacl import bindings
@@ -63,6 +64,11 @@ class ReplayedFrame(RemoteProtocolError):
 
 class BadHandshake(RemoteProtocolError):
     """The other side's key exchange did not verify; the path was not trusted."""
+
+
+class BadIdentityKey(RemoteProtocolError):
+    """An identity key (as registered with the rendezvous) is not a valid
+    Ed25519 point: nothing can be sealed to it; the user must register again."""
 
 
 def b64(data: bytes) -> str:
@@ -231,9 +237,7 @@ class Handshake:
             raise LocalProtocolError("confirm() before a verified reply")
         t = self._transcript
         sig = self.identity.sign(b"I" + t + self.my_key).signature
-        rx, tx = bindings.crypto_kx_client_session_keys(
-            bytes(self._eph.public_key), bytes(self._eph), self._peer_e
-        )
+        rx, tx = _session_keys(bindings.crypto_kx_client_session_keys, self._eph, self._peer_e)
         self._done = True
         return KeyConfirm(self.sid, b64(self.my_key), b64(sig)), self._session(tx, rx)
 
@@ -260,9 +264,7 @@ class Handshake:
     def finish(self) -> SecureSession:
         if self.initiator or self._peer_id is None or self._peer_e is None:
             raise LocalProtocolError("finish() before a verified confirmation")
-        rx, tx = bindings.crypto_kx_server_session_keys(
-            bytes(self._eph.public_key), bytes(self._eph), self._peer_e
-        )
+        rx, tx = _session_keys(bindings.crypto_kx_server_session_keys, self._eph, self._peer_e)
         self._done = True
         return self._session(tx, rx)
 
@@ -274,6 +276,17 @@ class Handshake:
         # The ephemeral secret is not needed any more: drop it (forward secrecy).
         self._eph = PrivateKey.generate()
         return SecureSession(self.sid, self._peer_id, tx, rx)
+
+
+def _session_keys(
+    kx: Callable[[bytes, bytes, bytes], tuple[bytes, bytes]], eph: PrivateKey, peer_e: bytes
+) -> tuple[bytes, bytes]:
+    """libsodium's key agreement; a small-order (all-zero, say) ephemeral key
+    from the other side makes it fail: that is the other side's fault."""
+    try:
+        return kx(bytes(eph.public_key), bytes(eph), peer_e)
+    except CryptoError:
+        raise BadHandshake("the key exchange offered an unusable ephemeral key") from None
 
 
 def _verify(key: bytes, message: bytes, sig: bytes) -> None:
@@ -299,7 +312,15 @@ def seal_mail(sender: SigningKey, recipient: bytes, plaintext: bytes) -> str:
     proves it came from ``sender``. No forward secrecy (the recipient is
     offline: there is nobody to agree an ephemeral key with).
     """
-    box = Box(sender.to_curve25519_private_key(), VerifyKey(recipient).to_curve25519_public_key())
+    try:
+        public = VerifyKey(recipient).to_curve25519_public_key()
+    except (CryptoError, ValueError):
+        # The rendezvous vouches for any 32 bytes a user registered; one that is
+        # not a point of the curve cannot be sealed to.
+        raise BadIdentityKey(
+            "that identity key is not a valid key: nothing can be sealed to it"
+        ) from None
+    box = Box(sender.to_curve25519_private_key(), public)
     payload = bytes(sender.verify_key) + bytes(box.encrypt(plaintext))
     return MAIL_PREFIX + base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
 

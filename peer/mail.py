@@ -37,7 +37,7 @@ from chathack.protocol import (
     parse_mail_key,
     parse_refusal,
 )
-from chathack.secure import MAIL_PREFIX, TamperedFrame, open_mail, seal_mail
+from chathack.secure import MAIL_PREFIX, BadIdentityKey, TamperedFrame, open_mail, seal_mail
 from peer.events import Delivery, Incoming, System
 from peer.history import History
 from peer.identity import judge
@@ -113,7 +113,17 @@ class Mailroom:
         inner = json.dumps(
             {"f": node.me, "t": name, "i": msg_id, "x": text, "a": now}, ensure_ascii=False
         ).encode()
-        payload = seal_mail(node.identity, key, inner)
+        try:
+            payload = seal_mail(node.identity, key, inner)
+        except BadIdentityKey:
+            node.emit(
+                System(
+                    f"Cannot keep a message for {name}: the identity key the rendezvous "
+                    f"vouches for {name} is not a valid key, so nothing can be sealed to it",
+                    "error",
+                )
+            )
+            return False
         self.history.add_outgoing(name, text, now, msg_id, payload)
         node._send_server(format_client_event(Mail(name, msg_id, payload)))
         return True
@@ -192,6 +202,9 @@ class Mailroom:
         except (TamperedFrame, ValueError) as e:
             node.emit(System(f"Dropped mail from {origin}: {e}", "warning"))
             return None
+        except RecursionError:  # "[[[[...": anyone can seal mail to anyone
+            node.emit(System(f"Dropped mail from {origin}: nested too deep", "warning"))
+            return None
         verdict = judge(origin, sender, node.pins.get(origin), node.vouched.get(origin.lower()))
         if verdict.verdict not in ("trusted", "first-use"):
             node.emit(
@@ -204,6 +217,7 @@ class Mailroom:
             or str(inner.get("t", "")).lower() != node.me.lower()
             or inner.get("i") != msg_id
             or not isinstance(inner.get("x"), str)
+            or not _is_text(inner["x"])
         ):
             node.emit(
                 System(f"Dropped mail from {origin}: its sealed header does not match", "warning")
@@ -222,3 +236,13 @@ class Mailroom:
 
     def close(self) -> None:
         self.history.close()
+
+
+def _is_text(text: str) -> bool:
+    """False for a string JSON decoded with a lone surrogate ("\\ud800"): it is
+    not text, and neither the history nor a terminal could take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -74,6 +74,7 @@ from chathack.protocol import (
     format_endpoint,
     parse_peer_address,
     parse_users,
+    parse_users_more,
 )
 from chathack.replies import parse_failed
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
@@ -353,9 +354,8 @@ class PeerNode(LinkMixin):
                     self._partner_left(talk, text)
             case ServerLine("USERS", text):
                 users = parse_users(text)
-                more = text.rsplit("+", 1)[-1].split()[0] if ", +" in text else "0"
                 self.known_users = users
-                self.emit(UsersList(tuple(users), int(more) if more.isdigit() else 0))
+                self.emit(UsersList(tuple(users), parse_users_more(text)))
             case ServerLine("OK" | "HELP" | "PONG" | "SEEN" | "TOKEN", _):
                 pass
             case ServerLine("BYE", text) if self.closed:
@@ -782,7 +782,13 @@ class PeerNode(LinkMixin):
         """Act on one line typed by the user; False once the user quit."""
         from peer.input import dispatch
 
-        return await dispatch(self, line)
+        try:
+            return await dispatch(self, line)
+        except Exception as exc:
+            # What the user typed met a bug (or data from the network it could
+            # not use, such as a junk key): that line is lost, not the program.
+            self.faults.report("the line you typed", exc, "it was not acted on")
+            return True
 
     def unacknowledged(self) -> int:
         """How many sent messages the partners have not confirmed yet."""

@@ -58,7 +58,10 @@ _SYSTEM_STYLE = {"info": "chat.system", "warning": "chat.warning", "error": "cha
 
 
 def _clock(at: float) -> str:
-    return time.strftime(TIME_FORMAT, time.localtime(at))
+    try:
+        return time.strftime(TIME_FORMAT, time.localtime(at))
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds
+        return "--:--"
 
 
 def _message(at: float, nick: str, nick_style: str, text: str) -> Text:

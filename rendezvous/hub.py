@@ -21,6 +21,7 @@ from typing import Protocol
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
     KICKED_PREFIX,
+    MAX_LINE_BYTES,
     ClientEvent,
     Command,
     Connect,
@@ -314,7 +315,15 @@ class Hub:
     def relay(self, session: Session, to: str, text: str) -> None:
         target = self._target(session, to, "msg")
         assert session.name is not None
-        target.outbox.send(format_user_line(session.name, text))
+        line = format_user_line(session.name, text)
+        if len(line) > MAX_LINE_BYTES:
+            # The sender's name can be longer than the "msg: NAME " it replaces:
+            # a line the recipient would drop as too long is refused here.
+            raise RemoteProtocolError(
+                f"Message too long to relay: the line to {target.name} would exceed "
+                f"{MAX_LINE_BYTES} bytes"
+            )
+        target.outbox.send(line)
 
     def end(self, session: Session, name: str | None) -> None:
         name = name or session.current

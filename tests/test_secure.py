@@ -149,3 +149,29 @@ def test_safety_number_is_the_same_on_both_sides_and_differs_per_pair() -> None:
     assert safety_number(a, b) != safety_number(a, m)
     assert len(safety_number(a, b).replace(" ", "")) == 12
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_a_small_order_ephemeral_key_fails_the_handshake_cleanly() -> None:
+    """Found by the network fuzzer: an all-zero ephemeral key with a validly
+    signed confirmation made libsodium's key agreement raise CryptoError,
+    which no caller expected (it stopped the peer)."""
+    from chathack.secure import KeyConfirm, KeyInit, b64
+
+    attacker, bob = SigningKey.generate(), SigningKey.generate()
+    responder = Handshake(bob, "bob", "mallory", initiator=False)
+    responder.on_init(KeyInit("sid-1", b64(bytes(32))))
+    transcript = responder._transcript
+    assert transcript is not None
+    mine = bytes(attacker.verify_key)
+    sig = attacker.sign(b"I" + transcript + mine).signature
+    assert responder.on_confirm(KeyConfirm("sid-1", b64(mine), b64(sig))) == mine
+    with pytest.raises(BadHandshake, match="unusable ephemeral key"):
+        responder.finish()
+
+
+def test_mail_cannot_be_sealed_to_a_key_that_is_not_a_point() -> None:
+    """The rendezvous vouches for any 32 bytes; sealing to junk is a clear error."""
+    from chathack.secure import BadIdentityKey, seal_mail
+
+    with pytest.raises(BadIdentityKey):
+        seal_mail(SigningKey.generate(), bytes(32), b"hello")

@@ -1,0 +1,278 @@
+"""Harnesses for the peer's handling of what the rendezvous sends: server
+lines, relayed frames, and offline mail (:mod:`peer.node`, :mod:`peer.mail`,
+:mod:`peer.pathsec`, :mod:`peer.paths`), down to what the terminal shows.
+
+A real :class:`PeerNode` is built without a trio loop: its nursery is a
+stand-in that records the tasks the node would start (dialling, upgrades)
+and never runs them, its UI events go to a list, and what it would send the
+server is captured. Every handler below is synchronous, so nothing waits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+from rich.console import Console
+
+from chathack.errors import RemoteProtocolError
+from chathack.link import (
+    Chat,
+    Frame,
+    Sealed,
+    frame_to_bytes,
+    frame_to_relay_text,
+    relay_text_to_frame,
+)
+from chathack.protocol import Msg, ServerLine, parse_client_line, parse_server_line
+from chathack.secure import Handshake, KeyReply, SecureSession, seal_mail
+from chathack.text import is_safe
+from peer.events import Incoming, UIEvent
+from peer.node import PeerConfig, PeerNode
+from peer.plain import plain_line
+from peer.render import THEME, render_event
+from peer.server_link import parse_endpoint
+from tests.fuzz.contract import Cursor, check_wire_line, lines_of
+from tests.fuzz.link_harnesses import MAX_STEPS, check_frame, check_frame_bytes
+
+ME_ID = SigningKey(bytes(range(128, 160)))
+BOB_ID = SigningKey(bytes(range(160, 192)))
+MALLORY_ID = SigningKey(bytes(range(192, 224)))
+MAIL_FLAGS = ("MAIL", "STORED", "DELIVERED", "READ", "EXPIRED", "REFUSED")
+
+
+class _Nursery:
+    """Stands in for the node's nursery: started tasks are recorded, not run."""
+
+    def __init__(self) -> None:
+        self.started: list[Callable[..., Any]] = []
+
+    def start_soon(self, fn: Callable[..., Any], *args: object, name: object = None) -> None:
+        self.started.append(fn)
+
+
+class _Peer:
+    """A node named ``me`` and what it sent and showed."""
+
+    def __init__(self) -> None:
+        self.node = PeerNode(PeerConfig("me", identity=ME_ID), _Nursery())  # type: ignore[arg-type]
+        self.sent: list[bytes] = []
+        self.shown: list[UIEvent] = []
+        self.node.emit = self.shown.append  # type: ignore[method-assign]
+        self.node._send_server = self._capture  # type: ignore[method-assign]
+        # The node contains what a bug raises (peer/faults.py) so that it costs
+        # one line, not the session; contained or not, it is a bug to report.
+        self.node.faults.report = _reraise  # type: ignore[method-assign]
+
+    def _capture(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+    def relay_from(self, origin: str, text: str) -> None:
+        """A relayed line from ``origin``, as the node's session reader hands it on."""
+        self.node._on_server_event(parse_server_line(f"{origin}: {text}"))
+
+    def frames_to(self, name: str) -> list[Frame]:
+        """The frames the node relayed to ``name`` so far (taken)."""
+        frames = []
+        for wire in self.sent:
+            event = parse_client_line(check_wire_line(wire))
+            if isinstance(event, Msg) and event.to == name:
+                frames.append(relay_text_to_frame(event.text))
+        self.sent.clear()
+        return frames
+
+    def check(self) -> None:
+        """The node's output: valid client lines, and a screen nobody can drive."""
+        self.node.mail.flush()
+        for wire in self.sent:
+            parse_client_line(check_wire_line(wire))  # our own lines always parse
+        for event in self.shown:
+            check_ui(event)
+
+
+def _reraise(where: str, exc: BaseException, consequence: str = "") -> None:
+    raise exc  # inside the node's ``except``: the original traceback comes along
+
+
+def check_ui(event: UIEvent) -> None:
+    """What a UI event prints, in plain mode and on a terminal, holds no
+    control or format character of anybody else's (styling aside)."""
+    line = plain_line(event)
+    if line is not None:
+        assert is_safe(line), f"plain mode prints an unsafe line: {line[:80]!r}"
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None, theme=THEME)
+    renderable = render_event(event, "me")
+    if renderable is not None:
+        console.print(renderable)
+    for shown in out.getvalue().split("\n"):
+        assert is_safe(shown), f"the terminal shows an unsafe line: {shown[:80]!r}"
+
+
+def peer_server_events(data: bytes) -> None:
+    """Bytes from the rendezvous, through the peer's reader, to its screen.
+
+    Lines are framed and parsed as :class:`peer.transport.LineReader` does
+    (bad ones skipped), looked at as :class:`peer.server_link.ServerLink`
+    does, then handed to :meth:`PeerNode._on_server_event`: USERS, PEER,
+    CALL, PUNCH, END, GONE, mail, notices, and relayed frames (handshakes,
+    sealed frames, hellos) from users.
+
+    Contract: nothing raises (the node would contain it, but it is a bug);
+    what the node sends back is valid client lines; what it shows is safe.
+    """
+    peer = _Peer()
+    for item in lines_of(data):
+        if isinstance(item, RemoteProtocolError):
+            continue
+        try:
+            event = parse_server_line(item)
+        except RemoteProtocolError:
+            continue
+        if isinstance(event, ServerLine):
+            match event.flag:
+                case "SEEN":
+                    parse_endpoint(event.text)
+                case "TOKEN":
+                    event.text.split(" ", 1)[0]
+        peer.node._on_server_event(event)
+    peer.check()
+
+
+def mail_payload(data: bytes) -> None:
+    """Offline mail as the peer receives it (:class:`peer.mail.Mailroom`).
+
+    The first byte picks the mode: a mailbox line (MAIL, STORED, receipts,
+    REFUSED) with any text; a sealed MAIL whose plaintext is any bytes; or a
+    sealed MAIL whose header fields (from, to, id, text, time) are each
+    honest or hostile. Sealed mail comes from bob or from mallory claiming
+    to be bob, while the node knows bob's key (pinned or vouched), a wrong
+    key, or nothing. Each line is delivered twice (a redelivery after a
+    crash).
+
+    Contract: ``on_line`` never raises and claims every mailbox line; a mail
+    is shown at most once; what is shown as bob's came sealed by bob's key
+    whenever that key is known; acknowledgements sent are valid lines.
+    """
+    cur = Cursor(data)
+    peer = _Peer()
+    node = peer.node
+    mode = cur.below(3)
+    trust = cur.below(4)
+    bob_key = bytes(BOB_ID.verify_key)
+    if trust == 1:
+        node.vouched["bob"] = bob_key
+    elif trust == 2:
+        node.pins.pin("bob", bob_key)
+    elif trust == 3:
+        node.vouched["bob"] = bytes(MALLORY_ID.verify_key)
+    if mode == 0:
+        line = ServerLine(cur.pick(MAIL_FLAGS), cur.rest().decode("utf-8", "replace"))
+        sender = None
+    else:
+        sender = cur.pick((BOB_ID, MALLORY_ID))
+        origin, msg_id = cur.pick(("bob", "Bob", "mallory")), cur.pick(("m1", "e-m2"))
+        stamp = cur.uint(cur.pick((1, 4, 8, 16)))
+        if mode == 1:
+            inner = cur.rest()
+        else:
+            header: dict[str, object] = {"f": origin, "t": "me", "i": msg_id, "x": "hi", "a": 1.0}
+            for field in header:
+                if cur.flag():
+                    header[field] = _hostile_value(cur)
+            inner = json.dumps(header).encode()
+        line = ServerLine(
+            "MAIL", f"{origin} {msg_id} {stamp} {seal_mail(sender, bytes(ME_ID.verify_key), inner)}"
+        )
+    for _ in range(2):
+        assert node.mail.on_line(line) is True, f"a mailbox line not handled: {line.flag}"
+    incoming = [e for e in peer.shown if isinstance(e, Incoming)]
+    assert len(incoming) <= 1, f"one mail shown {len(incoming)} times"
+    if incoming and sender is not None and trust in (1, 2) and incoming[0].origin.lower() == "bob":
+        assert sender is BOB_ID, "mail sealed by mallory shown as bob's"
+    peer.check()
+
+
+def _hostile_value(cur: Cursor) -> object:
+    match cur.below(6):
+        case 0:
+            return cur.text()
+        case 1:
+            return cur.uint(8) - (1 << 63)
+        case 2:
+            return None
+        case 3:
+            return [cur.text()]
+        case 4:
+            return {"x": cur.text()}
+        case _:
+            return float(cur.uint(2)) / 7
+
+
+def _secured_with_bob(peer: _Peer) -> SecureSession:
+    """Run bob's key exchange with the node over the relay; bob's session."""
+    peer.node.vouched["bob"] = bytes(BOB_ID.verify_key)
+    bob = Handshake(BOB_ID, "bob", "me", True, sid="b0b0b0b0b0b0b0b0")
+    bob._eph = PrivateKey(bytes(range(224, 256)))  # fixed: an input always replays alike
+    peer.relay_from("bob", frame_to_relay_text(bob.start()))
+    [reply] = peer.frames_to("bob")
+    assert isinstance(reply, KeyReply)
+    bob.on_reply(reply)
+    confirm, session = bob.confirm()
+    peer.relay_from("bob", frame_to_relay_text(confirm))
+    assert peer.node.talks["bob"].relay_sec.session is not None, "the exchange did not finish"
+    peer.shown.clear()
+    return session
+
+
+def partner_frames(data: bytes) -> None:
+    """Sealed frames from a partner the node has a verified session with.
+
+    bob is hostile but authenticated (or buggy): he finishes a real key
+    exchange with the node over the relay, then sends, sealed with that
+    session, any frame (decoded from fuzzer bytes), chats with any epoch,
+    sequence numbers and text, replays of his earlier lines, and unsealed
+    frames. This reaches what the fuzzer cannot forge: the node's handling
+    of the frames inside (delivery, the history, the screen).
+
+    Contract: nothing raises; what the node sends bob opens with his
+    session and holds valid frames; what is shown is safe.
+    """
+    cur = Cursor(data)
+    peer = _Peer()
+    bob = _secured_with_bob(peer)
+    lines: list[str] = []
+    for _ in range(MAX_STEPS):
+        if not cur.left():
+            break
+        match cur.below(4):
+            case 0:
+                frame = check_frame_bytes(cur.chunk())
+                text = None if frame is None else _sealed_text(bob, frame)
+            case 1:
+                seq = 1 + cur.uint(cur.pick((1, 2, 8)))
+                chat = Chat(cur.pick(("e1", "e2")), seq, 1 + cur.uint(2) % seq, cur.text(), 1.0)
+                text = _sealed_text(bob, chat)
+            case 2:
+                text = lines[cur.below(len(lines))] if lines else None
+            case _:
+                frame = check_frame_bytes(cur.chunk())
+                text = None if frame is None else frame_to_relay_text(frame)
+        if text is not None:
+            lines.append(text)
+            peer.relay_from("bob", text)
+    for frame in peer.frames_to("bob"):
+        if isinstance(frame, Sealed):
+            frame = check_frame_bytes(bob.open(frame.data))
+        if frame is not None:
+            check_frame(frame)
+    peer.check()
+
+
+def _sealed_text(session: SecureSession, frame: Frame) -> str:
+    return frame_to_relay_text(Sealed(session.seal(frame_to_bytes(frame))))

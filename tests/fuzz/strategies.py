@@ -1,0 +1,185 @@
+"""Hypothesis strategies shaped like each harness's input: protocol lines,
+frames, and the decisions a :class:`~tests.fuzz.contract.Cursor` reads.
+
+Arbitrary bytes reach the grammar's surface only; these reach its depth
+(a keyword and then a hostile argument, a frame with one wrong field).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import strategies as st
+
+from chathack.link import RELAY_PREFIX
+from chathack.protocol import CLIENT_KEYWORDS, RECEIPT_FLAGS
+
+#: Characters that have broken a parser or a terminal somewhere.
+NASTY = (
+    "\r\n\t\x00\x1b\x07\x7f\x85\x9b"
+    "\u00a0\u200b\u200f\u2028\u2029\u202e\u2066\ufeff\U0001f600 :[]=,+-"
+)
+names = st.sampled_from(["alice", "bob", "BOB", "carol", "d" * 32, "Servidor", "b@d", ""])
+words = st.text(st.sampled_from(NASTY) | st.characters(max_codepoint=0x2FF), max_size=24)
+numbers = st.sampled_from(["0", "1", "65535", "65536", "007", "\u00b2", "-1", "9" * 40])
+endpoints = st.builds(
+    "{}:{}".format, st.sampled_from(["1.2.3.4", "[::1]", "::1", "", "x"]), numbers
+)
+
+
+def _line(*parts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.tuples(*parts).map(lambda p: "".join(p))
+
+
+client_line_text = st.one_of(
+    _line(st.sampled_from([f"{k}: " for k in CLIENT_KEYWORDS] + ["::", ":: "]), words),
+    _line(st.sampled_from(["msg: ", "mail: ", "resume: "]), names, st.just(" "), words),
+    _line(st.just("mail: "), names, st.just(" "), words, st.just(" "), words),
+    _line(st.sampled_from(["ack: ", "read: "]), names, st.just(" "), words),
+    _line(st.just("receipt: "), st.sampled_from(RECEIPT_FLAGS), st.just(" "), names, st.just(" x")),
+    _line(st.sampled_from(["port: ", "lan: "]), numbers | endpoints),
+    words,
+)
+server_line_text = st.one_of(
+    _line(
+        st.sampled_from(
+            ["MAIL", "USERS", "PEER", "CALL", "STORED", "READ", "REFUSED", "SEEN", "PUNCH", "OK"]
+        ).map("Servidor[{}]: ".format),
+        st.lists(names | words | numbers | endpoints, max_size=5).map(" ".join),
+    ),
+    _line(names, st.sampled_from([": ", ":"]), words),
+    words,
+)
+
+
+def _lines(line: st.SearchStrategy[str]) -> st.SearchStrategy[bytes]:
+    ends = st.sampled_from(["\n", "\r\n", "\r", ""])
+    return st.lists(st.tuples(line, ends), max_size=6).map(
+        lambda ls: _utf8("".join(a + b for a, b in ls))
+    )
+
+
+client_bytes = _lines(client_line_text)
+server_bytes = _lines(server_line_text)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | words,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(words, inner, max_size=3),
+    max_leaves=6,
+)
+_FIELDS = ["t", "name", "to", "epoch", "version", "via", "seq", "base", "text", "sent_at"]
+_FIELDS += ["reason", "nonce", "sid", "e", "id", "sig"]
+frame_dicts = st.fixed_dictionaries(
+    {"t": st.sampled_from(["hello", "chat", "ack", "bye", "ping", "pong", "kinit", "kreply"])},
+    optional={f: json_values for f in _FIELDS[1:]},
+)
+
+
+def _frame_bytes(d: dict, how: int) -> bytes:
+    body = _utf8(json.dumps(d, ensure_ascii=how % 2 == 0))
+    if how == 2:
+        return len(body).to_bytes(4, "big") + body
+    if how == 3:
+        return (RELAY_PREFIX + base64.urlsafe_b64encode(body).decode()).encode()
+    return body
+
+
+frame_bytes = st.builds(_frame_bytes, frame_dicts, st.integers(0, 3))
+
+
+def _chunks(*parts: bytes) -> bytes:
+    """Cursor chunks: a length byte, then the bytes (cut at 255)."""
+    return b"".join(bytes([len(p[:255])]) + p[:255] for p in parts)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+conversation_bytes = st.builds(
+    lambda lead, ops: bytes([lead]) + bytes(ops),
+    st.integers(0, 1),
+    st.lists(st.integers(0, 255), max_size=60),
+)
+handshake_bytes = st.builds(
+    lambda choices, frames: bytes(choices) + _chunks(*frames),
+    st.lists(st.integers(0, 3), max_size=6),
+    st.lists(frame_bytes, max_size=3),
+)
+_sealed_ops = st.one_of(
+    st.builds(lambda f: b"\0" + _chunks(f), frame_bytes),
+    st.builds(lambda i: bytes([1, i]), st.integers(0, 9)),
+    st.builds(lambda i, x: bytes([2, i, x, x]), st.integers(0, 9), st.integers(0, 255)),
+    st.builds(
+        lambda c, f: b"\4" + c.to_bytes(8, "big") + _chunks(f) + c.to_bytes(24, "big"),
+        st.integers(0, 2**64 - 1) | st.integers(0, 5000),
+        frame_bytes,
+    ),
+)
+sealed_bytes = st.lists(_sealed_ops, max_size=10).map(b"".join)
+_relayed = st.builds(
+    lambda origin, d, how: _utf8(f"{origin}: ") + _frame_bytes(d, 3 if how else 0) + b"\n",
+    st.sampled_from(["bob", "carol"]),
+    frame_dicts,
+    st.booleans(),
+)
+peer_bytes = st.lists(_relayed | server_bytes, max_size=5).map(b"".join)
+_partner_ops = st.one_of(
+    st.builds(lambda f: b"\0" + _chunks(f), frame_bytes),
+    st.builds(
+        lambda seq, epoch, base, text: (
+            bytes([1, 2])  # a chat, its seq on 8 bytes
+            + seq.to_bytes(8, "big")
+            + bytes([epoch])
+            + base.to_bytes(2, "big")
+            + _chunks(_utf8(text))
+        ),
+        st.integers(0, 2**64 - 1) | st.integers(0, 10),
+        st.integers(0, 1),
+        st.integers(0, 2**16 - 1),
+        words,
+    ),
+    st.builds(lambda i: bytes([2, i]), st.integers(0, 9)),
+    st.builds(lambda f: b"\3" + _chunks(f), frame_bytes),
+)
+partner_bytes = st.lists(_partner_ops, max_size=10).map(b"".join)
+mail_bytes = st.builds(
+    lambda mode, trust, rest: bytes([mode, trust]) + rest,
+    st.integers(0, 2),
+    st.integers(0, 3),
+    st.binary(max_size=40) | server_line_text.map(_utf8),
+)
+hub_bytes = st.lists(
+    st.builds(
+        lambda op, who, line: bytes([op, who]) + _chunks(_utf8(line)),
+        st.integers(0, 7),
+        st.integers(0, 3),
+        client_line_text,
+    ),
+    max_size=10,
+).map(b"".join)
+stored_bytes = st.builds(
+    lambda mails, rows: (
+        bytes([len(mails)])
+        + b"".join(_chunks(_utf8(i), _utf8(t)) + bytes([to]) for i, t, to in mails)
+        + rows
+    ),
+    st.lists(st.tuples(words, words, st.integers(0, 2)), max_size=5),
+    st.binary(max_size=60),
+)
+
+#: For each harness, the grammar-shaped strategy (arbitrary bytes are tried besides).
+SHAPED: dict[str, st.SearchStrategy[bytes]] = {
+    "client_line": client_bytes,
+    "server_line": server_bytes,
+    "link_frame": frame_bytes,
+    "conversation": conversation_bytes,
+    "handshake": handshake_bytes,
+    "sealed": sealed_bytes,
+    "peer_server_events": peer_bytes,
+    "partner_frames": partner_bytes,
+    "mail_payload": mail_bytes,
+    "hub_lines": hub_bytes,
+    "stored_rows": stored_bytes,
+}
