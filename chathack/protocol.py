@@ -65,9 +65,9 @@ FLAG_RE = re.compile(r"[A-Z_]{1,16}")
 MAIL_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: The receipts a sender gets about its mail (``Servidor[FLAG]: NAME ID``).
 RECEIPT_FLAGS = ("DELIVERED", "READ", "EXPIRED")
-#: Digits of a MAIL stamp (Unix seconds): 11 reach the year 5138, and every
-#: clock and calendar function still takes them.
-MAX_STAMP_DIGITS = 11
+#: Digits of a MAIL stamp (Unix seconds): 12 reach the year 33658, and every
+#: clock and calendar function here still takes them.
+MAX_STAMP_DIGITS = 12
 #: Most items one ``ack:``, ``read:`` or ``receipt:`` line may carry.
 MAX_MAIL_KEYS = 1024
 

@@ -7,6 +7,7 @@ import getpass
 import logging
 import os
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import platformdirs
@@ -16,6 +17,7 @@ from chathack import __version__
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import check_name
 from peer.errors import LoginFailed, PeerError
+from peer.identity import fold_name
 from peer.node import PasswordSource, PeerConfig, fixed_password, open_peer
 from peer.tls import normalize_fingerprint
 
@@ -51,8 +53,84 @@ def fingerprint_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def default_data_dir(name: str) -> Path:
-    return Path(platformdirs.user_data_dir("chathack")) / "peers" / name
+def peers_root() -> Path:
+    """Where the per-user data dirs live (``~/.local/share/chathack/peers`` on Linux)."""
+    return Path(platformdirs.user_data_dir("chathack")) / "peers"
+
+
+def default_data_dir(name: str, root: Path | None = None) -> Path:
+    """``name``'s data dir under ``root`` (default :func:`peers_root`): named by
+    the folded name (:func:`peer.identity.fold_name`), as the rendezvous folds
+    it, so ``chathack-peer Dave`` is dave, with dave's identity key."""
+    return (root if root is not None else peers_root()) / fold_name(name)
+
+
+def find_data_dir(name: str, root: Path | None = None) -> tuple[Path, list[str]]:
+    """:func:`default_data_dir`, after looking for data an older version left
+    under another spelling of ``name``; and what to tell the user about it.
+
+    Older versions named the dir as typed (``peers/Dave``). Such a dir is
+    renamed to the folded name when there is no dir by that name yet, else
+    left alone and named in a note: an identity is never lost silently.
+    """
+    root = root if root is not None else peers_root()
+    folded = default_data_dir(name, root)
+    others = _other_spellings(root, folded)
+    notes: list[str] = []
+    if not folded.is_dir() and others:
+        # Several old spellings (dave ran as Dave and as DAVE): the one used last.
+        old = max(others, key=_last_used)
+        others.remove(old)
+        try:
+            old.rename(folded)
+        except OSError as e:
+            if folded.is_dir():  # another chathack-peer starting at once moved it
+                return folded, notes
+            notes.append(
+                f"Using {old}, made by an older chathack-peer for {old.name}: it could not "
+                f"be renamed to {folded} ({e.strerror or e}); rename it yourself to silence this"
+            )
+            folded = old
+        else:
+            notes.append(
+                f"Moved your data (identity key, pinned keys, history) from {old} to {folded}: "
+                "user names are not case-sensitive, and a data folder is now named in lower case"
+            )
+    for other in others:
+        notes.append(
+            f"Not using {other}: an older chathack-peer made it when run as {other.name}, "
+            f"but user names are not case-sensitive and {folded} is the data folder of "
+            f"{fold_name(name)}. If the identity key in {other} is the one your partners know, "
+            f"put that folder in place of {folded}"
+        )
+    return folded, notes
+
+
+def _other_spellings(root: Path, folded: Path) -> list[Path]:
+    """Dirs in ``root`` named by another spelling of ``folded``'s name."""
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:  # no root yet (first run), or unreadable: nothing to find
+        return []
+    found = []
+    for path in entries:
+        if path.name == folded.name or fold_name(path.name) != folded.name:
+            continue
+        with suppress(OSError):
+            if not path.is_dir() or (folded.exists() and path.samefile(folded)):
+                continue  # a file; or a case-insensitive file system: the same dir
+            found.append(path)
+    return found
+
+
+def _last_used(path: Path) -> float:
+    """When the data dir ``path`` was last written (its newest entry)."""
+    times = [0.0]
+    with suppress(OSError):
+        times.append(path.stat().st_mtime)
+        for entry in path.iterdir():
+            times.append(entry.stat().st_mtime)
+    return max(times)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +225,12 @@ def interactive_password(name: str) -> PasswordSource:
 
 
 async def run(args: argparse.Namespace, plain: bool) -> int:
-    data_dir = args.data_dir or default_data_dir(args.name)
+    if args.data_dir is not None:
+        data_dir = args.data_dir
+    else:
+        data_dir, notes = find_data_dir(args.name)
+        for note in notes:
+            print(f"chathack-peer: {note}", file=sys.stderr)
     data_dir.mkdir(parents=True, exist_ok=True)
     config = PeerConfig(
         name=args.name,

@@ -2,7 +2,11 @@
 
 Three jobs:
 
-* ``::history NAME [N]`` and the last lines shown when a conversation reopens;
+* ``::history NAME [N]``, and the last lines shown again when a conversation
+  reopens — only lines of an *earlier run* (:meth:`History.last` with
+  ``before_this_run``): every line recorded in this run was shown when it was
+  recorded, and a message is shown at most once (a backlog of mail shown
+  on login must not come again as "earlier" when its conversation opens);
 * each sent message's **delivery state** — ``sent`` → ``stored`` (on the
   rendezvous, for an offline partner) → ``delivered`` → ``read`` — which only
   ever moves forward and survives restarts;
@@ -23,6 +27,8 @@ from pathlib import Path
 HISTORY_FILE = "history.sqlite3"
 #: Delivery states, in the only order they can move.
 STATES = ("sent", "stored", "delivered", "read")
+#: The largest rowid SQLite can give.
+_MAX_ROWID = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -66,6 +72,11 @@ class History:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # Rows up to this one come from earlier runs; the later ones were shown in
+        # this run as they were recorded (rows are never deleted, so rowids grow).
+        (self._run_start,) = self._db.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM messages"
+        ).fetchone()
 
     def add_incoming(self, partner: str, text: str, at: float, msg_id: str | None = None) -> bool:
         """Record a received message; False if this mail id was recorded before."""
@@ -133,11 +144,14 @@ class History:
         ).fetchall()
         return [PendingMail(*r) for r in rows]
 
-    def last(self, partner: str, n: int) -> list[Entry]:
+    def last(self, partner: str, n: int, before_this_run: bool = False) -> list[Entry]:
+        """The last ``n`` messages with ``partner``, oldest first; with
+        ``before_this_run``, only those recorded before this History was opened
+        (the context for a reopened conversation: nothing this run showed)."""
         rows = self._db.execute(
             "SELECT partner, outgoing, text, at, state, msg_id FROM messages"
-            " WHERE partner = ? ORDER BY rowid DESC LIMIT ?",
-            (partner, n),
+            " WHERE partner = ? AND rowid <= ? ORDER BY rowid DESC LIMIT ?",
+            (partner, self._run_start if before_this_run else _MAX_ROWID, n),
         ).fetchall()
         return [Entry(p, bool(o), t, a, s, m) for p, o, t, a, s, m in reversed(rows)]
 

@@ -11,6 +11,11 @@ Files in the peer's data dir:
 
 A partner's key is checked, at every key exchange, against the pin and
 against the key the rendezvous vouches for (:func:`judge`).
+
+User names are not case-sensitive: the rendezvous folds them (``Dave`` logs
+in to dave's account), and so does everything the peer keeps, on disk and in
+memory, with :func:`fold_name` -- the data dir's name, the names in
+``known_peers``, the history's partners (``COLLATE NOCASE``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ from peer.errors import PeerError
 
 IDENTITY_FILE = "identity.key"
 PINS_FILE = "known_peers"
+
+
+def fold_name(name: str) -> str:
+    """The form of a user name that compares and files it, as the rendezvous
+    folds it (``name.lower()``, SQLite ``COLLATE NOCASE``: names are ASCII)."""
+    return name.lower()
 
 
 class IdentityError(PeerError):
@@ -90,15 +101,15 @@ class Pins:
                 name, _, key = line.strip().partition(" ")
                 if name and key:
                     try:
-                        self._keys[name.lower()] = base64.b64decode(key, validate=True)
+                        self._keys[fold_name(name)] = base64.b64decode(key, validate=True)
                     except ValueError:
                         continue
 
     def get(self, name: str) -> bytes | None:
-        return self._keys.get(name.lower())
+        return self._keys.get(fold_name(name))
 
     def pin(self, name: str, key: bytes) -> None:
-        self._keys[name.lower()] = key
+        self._keys[fold_name(name)] = key
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")

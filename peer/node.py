@@ -456,7 +456,8 @@ class PeerNode(LinkMixin):
         talk = Talk(partner, conv, link.path if link else "relayed", link)
         self.talks[key] = talk
         self._know_user(partner)
-        self.show_history(partner, REOPEN_LINES, "earlier")
+        # Only lines of earlier runs: what this run recorded, it has shown already.
+        self.show_history(partner, REOPEN_LINES, "earlier", before_this_run=True)
         if key not in self._connecting:  # connect() announces its own
             self.emit(
                 System(
@@ -713,9 +714,12 @@ class PeerNode(LinkMixin):
         self.mail.mark_read(self.active)
         self._status_changed()
 
-    def show_history(self, name: str, n: int, label: str = "history") -> None:
-        """The last ``n`` messages with ``name``, oldest first, with their states."""
-        for e in self.mail.history.last(name, n):
+    def show_history(
+        self, name: str, n: int, label: str = "history", before_this_run: bool = False
+    ) -> None:
+        """The last ``n`` messages with ``name``, oldest first, with their states
+        (``before_this_run``: only those an earlier run recorded, see History.last)."""
+        for e in self.mail.history.last(name, n, before_this_run):
             who = self.me if e.outgoing else e.partner
             state = f" [{e.state}]" if e.outgoing else ""
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
