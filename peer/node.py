@@ -108,6 +108,9 @@ log = logging.getLogger("chathack.peer")
 
 #: Seconds the rendezvous has to answer a ``connect:``.
 CONNECT_REPLY_TIMEOUT = 10.0
+#: Seconds before asking again about a partner that looks like a plain-text
+#: client (it may be a peer that logged in a moment ago and not announced yet).
+PLAIN_RECHECK = 0.5
 #: Seconds ``connect`` waits for a direct link before opening on the relay.
 DIRECT_GRACE = 0.5
 #: Seconds ``quit`` waits for goodbyes to be written.
@@ -604,6 +607,13 @@ class PeerNode(LinkMixin):
     async def _open_talk(self, name: str) -> Talk | None:
         """Ask the rendezvous where ``name`` is and open the talk (not yet active)."""
         answer = await self._ask_connect(name)
+        if isinstance(answer, PeerAddress) and self._looks_plain(answer):
+            # A peer that has just logged in announces its key and addresses in
+            # the lines right after its login; asked in between, the rendezvous
+            # knows neither. Ask once more before taking it for a plain-text
+            # client: a chathack peer taken for one drops what it is sent.
+            await trio.sleep(PLAIN_RECHECK)
+            answer = await self._ask_connect(name)
         if isinstance(answer, str):
             self.emit(ServerNotice("ERROR", answer))
             return None
@@ -618,7 +628,7 @@ class PeerNode(LinkMixin):
                     f"{answer.name} on the server and delivered at the next login"
                 )
             )
-        elif not cands.frames:
+        elif self._looks_plain(answer):
             talk = self._talk_for(answer.name, None)
             talk.plain = True
         else:
@@ -631,6 +641,18 @@ class PeerNode(LinkMixin):
                 self.send_raw(talk.partner, Hello(self.me, answer.name, self.epoch), None)
                 pathsec.start(self, talk.partner, talk.relay_sec, None)
         return talk
+
+    def _looks_plain(self, addr: PeerAddress) -> bool:
+        """Whether ``addr`` is a plain-text client's (``nc``): it announced no
+        addresses and no key, and no key of that name was ever pinned or vouched
+        for (a known chathack peer is never talked to in plain text)."""
+        return (
+            dict(addr.extra).get("state") != "offline"
+            and not paths.candidates_of(addr).frames
+            and "key" not in dict(addr.extra)
+            and addr.name.lower() not in self.vouched
+            and self.pins.get(addr.name) is None
+        )
 
     async def _ask_connect(self, name: str) -> PeerAddress | str:
         async with self._connect_lock:

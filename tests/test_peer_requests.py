@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from chathack.protocol import Msg, Punch, format_client_event
 from peer.events import System
-from peer.node import REPLACED, PeerConfig, fixed_password, open_peer
+from peer.node import REPLACED, PeerConfig, PeerNode, fixed_password, open_peer
+from rendezvous.hub import Hub, Session
 from tests.test_node import DEADLINE, Watcher, world
 
 
@@ -75,3 +77,46 @@ async def test_quit_says_what_leaves_undelivered() -> None:
         with trio.fail_after(DEADLINE):
             await alice.quit()
         await wa.system("Not delivered: 2 to bob")
+
+
+async def test_a_peer_asked_for_before_it_announced_is_not_taken_for_plain_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bob has logged in but his key and addresses (the lines right after his
+    login) reach the rendezvous only after alice's ``connect: bob`` was
+    answered: alice must not take bob for a plain-text client, or what she
+    sends leaves unencrypted and bob's peer drops it (it was lost)."""
+    answered = trio.Event()
+    go = trio.Event()
+    real_connect, real_announce = Hub.connect, PeerNode._announce
+
+    def connect_then_tell(hub: Hub, session: Session, name: str) -> None:
+        real_connect(hub, session, name)
+        if session.name == "alice":
+            answered.set()
+
+    def announce_late(node: PeerNode) -> None:
+        if node.me != "bob":
+            real_announce(node)
+            return
+
+        async def later() -> None:
+            await go.wait()
+            real_announce(node)
+
+        node.nursery.start_soon(later)
+
+    monkeypatch.setattr(Hub, "connect", connect_then_tell)
+    monkeypatch.setattr(PeerNode, "_announce", announce_late)
+    async with world("alice", "bob") as w:
+        alice, wb = w["alice"].node, w["bob"]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(alice.connect, "bob")
+            with trio.fail_after(DEADLINE):
+                await answered.wait()  # the first answer: no key, no addresses
+            go.set()
+        talk = alice.talks["bob"]
+        assert not talk.plain
+        await alice.send("bob", "sealed, not plain")
+        assert await wb.texts_count(1) == ["sealed, not plain"]
+        assert not [e for e in wb.seen if "unencrypted" in getattr(e, "text", "")]
