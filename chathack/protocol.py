@@ -415,7 +415,9 @@ def parse_endpoint(text: str) -> tuple[str, int] | None:
     """``(host, port)`` from ``HOST:PORT`` or ``[V6]:PORT``; None if it is not one."""
     host, _, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if host and _is_port(port):
+    # A host is an address or a DNS name: nothing that would not survive being
+    # written back (a space inside brackets, say) or mean something to a dialer.
+    if _ENDPOINT_HOST_RE.fullmatch(host) and _is_port(port):
         return host, int(port)
     return None
 
@@ -501,6 +503,8 @@ def _parse_receipt(arg: str) -> ClientEvent:
 
 
 _HOST_RE = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+#: What parse_endpoint takes for a host: an IPv4/IPv6 address or a DNS name.
+_ENDPOINT_HOST_RE = re.compile(r"[A-Za-z0-9_.:%-]{1,253}")
 
 _KEYWORDS = {
     "resume": _parse_resume,
