@@ -78,7 +78,7 @@ from chathack.protocol import (
 )
 from chathack.replies import parse_failed
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
-from peer import direct, paths, pathsec
+from peer import direct, paths, pathsec, retransmit
 from peer.events import (
     Incoming,
     Outgoing,
@@ -239,6 +239,7 @@ class PeerNode(LinkMixin):
             self.nursery.start_soon(partial(trio.serve_listeners, self._accept, [listener]))
         reader = await self.server.login(self.nursery, source)
         self.nursery.start_soon(self.faults.contain, "sending mail acknowledgements", self.mail.run)
+        retransmit.start(self)  # re-sends what the relay loses; says what is late
         self._announce()
         self.mail.resend_pending()
         self.nursery.start_soon(

@@ -1,0 +1,204 @@
+"""The relay's retransmission with real nodes: a real Server and real
+PeerNodes on 127.0.0.1 (like ``tests/test_node.py``), both relay-only so
+every frame goes through the rendezvous, and one frame lost on the way.
+
+The loss is made at the sender's edge: the frame is sealed as usual and then
+not written, exactly what a rendezvous that dropped the ``msg:`` line would
+leave behind. The bounds of :mod:`chathack.retransmit` and the driver's tick
+are shrunk (``fast``) so each test takes about a second; every wait has a
+deadline (``tests/test_node.py``'s ``DEADLINE``, through its ``Watcher``).
+
+Each node gets its driver from ``retransmit.start(node)``: the call
+``PeerNode.start`` makes once the hook is in ``peer/node.py`` (it runs one
+driver per node, so calling it here too is harmless then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+
+from chathack.link import Ack, Chat, Frame
+from chathack.protocol import ServerEvent, UserLine
+from chathack.retransmit import Timing
+from chathack.secure import KeyConfirm, KeyInit, KeyReply
+from peer import retransmit
+from peer.events import System
+from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
+from rendezvous.passwords import Passwords, fast_hasher
+from rendezvous.server import Server
+from rendezvous.store import SqliteStore
+from tests.test_node import DEADLINE, Watcher
+
+FAST = Timing(
+    resend_first=1.0,  # long against gap_after, so the receiver sees the hole first
+    resend_max=1.0,
+    late_after=1.0,
+    gap_after=0.1,
+    key_first=0.5,
+    key_max=1.0,
+)
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retransmit, "TICK_INTERVAL", 0.05)
+    monkeypatch.setattr(retransmit, "TIMING", FAST)
+
+
+@asynccontextmanager
+async def relayed(*names: str) -> AsyncIterator[dict[str, Watcher]]:
+    """A server and one relay-only node per name, each with its watcher."""
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        out: dict[str, Watcher] = {}
+        for name in names:
+            cfg = PeerConfig(name, "127.0.0.1", port, "127.0.0.1", 0, relay_only=True)
+            node = await stack.enter_async_context(open_peer(cfg, fixed_password(name + "-pw")))
+            retransmit.start(node)
+            out[name] = Watcher(node)
+            nursery.start_soon(out[name].run)
+        yield out
+        nursery.cancel_scope.cancel()
+
+
+def lose_once(
+    monkeypatch: pytest.MonkeyPatch,
+    node: PeerNode,
+    *,
+    sealed: Callable[[Frame], bool] | None = None,
+    raw: Callable[[Frame], bool] | None = None,
+) -> list[Frame]:
+    """Lose on the relay the first frame ``node`` sends that matches: before
+    sealing (``sealed``: a chat or an ack) or as it is (``raw``: a key exchange
+    frame). Returns what was lost (the sealed bytes, for a sealed frame)."""
+    lost: list[Frame] = []
+    armed = False
+    send_frame, send_raw = node._send_frame, node.send_raw
+
+    def _send_frame(talk: object, frame: Frame) -> None:
+        nonlocal armed
+        armed = not lost and sealed is not None and sealed(frame)
+        try:
+            send_frame(talk, frame)  # type: ignore[arg-type]
+        finally:
+            armed = False
+
+    def _send_raw(partner: str, frame: Frame, link: object) -> bool:
+        nonlocal armed
+        if link is None and not lost and (armed or (raw is not None and raw(frame))):
+            armed = False
+            lost.append(frame)
+            return True  # "sent": the rendezvous lost it
+        return send_raw(partner, frame, link)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node, "_send_frame", _send_frame)
+    monkeypatch.setattr(node, "send_raw", _send_raw)
+    return lost
+
+
+def errors(w: Watcher) -> list[str]:
+    return [e.text for e in w.seen if isinstance(e, System) and e.level == "error"]
+
+
+async def test_a_lost_relayed_message_is_resent_and_the_rest_shown_once_in_order(
+    fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with relayed("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice = wa.node
+        await alice.connect("bob")
+        await alice.send("bob", "m0")
+        assert await wb.texts_count(1) == ["m0"]
+        lost = lose_once(monkeypatch, alice, sealed=lambda f: isinstance(f, Chat) and f.seq == 2)
+        for i in range(1, 4):
+            await alice.send("bob", f"m{i}")
+        assert len(lost) == 1
+        # Bob is told that later messages wait behind a missing one...
+        await wb.system("1 message from alice did not arrive")
+        # ...which comes again by itself, and everything is shown once, in order.
+        await wb.system("The missing messages from alice arrived")
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
+        assert wb.texts() == ["m0", "m1", "m2", "m3"]
+
+
+async def test_a_lost_acknowledgement_is_repaired(
+    fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob shows the message but his ack is lost: without a re-send alice would
+    never hear it arrived (and ::quit would call it not delivered)."""
+    async with relayed("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice, bob = wa.node, wb.node
+        await alice.connect("bob")
+        lost = lose_once(monkeypatch, bob, sealed=lambda f: isinstance(f, Ack) and f.seq == 2)
+        await alice.send("bob", "m0")
+        await alice.send("bob", "m1")  # its ack, the last one, is lost
+        assert await wb.texts_count(2) == ["m0", "m1"]
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
+        assert len(lost) == 1
+        assert wb.texts() == ["m0", "m1"]  # the copy that came again is not shown
+
+
+@pytest.mark.parametrize(
+    ("loser", "kind"),
+    [("alice", KeyInit), ("bob", KeyReply), ("alice", KeyConfirm)],
+    ids=["kinit", "kreply", "kconfirm"],
+)
+async def test_a_lost_key_exchange_frame_on_the_relay_is_repaired(
+    fast: None, monkeypatch: pytest.MonkeyPatch, loser: str, kind: type
+) -> None:
+    async with relayed("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice = wa.node
+        lost = lose_once(monkeypatch, w[loser].node, raw=lambda f: isinstance(f, kind))
+        await alice.connect("bob")
+        await alice.send("bob", "m0")
+        await alice.send("bob", "m1")
+        assert await wb.texts_count(2) == ["m0", "m1"]
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
+        assert [type(f) for f in lost] == [kind]
+        assert wb.texts() == ["m0", "m1"]
+        assert errors(wa) == [] and errors(wb) == []  # a retry is not a failure
+
+
+async def test_a_partner_that_never_answers_leaves_the_sender_told(
+    fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob's program stops handling what the relay brings (a frozen process, a
+    laptop lid closed: the rendezvous still counts him online until its idle
+    timeout). Alice is told her message is not delivered yet; when bob comes
+    back, it is shown once and alice hears it was delivered after all."""
+    async with relayed("alice", "bob") as w:
+        wa, wb = w["alice"], w["bob"]
+        alice, bob = wa.node, wb.node
+        await alice.connect("bob")
+        await alice.send("bob", "m0")
+        assert await wb.texts_count(1) == ["m0"]
+
+        frozen = True
+        handle = bob._handle_server_event
+
+        def gone(event: ServerEvent) -> None:
+            if not (frozen and isinstance(event, UserLine)):
+                handle(event)
+
+        monkeypatch.setattr(bob, "_handle_server_event", gone)
+        await alice.send("bob", "are you there?")
+        await wa.system("Not delivered yet: 1 message to bob not confirmed")
+        assert wb.texts() == ["m0"]
+
+        frozen = False  # bob is back
+        assert await wb.texts_count(2) == ["m0", "are you there?"]
+        await wa.system("Delivered after all: bob confirmed 1 late message")
+        with trio.fail_after(DEADLINE):
+            await alice.wait_delivered()
+        assert wb.texts() == ["m0", "are you there?"]
