@@ -90,6 +90,16 @@ async def guess(
             await client.aclose()
 
 
+async def at_password(connect: Connect, ip: str, name: str, deadline: float) -> LineClient:
+    """A client from ``ip`` that sent ``username: NAME`` and was asked for its password."""
+    client = await connect(ip)
+    client.deadline = deadline
+    await client.expect("USERNAME")
+    await client.send_line(f"username: {name}")
+    await client.expect("PASSWORD")
+    return client
+
+
 def watch_holds(server: Server) -> dict[str, trio.Event]:
     """An event per account, set when a ticket for it is reserved from now on:
     a test knows the server holds an attempt without sleeping or polling."""
@@ -176,11 +186,7 @@ async def test_a_second_attempt_at_an_account_is_refused_not_counted(
         server.logins.failed_logins.failed("alice", "198.51.100.66", trio.current_time())
         held = watch_holds(server)
         # A guesser's attempt now waits out the account's 1 s back-off, holding it...
-        guesser = await connect("198.51.100.66")
-        guesser.deadline = 1000
-        await guesser.expect("USERNAME")
-        await guesser.send_line("username: alice")
-        await guesser.expect("PASSWORD")
+        guesser = await at_password(connect, "198.51.100.66", "alice", 1000)
         t0 = trio.current_time()
         await guesser.send_line("password: guess")
         await held["alice"].wait()
@@ -194,11 +200,7 @@ async def test_a_second_attempt_at_an_account_is_refused_not_counted(
             "Another password attempt for alice is pending; try again in a few seconds; "
             "the password was not changed"
         )
-        other = await connect("203.0.113.5")
-        other.deadline = 1000
-        await other.expect("USERNAME")
-        await other.send_line("username: alice")
-        await other.expect("PASSWORD")
+        other = await at_password(connect, "203.0.113.5", "alice", 1000)
         await other.send_line("password: alice-pw")
         assert "Another password attempt for alice is pending" in await other.expect("ERROR")
         assert await other.expect("PASSWORD") == "Password for alice"
@@ -222,11 +224,7 @@ async def test_registrations_past_the_global_rate_are_refused_and_not_counted(
     async with running(server) as connect:
         for n in range(2):
             await (await connect(f"192.0.2.{n}")).login(f"user{n}", "a-password")
-        late = await connect("192.0.2.9")
-        late.deadline = 100
-        await late.expect("USERNAME")
-        await late.send_line("username: user2")
-        await late.expect("PASSWORD")
+        late = await at_password(connect, "192.0.2.9", "user2", 100)
         await late.send_line("password: a-password")
         assert await late.expect("ERROR") == NEW_ACCOUNTS
         assert await late.expect("PASSWORD") == "Password for user2"
@@ -293,11 +291,7 @@ async def test_a_connection_that_gives_up_in_line_leaves_nothing_behind(
         await second.send_line("username: bob")
         await second.expect("PASSWORD")
         await trio.sleep(10)  # virtual time: the scenario, not synchronisation
-        first = await connect("192.0.2.1")
-        first.deadline = 100
-        await first.expect("USERNAME")
-        await first.send_line("username: alice")
-        await first.expect("PASSWORD")
+        first = await at_password(connect, "192.0.2.1", "alice", 100)
         await first.send_line("password: alice-pw")
         await passwords.entered.wait()  # alice's check holds the one worker
         held = watch_holds(server)

@@ -15,8 +15,8 @@ driver per node, so calling it here too is harmless then).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 import trio
@@ -27,10 +27,8 @@ from chathack.retransmit import Timing
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
 from peer import retransmit
 from peer.events import System
-from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
-from rendezvous.passwords import Passwords, fast_hasher
-from rendezvous.server import Server
-from rendezvous.store import SqliteStore
+from peer.node import PeerNode
+from tests.test_e2e_security import world
 from tests.test_node import DEADLINE, Watcher
 
 FAST = Timing(
@@ -49,22 +47,10 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retransmit, "TIMING", FAST)
 
 
-@asynccontextmanager
-async def relayed(*names: str) -> AsyncIterator[dict[str, Watcher]]:
-    """A server and one relay-only node per name, each with its watcher."""
-    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-        server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
-        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
-        port = listeners[0].socket.getsockname()[1]
-        out: dict[str, Watcher] = {}
-        for name in names:
-            cfg = PeerConfig(name, "127.0.0.1", port, "127.0.0.1", 0, relay_only=True)
-            node = await stack.enter_async_context(open_peer(cfg, fixed_password(name + "-pw")))
-            retransmit.start(node)
-            out[name] = Watcher(node)
-            nursery.start_soon(out[name].run)
-        yield out
-        nursery.cancel_scope.cancel()
+def relayed(*names: str) -> AbstractAsyncContextManager[dict[str, Watcher]]:
+    """A server and one relay-only node per name, each with its watcher (the
+    node starts its own retransmit driver once logged in)."""
+    return world(**{name: {"relay_only": True} for name in names})
 
 
 def lose_once(
