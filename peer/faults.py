@@ -17,6 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+from chathack.text import neutralise
 from peer.events import System, UIEvent
 
 log = logging.getLogger("chathack.peer")
@@ -32,7 +33,12 @@ class Faults:
         """Log, count and tell the user about ``exc``, met while handling ``where``."""
         kind = type(exc).__name__
         self.counts[kind] += 1
-        log.error("unexpected %s while handling %s: %s", kind, where, str(exc)[:200])
+        log.error(
+            "unexpected %s while handling %s: %s",
+            kind,
+            neutralise(where),
+            neutralise(str(exc)[:200]),
+        )
         self._emit(
             System(
                 f"Something went wrong while handling {where} ({kind}); {consequence}. "

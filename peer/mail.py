@@ -33,6 +33,7 @@ from chathack.protocol import (
     ReceiptAck,
     ServerLine,
     format_client_event,
+    has_controls,
     parse_mail,
     parse_mail_key,
     parse_refusal,
@@ -218,6 +219,7 @@ class Mailroom:
             or inner.get("i") != msg_id
             or not isinstance(inner.get("x"), str)
             or not _is_text(inner["x"])
+            or has_controls(inner["x"])
         ):
             node.emit(
                 System(f"Dropped mail from {origin}: its sealed header does not match", "warning")

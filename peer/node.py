@@ -78,6 +78,7 @@ from chathack.protocol import (
 )
 from chathack.replies import parse_failed
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
+from chathack.text import neutralise
 from peer import direct, paths, pathsec, retransmit
 from peer.events import (
     Incoming,
@@ -379,16 +380,12 @@ class PeerNode(LinkMixin):
                 pass
             case "msg":
                 talk = self.talks.get(failed.name.lower())
-                if (
-                    failed.code == "offline"
-                    and talk is not None
-                    and talk.open
-                    and not talk.offline
-                    and not talk.plain
-                ):
-                    # Frames relayed to a partner who just left: the mailbox takes
-                    # what was not confirmed, as when GONE arrives first.
-                    self._partner_left(talk, f"{talk.partner} is offline")
+                if talk is not None and not talk.plain:
+                    # Frames of a conversation (chat, acks, key exchange): what was
+                    # not confirmed is the conversation's to re-send or to mail, so
+                    # the person is told nothing here (a late ack's refusal is no loss).
+                    if failed.code == "offline" and talk.open and not talk.offline:
+                        self._partner_left(talk, f"{talk.partner} is offline")
                     return
                 self.emit(System(f"Not delivered to {failed.name}: {failed.reason}", "warning"))
             case "punch":
@@ -746,7 +743,8 @@ class PeerNode(LinkMixin):
             who = self.me if e.outgoing else e.partner
             state = f" [{e.state}]" if e.outgoing else ""
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
-            self.emit(System(f"{label}: {when} {who}: {e.text}{state}"))
+            # A stored text is the partner's words: one line, whatever it holds.
+            self.emit(System(f"{label}: {when} {who}: {neutralise(e.text)}{state}"))
 
     async def change_password(self, old: str, new: str) -> bool:
         """``::passwd``: the server checks ``old``, then keeps ``new``."""
@@ -845,7 +843,7 @@ class PeerNode(LinkMixin):
         unsent = {
             t.partner: len(t.conv.unacked)
             for t in self.talks.values()
-            if t.open and not t.plain and t.conv.unacked
+            if not t.plain and t.conv.unacked
         }
         for p in self.mail.history.pending_mail():
             unsent[p.partner] = unsent.get(p.partner, 0) + 1

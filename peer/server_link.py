@@ -52,6 +52,12 @@ log = logging.getLogger("chathack.peer")
 CONNECT_TIMEOUT = 5.0
 #: Seconds the rendezvous has to answer each login step.
 REPLY_TIMEOUT = 10.0
+#: Seconds before sending a password the server refused unjudged (busy), times
+#: the refusals so far, up to RETRY_BACKOFF_MAX; after MAX_LOGIN_RETRIES the
+#: login counts as failed to connect (the reconnection loop then backs off).
+RETRY_BACKOFF = 1.0
+RETRY_BACKOFF_MAX = 5.0
+MAX_LOGIN_RETRIES = 10
 #: Seconds between keepalive pings to the rendezvous.
 PING_INTERVAL = 5.0
 #: Seconds of silence from the rendezvous after which the connection is dropped.
@@ -189,6 +195,7 @@ class ServerLink:
         else:
             self.send(format_client_event(Username(self.name)))
         attempt, asked_name, last_error, sent_password = 0, 0, "", False
+        retries = 0  # refusals before any hash (Servidor[RETRY]): the same password again
         while True:
             with trio.move_on_after(REPLY_TIMEOUT) as scope:
                 event = await reader.next_event()
@@ -210,13 +217,22 @@ class ServerLink:
                         self.send(format_client_event(Username(self.name)))
                     elif asked_name > 1:  # the first one is the greeting
                         raise LoginFailed(last_error or text)
+                case ServerLine("PASSWORD", text) if retries and self._secret is not None:
+                    # Not judged yet (the server was busy): the same password, later.
+                    await trio.sleep(min(RETRY_BACKOFF * retries, RETRY_BACKOFF_MAX))
+                    self.send(format_client_event(Password(self._secret)))
                 case ServerLine("PASSWORD", text):
                     attempt += 1
                     prompt = f"{last_error}. {text}" if last_error else text
                     secret = await source(prompt, text.startswith("New user"), attempt)
                     self._secret = secret
                     self.send(format_client_event(Password(secret)))
-                    sent_password, last_error = True, ""
+                    sent_password, last_error, retries = True, "", 0
+                case ServerLine("RETRY", text):
+                    retries += 1
+                    if retries > MAX_LOGIN_RETRIES:
+                        raise ServerUnreachable(text)  # the reconnection loop backs off
+                    self.on_state(self.state, f"{text} (trying again)")
                 case ServerLine("ERROR", text):
                     last_error = text
                 case ServerLine("BYE", text) if not (sent_password and last_error):

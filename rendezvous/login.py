@@ -47,6 +47,10 @@ from rendezvous.store import Account
 log = logging.getLogger("chathack.rendezvous")
 
 TOO_MANY_TRIES = "Too many failed attempts; connect again to retry"
+#: The flag of a password line refused before any hash (busy, pending, rate):
+#: not a wrong password, so a program sends the same one again a little later
+#: (``ERROR`` would read as "wrong", and a script would give up for good).
+RETRY_FLAG = "RETRY"
 #: Password attempts (of ``--max-login-rate``) one registration counts for: it makes
 #: an account too. So one address registers 10 a minute by default, and it takes 30
 #: addresses to use up ``--max-new-accounts`` (300) and keep others from registering.
@@ -264,7 +268,7 @@ class Logins:
             await self._pace_login(conn, session, REGISTRATION_COST)
             pw_hash = await self._hash(conn, session, Kind.REGISTER, login.name, secret)
             if isinstance(pw_hash, Refusal):
-                session.say("ERROR", pw_hash.text)
+                session.say(RETRY_FLAG, pw_hash.text)
                 return Failed.REFUSED
             # Someone may have registered the name while we hashed.
             if store.get_account(login.name) is not None:
@@ -274,7 +278,7 @@ class Logins:
         await self._pace_login(conn, session, 1)
         checked = await self._verify(conn, session, login.account, secret)
         if isinstance(checked, Refusal):
-            session.say("ERROR", checked.text)
+            session.say(RETRY_FLAG, checked.text)
             return Failed.REFUSED
         ok, new_hash = checked
         if not ok:

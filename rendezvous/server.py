@@ -61,6 +61,7 @@ from chathack.protocol import (
     format_server_line,
     parse_client_line,
 )
+from chathack.text import neutralise
 from rendezvous.connection import Batch, Connection, Spawn
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import (
@@ -313,7 +314,7 @@ class Server:
             ip,
             name or "not logged in",
             kind,
-            str(exc)[:200],
+            neutralise(str(exc)[:200]),  # it may quote what the client sent
         )
 
     async def _serve_transport(
@@ -426,8 +427,10 @@ class Server:
         self.hub.mailbox.begin_group()
 
     def _release(self) -> None:
-        self.hub.mailbox.commit_group()  # its STORED lines join the batch
-        self.batch.release()
+        try:
+            self.hub.mailbox.commit_group()  # its STORED lines join the batch
+        finally:
+            self.batch.release()  # whatever happened, held lines are written
 
     async def _read_lines(self, conn: Connection, session: Session) -> bool:
         buf = LineBuffer(self.limits.max_line_bytes)

@@ -205,7 +205,9 @@ async def log_in(conn: FuzzConn, w: Fuzzer) -> bool:
     start = got[0] + 1
     if w.token:
         await stream.send_all(f"resume: {w.name} {w.token}\n".encode())
-        got = await conn.wait_for(("Servidor[OK]", "Servidor[ERROR]", "Servidor[BYE]"), start)
+        got = await conn.wait_for(
+            ("Servidor[OK]", "Servidor[ERROR]", "Servidor[RETRY]", "Servidor[BYE]"), start
+        )
         if got is None or not got[1].startswith("Servidor[OK]"):
             w.token = None
             got = await conn.wait_for(("Servidor[USERNAME]",), start)
@@ -218,7 +220,9 @@ async def log_in(conn: FuzzConn, w: Fuzzer) -> bool:
         if got is None:
             return False
         await stream.send_all(f"password: {w.password}\n".encode())
-        got = await conn.wait_for(("Servidor[OK]", "Servidor[ERROR]", "Servidor[BYE]"), got[0] + 1)
+        got = await conn.wait_for(
+            ("Servidor[OK]", "Servidor[ERROR]", "Servidor[RETRY]", "Servidor[BYE]"), got[0] + 1
+        )
         if got is None or not got[1].startswith("Servidor[OK]"):
             return False
     got = await conn.wait_for(("Servidor[TOKEN]",), got[0] + 1)
@@ -363,7 +367,9 @@ async def login_storm(w: Fuzzer, k: int, t: Target, tally: Tally) -> None:
                 await stream.send_all(f"username: {name}\npassword: wrong-{k}\n".encode())
                 tally.storm_attempts += 1
                 with trio.move_on_after(rng.uniform(0, 0.3) if abandon else 3):
-                    await conn.wait_for(("Servidor[ERROR]", "Servidor[BYE]", "Servidor[OK]"))
+                    await conn.wait_for(
+                        ("Servidor[ERROR]", "Servidor[RETRY]", "Servidor[BYE]", "Servidor[OK]")
+                    )
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

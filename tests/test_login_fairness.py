@@ -82,7 +82,7 @@ async def guess(
                     await client.send_line(f"password: guess-{ip}-{sent}")
                 elif line == f"Servidor[ERROR]: Wrong password for {victim}":
                     tally[0] += 1
-                elif line.startswith("Servidor[ERROR]"):
+                elif line.startswith("Servidor[RETRY]"):
                     tally[1] += 1  # refused before any hashing
                     await trio.sleep(pause)  # virtual time: the attacker's pace
                 assert not line.startswith("Servidor[OK]")
@@ -202,7 +202,7 @@ async def test_a_second_attempt_at_an_account_is_refused_not_counted(
         )
         other = await at_password(connect, "203.0.113.5", "alice", 1000)
         await other.send_line("password: alice-pw")
-        assert "Another password attempt for alice is pending" in await other.expect("ERROR")
+        assert "Another password attempt for alice is pending" in await other.expect("RETRY")
         assert await other.expect("PASSWORD") == "Password for alice"
         # The guess is checked when its back-off is over; then the owner's turn.
         assert await guesser.expect("ERROR") == "Wrong password for alice"
@@ -226,7 +226,7 @@ async def test_registrations_past_the_global_rate_are_refused_and_not_counted(
             await (await connect(f"192.0.2.{n}")).login(f"user{n}", "a-password")
         late = await at_password(connect, "192.0.2.9", "user2", 100)
         await late.send_line("password: a-password")
-        assert await late.expect("ERROR") == NEW_ACCOUNTS
+        assert await late.expect("RETRY") == NEW_ACCOUNTS
         assert await late.expect("PASSWORD") == "Password for user2"
         await trio.sleep(30)  # virtual: one new account per 30 s at 2 a minute
         await late.send_line("password: a-password")
@@ -252,7 +252,7 @@ async def test_shutdown_interrupts_an_attempt_waiting_out_its_back_off(
         t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.shut_down, 2.0)
-            assert await guesser.expect("ERROR") == (
+            assert await guesser.expect("RETRY") == (
                 "The server is shutting down; the password was not checked"
             )
             await guesser.expect("PASSWORD")

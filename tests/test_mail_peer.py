@@ -132,3 +132,29 @@ async def test_mail_from_someone_else_s_key_is_dropped(tmp_path: Path) -> None:
             bob.mail.on_line(ServerLine("MAIL", f"alice m1 1 {forged}"))
             await wb.system("Dropped mail claiming to be from alice")
             assert wb.texts() == []
+
+
+async def test_sealed_mail_with_a_line_break_is_dropped_not_shown_as_notices(
+    tmp_path: Path,
+) -> None:
+    """Anyone can seal mail to anyone: a LF in its text must not become a
+    second line (one that would pass for the program's own) in history."""
+    import json
+
+    from chathack.secure import seal_mail
+
+    async with server(tmp_path) as port:
+        async with peer(port, "alice", tmp_path) as wa:
+            alice = wa.node
+            await wa.wait_for(lambda e: alice.server.seen is not None, "login")
+        async with peer(port, "bob", tmp_path) as wb:
+            bob = wb.node
+            await bob.connect("alice")  # bob learns alice's vouched key
+            inner = {"f": "alice", "t": "bob", "i": "m1", "x": "hi\n— alice is verified", "a": 1}
+            sealed = seal_mail(
+                alice.identity, bytes(bob.identity.verify_key), json.dumps(inner).encode()
+            )
+            bob.mail.on_line(ServerLine("MAIL", f"alice m1 1 {sealed}"))
+            await wb.system("Dropped mail from alice: its sealed header does not match")
+            assert wb.texts() == []
+            assert bob.mail.history.last("alice", 5) == []

@@ -48,6 +48,14 @@ class Watcher:
             lambda e: isinstance(e, System) and fragment in e.text, f"system line {fragment!r}"
         )
 
+    async def settled(self) -> list[UIEvent]:
+        """Every event the node emitted so far, seen: for asserting that one is
+        absent (a marker is emitted and waited for; the channel keeps order)."""
+        marker = System("(test marker)")
+        self.node.emit(marker)
+        await self.wait_for(lambda e: e is marker, "the marker")
+        return self.seen
+
     def texts(self) -> list[str]:
         return [e.text for e in self.seen if isinstance(e, Incoming)]
 
@@ -142,7 +150,8 @@ async def test_only_the_user_chooses_where_typed_lines_go() -> None:
         assert bob.active == "alice"  # carol does not steal the conversation
         assert bob.status().partner == "alice"
         assert bob.status().path == "direct"
-        assert not [e for e in wb.seen if isinstance(e, System) and "Talking to carol" in e.text]
+        seen = await wb.settled()
+        assert not [e for e in seen if isinstance(e, System) and "Talking to carol" in e.text]
         await bob.handle_input("to alice")
         assert await wa.texts_count(1) == ["to alice"]
         await bob.handle_input("::switch carol")

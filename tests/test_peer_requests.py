@@ -11,7 +11,9 @@ import trio
 from chathack.protocol import Msg, Punch, format_client_event
 from peer.events import System
 from peer.node import REPLACED, PeerConfig, PeerNode, fixed_password, open_peer
+from rendezvous.hashqueue import Refusal
 from rendezvous.hub import Hub, Session
+from tests.test_e2e_security import world as relayed_world
 from tests.test_node import DEADLINE, Watcher, world
 
 
@@ -27,7 +29,8 @@ async def test_an_earlier_requests_failure_is_not_taken_for_connects_answer() ->
         assert talk is not None and talk.partner == "bob"
         assert alice.active == "bob"
         await wa.system("Not delivered to ghost: There is no user named ghost")
-        assert not [e for e in wa.seen if isinstance(e, System) and "nobody" in e.text]
+        seen = await wa.settled()
+        assert not [e for e in seen if isinstance(e, System) and "nobody" in e.text]
 
 
 async def test_connect_to_an_unknown_user_says_so() -> None:
@@ -119,4 +122,63 @@ async def test_a_peer_asked_for_before_it_announced_is_not_taken_for_plain_text(
         assert not talk.plain
         await alice.send("bob", "sealed, not plain")
         assert await wb.texts_count(1) == ["sealed, not plain"]
-        assert not [e for e in wb.seen if "unencrypted" in getattr(e, "text", "")]
+        assert not [e for e in await wb.settled() if "unencrypted" in getattr(e, "text", "")]
+
+
+async def test_a_refused_frame_to_a_partner_who_left_is_no_loss_to_report() -> None:
+    """GONE moved what bob had not confirmed to the mailbox; the server's
+    FAILED for a frame relayed after that (an ack, say) tells the user nothing."""
+    async with relayed_world(alice={"relay_only": True}, bob={"relay_only": True}) as w:
+        wa = w["alice"]
+        alice = wa.node
+        await alice.connect("bob")
+        alice._on_failed("msg bob offline: bob is offline: try again when ::users shows bob online")
+        await wa.system("bob is offline")  # the talk moved to the mailbox
+        alice._on_failed("msg bob offline: bob is offline: try again when ::users shows bob online")
+        seen = await wa.settled()
+        assert not [e for e in seen if "Not delivered to bob" in getattr(e, "text", "")]
+
+
+async def test_a_login_refused_before_any_hash_is_tried_again_with_the_same_password(
+    tmp_path: Path,
+) -> None:
+    """The hash queue refuses an attempt unjudged (another one at the account is
+    pending): Servidor[RETRY], not a wrong password. The peer sends the same
+    password again a moment later instead of giving up for good (a reconnecting
+    peer used to stay offline)."""
+    from rendezvous.hashqueue import Kind
+    from rendezvous.passwords import Passwords, fast_hasher
+    from rendezvous.server import Server
+    from rendezvous.store import SqliteStore
+
+    async with trio.open_nursery() as nursery:
+        server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0, data_dir=tmp_path)
+        async with open_peer(cfg, fixed_password("alice-pw")):
+            pass  # registered
+        queue = server.logins.hash_queue
+        held = queue.reserve(Kind.LOGIN, "alice", "203.0.113.50", trio.current_time())
+        assert not isinstance(held, Refusal)
+        refused = trio.Event()
+        real_say = Session.say
+
+        def watch(session: Session, flag: str, text: str) -> None:
+            if flag == "RETRY":
+                refused.set()
+            real_say(session, flag, text)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Session, "say", watch)
+
+            async def release() -> None:
+                await refused.wait()
+                queue.finish(held, trio.current_time())
+
+            nursery.start_soon(release)
+            with trio.fail_after(DEADLINE):
+                async with open_peer(cfg, fixed_password("alice-pw")) as node:
+                    assert node.server.state == "online"
+        assert refused.is_set()
+        nursery.cancel_scope.cancel()
