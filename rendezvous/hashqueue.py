@@ -92,7 +92,8 @@ class State(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A check refused before any hashing; ``text`` is the client's ``ERROR``."""
+    """A check refused before any hashing; ``text`` is the client's ``RETRY`` line
+    (or, in ``::passwd``, its ``ERROR``)."""
 
     reason: str  # "account", "busy", "source", "new-accounts", "interrupted"
     text: str

@@ -21,7 +21,7 @@ hashed; a connection gets ``--max-login-tries`` wrong passwords before it is
 closed. The hashing itself goes through a fair queue
 (:mod:`rendezvous.hashqueue`, driven by
 :class:`~rendezvous.passwords.HashScheduler`), which refuses some attempts
-cheaply, before any hash, with an ``ERROR`` and the ``PASSWORD`` prompt
+cheaply, before any hash, with a ``RETRY`` line and the ``PASSWORD`` prompt
 again: a second attempt at an account while one is pending, a registration
 past ``--max-new-accounts``, a full line of hashes. A refusal is not a wrong
 password: it does not count against ``--max-login-tries``.
