@@ -484,8 +484,8 @@ def test_fuzz_corpus_covers_every_operator_on_every_seed() -> None:
 def test_loopback_only_rewrites_lan_lines_that_leave_loopback() -> None:
     assert loopback_only(b"lan: 127.0.3.4:80 127.0.0.1:1\n") == b"lan: 127.0.3.4:80 127.0.0.1:1\n"
     for bad in (
-        b"lan: 125.0.0.1:80",
-        b"lan: 127.0.0.1:1 10.0.0.1:2",
+        b"lan: 203.0.113.1:80",
+        b"lan: 127.0.0.1:1 198.51.100.1:2",
         b"lan: [::1]:80",
         b"lan: cafe:80",
     ):
