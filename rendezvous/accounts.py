@@ -93,6 +93,29 @@ class FailedLogins:
                 c.booked = max(c.booked, start + self._wait(c.failures))
         return start
 
+    def bookings(self, account: str, source: str) -> tuple[float | None, float | None]:
+        """What the account's and the source's counters have booked (None: no
+        counter), to undo a reservation whose attempt never ran."""
+        a, s = self._counts.get("a:" + account.lower()), self._counts.get("s:" + source)
+        return (a.booked if a else None, s.booked if s else None)
+
+    def unbook(
+        self,
+        account: str,
+        source: str,
+        before: tuple[float | None, float | None],
+        after: tuple[float | None, float | None],
+    ) -> None:
+        """Undo a reservation (``bookings`` before and after it) whose attempt
+        was given up unhashed, where no later one booked on top of it: a client
+        that gives up in line must not push the next attempts later and later."""
+        for key, old, new in zip(
+            ("a:" + account.lower(), "s:" + source), before, after, strict=True
+        ):
+            c = self._counts.get(key)
+            if c is not None and old is not None and new is not None and c.booked == new:
+                c.booked = old
+
     def failed(self, account: str, source: str, now: float) -> None:
         for key in ("a:" + account.lower(), "s:" + source):
             c = self._live(key, now)

@@ -115,6 +115,10 @@ class Ticket:
     #: in work rather than seconds (a loaded machine slows both alike).
     started_before: int = 0
     _mark: int = field(default=0, repr=False)  # HashQueue.started when it was queued
+    #: The back-off bookings before and after its reservation (undone if it never runs).
+    booked: tuple[tuple[float | None, float | None], tuple[float | None, float | None]] | None = (
+        field(default=None, repr=False)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +209,13 @@ class HashQueue:
             if self.new_accounts.tokens(now) < 1:
                 return self._refuse("new-accounts", NEW_ACCOUNTS)
             self.new_accounts.take(now)
-        start = now if key is None else self.failed.reserve(key, source, now)
-        ticket = Ticket(kind, key, source, start)
+        if key is None:
+            start, booked = now, None
+        else:
+            before = self.failed.bookings(key, source)
+            start = self.failed.reserve(key, source, now)
+            booked = (before, self.failed.bookings(key, source))
+        ticket = Ticket(kind, key, source, start, booked=booked)
         if key is not None:
             self._holders[key] = ticket
         self.reserved += 1
@@ -272,6 +281,8 @@ class HashQueue:
     def finish(self, ticket: Ticket, now: float, verdict: bool | None = None) -> None:
         """The ticket is over: hashed (``verdict``: whether a login's password
         was right; None when there is none), refused, or given up. Idempotent."""
+        if ticket.state in (State.RESERVED, State.QUEUED):
+            self._unhashed(ticket, now)
         match ticket.state:
             case State.DONE:
                 return
@@ -294,6 +305,14 @@ class HashQueue:
         ticket.state = State.DONE
         if ticket.account is not None and self._holders.get(ticket.account) is ticket:
             del self._holders[ticket.account]
+
+    def _unhashed(self, ticket: Ticket, now: float) -> None:
+        """A ticket given up (or refused) before it was hashed takes back what it
+        reserved: its back-off booking, and a registration's new-account token."""
+        if ticket.booked is not None and ticket.account is not None:
+            self.failed.unbook(ticket.account, ticket.source, *ticket.booked)
+        if ticket.kind is Kind.REGISTER and self.new_accounts is not None:
+            self.new_accounts.give_back(now)
 
     # -- reading --------------------------------------------------------------
     def holder(self, account: str) -> Ticket | None:

@@ -46,6 +46,11 @@ class TokenBucket:
         self._tokens -= cost
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def give_back(self, now: float, cost: float = 1.0) -> None:
+        """Return ``cost`` tokens taken for something that did not happen."""
+        self._refill(now)
+        self._tokens = min(self.burst, self._tokens + cost)
+
     def tokens(self, now: float) -> float:
         """Tokens available at ``now`` (negative: reserved ahead)."""
         self._refill(now)

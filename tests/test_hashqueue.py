@@ -172,8 +172,10 @@ def test_many_addresses_guessing_at_once_get_the_back_off_of_one() -> None:
 
 def test_registrations_past_the_global_rate_are_refused_cheaply() -> None:
     q = HashQueue(workers=2, new_accounts_per_minute=3)
-    for i in range(3):
-        q.finish(ticket(q, Kind.REGISTER, f"n{i}", f"192.0.2.{i}", 0), 0)
+    for i in range(3):  # three registrations hashed
+        t = queued(q, Kind.REGISTER, f"n{i}", f"192.0.2.{i}", 0)
+        assert q.take_ready(0) == [t]
+        q.finish(t, 0)
     assert q.reserve(Kind.REGISTER, "n3", "192.0.2.3", 0) == Refusal("new-accounts", NEW_ACCOUNTS)
     assert q.reserve(Kind.REGISTER, "n3", "192.0.2.3", 10) == Refusal(
         "new-accounts", NEW_ACCOUNTS
@@ -350,3 +352,39 @@ class QueueMachine(RuleBasedStateMachine):
 
 TestQueueMachine = QueueMachine.TestCase
 TestQueueMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+
+
+def test_a_registration_given_up_unhashed_gives_its_new_account_token_back() -> None:
+    q = HashQueue(workers=1, new_accounts_per_minute=1)
+    abandoned = queued(q, Kind.REGISTER, "n0", "192.0.2.1", 0)
+    q.finish(abandoned, 0)  # the client left while in line: nothing was made
+    t = queued(q, Kind.REGISTER, "n1", "192.0.2.2", 0)  # the token is there again
+    assert q.take_ready(0) == [t]
+    q.finish(t, 0)
+    assert q.reserve(Kind.REGISTER, "n2", "192.0.2.3", 0) == Refusal("new-accounts", NEW_ACCOUNTS)
+
+
+def test_an_attempt_given_up_unhashed_takes_its_back_off_booking_back() -> None:
+    """A peer whose login times out while it waits out the back-off must not
+    push the next attempt a whole delay later each time it tries again."""
+    failed = FailedLogins(base=0.5)
+    q = HashQueue(workers=1, failed=failed)
+    for _ in range(6):  # the account's delay is 16 s now
+        failed.failed("alice", "198.51.100.9", 0.0)
+    first = ticket(q, Kind.LOGIN, "alice", "192.0.2.1", 0.0)
+    assert first.start == 16.0
+    q.finish(first, 10.0)  # given up at 10 s, unhashed
+    again = ticket(q, Kind.LOGIN, "alice", "192.0.2.1", 10.0)
+    assert again.start == 16.0  # not 16 + 16: the abandoned booking was undone
+    q.finish(again, 10.0)
+    # A booking some later attempt stacked on top of it is left as it is.
+    failed.failed("zed", "203.0.113.7", 10.0)  # the source now has a failure: 0.5 s
+    one = ticket(q, Kind.LOGIN, "carol", "203.0.113.7", 10.0)
+    other = ticket(q, Kind.LOGIN, "dave", "203.0.113.7", 10.0)
+    assert (one.start, other.start) == (10.5, 11.0)
+    q.finish(one, 10.2)  # given up: but dave's booking came after it
+    assert failed.delay("erin", "203.0.113.7", 10.2) == pytest.approx(1.3)
+    q.finish(other, 10.2)
+    # dave's booking is undone back to carol's, which stays: undoing only the
+    # latest booking never leaves a back-off shorter than the one owed.
+    assert failed.delay("erin", "203.0.113.7", 10.2) == pytest.approx(0.8)
