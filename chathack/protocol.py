@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass
 
 from chathack.errors import RemoteProtocolError
-from chathack.text import neutralise
+from chathack.text import CONTROL_RE, neutralise
 
 #: Longest line either side accepts, in bytes, newline included.
 MAX_LINE_BYTES = 16384
@@ -73,10 +73,9 @@ MAX_MAIL_KEYS = 1024
 
 _SERVER_LINE_RE = re.compile(r"Servidor\[([A-Z_]{1,16})\]: ?(.*)", re.DOTALL)
 _USER_LINE_RE = re.compile(r"([A-Za-z0-9_.-]{1,32}): ?(.*)", re.DOTALL)
-# C0 controls (except TAB), DEL and C1 controls (U+009B is a one-character CSI
-# on some terminals): they could drive the terminal of a person who reads the
-# text, with nc as much as with a peer.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# Control characters could drive the terminal of a person who reads the text,
+# with nc as much as with a peer (one definition, in chathack/text.py).
+_CONTROL_RE = CONTROL_RE
 #: The error for a line that holds one (a lone CR inside a line among them).
 CONTROLS_IN_LINE = (
     "Control characters (a carriage return inside a line, ESC, ...) are not allowed; "

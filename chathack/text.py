@@ -57,8 +57,12 @@ _FORMAT_RANGES = (
     "\U000e0020-\U000e007f",
 )
 
-#: What :func:`neutralise` escapes: C0 but TAB, DEL, C1, then the format set.
-UNSAFE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f" + "".join(_FORMAT_RANGES) + "]")
+#: C0 controls but TAB, DEL and C1 controls (U+009B is a one-character CSI on
+#: some terminals): what a chat text may never hold (``check_text``).
+_CONTROLS = "\x00-\x08\x0a-\x1f\x7f-\x9f"
+CONTROL_RE = re.compile(f"[{_CONTROLS}]")
+#: What :func:`neutralise` escapes: the controls, then the format set.
+UNSAFE_RE = re.compile(f"[{_CONTROLS}" + "".join(_FORMAT_RANGES) + "]")
 #: The same for ASCII text: a class without astral ranges scans four times faster.
 _ASCII_UNSAFE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 

@@ -585,22 +585,22 @@ class PeerNode(LinkMixin):
             self.emit(System(REPLACED, "error"))
             return None
         talk = self.talks.get(name.lower())
-        if talk is not None and talk.open:
-            self.active = talk.partner
-            self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
-            self._status_changed()
-            return talk
-        self._connecting.add(name.lower())
-        try:
-            talk = await self._open_talk(name)
-        finally:
-            self._connecting.discard(name.lower())
+        if talk is None or not talk.open:
+            self._connecting.add(name.lower())
+            try:
+                talk = await self._open_talk(name)
+            finally:
+                self._connecting.discard(name.lower())
         if talk is not None:
-            self.active = talk.partner
-            self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
-            self.mail.mark_read(talk.partner)
-            self._status_changed()
+            self._make_active(talk)
         return talk
+
+    def _make_active(self, talk: Talk) -> None:
+        """The user chose ``talk``: what they type goes there from now on."""
+        self.active = talk.partner
+        self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
+        self.mail.mark_read(talk.partner)
+        self._status_changed()
 
     async def _open_talk(self, name: str) -> Talk | None:
         """Ask the rendezvous where ``name`` is and open the talk (not yet active)."""
@@ -728,11 +728,7 @@ class PeerNode(LinkMixin):
         if not self._is_open(name):
             self.emit(System(f"No open conversation with {name}", "error"))
             return
-        talk = self.talks[name.lower()]
-        self.active = talk.partner
-        self.emit(System(f"Talking to {talk.partner} ({talk.path})"))
-        self.mail.mark_read(self.active)
-        self._status_changed()
+        self._make_active(self.talks[name.lower()])
 
     def show_history(
         self, name: str, n: int, label: str = "history", before_this_run: bool = False

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from chathack.text import neutralise
 from rendezvous.transport import TLSTransport, Transport
 
 log = logging.getLogger("chathack.rendezvous")
@@ -177,7 +178,12 @@ class Connection:
         if self._on_fault is not None:
             self._on_fault(exc, self.peer, None)
         else:
-            log.error("%s: dropped after an unexpected %s: %s", self.peer, type(exc).__name__, exc)
+            log.error(
+                "%s: dropped after an unexpected %s: %s",
+                self.peer,
+                type(exc).__name__,
+                neutralise(str(exc)[:200]),
+            )
 
     @property
     def writing(self) -> bool:
