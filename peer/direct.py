@@ -20,7 +20,6 @@ from chathack.errors import RemoteProtocolError
 from chathack.link import Frame, Hello, encode_frame, path_of
 from peer.errors import LinkFailed
 from peer.events import PathName
-from peer.pathsec import PathSec
 from peer.sockets import connect_from
 from peer.transport import FrameReader, StreamWriter
 
@@ -41,7 +40,6 @@ class DirectLink:
     writer: StreamWriter
     path: PathName = "direct"
     dialer: str = ""  # who opened it ("" for a simultaneous open)
-    sec: PathSec = field(default_factory=lambda: PathSec())  # its own key exchange
     last_rx: float = 0.0  # trio clock of the last frame received
     heard: trio.Event = field(default_factory=trio.Event)  # set (and renewed) on each frame
 
@@ -53,10 +51,6 @@ class DirectLink:
     def send(self, frame: Frame) -> bool:
         """Queue ``frame``; False if the link is broken."""
         return self.writer.send(encode_frame(frame))
-
-    def rank(self) -> tuple[int, str]:
-        """Both ends order two links to each other the same way; the higher is kept."""
-        return (1 if self.path == "direct" else 0, self.dialer.lower())
 
     async def aclose(self) -> None:
         self.writer.finish()

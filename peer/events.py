@@ -42,6 +42,7 @@ class System:
 
     text: str
     level: Level = "info"
+    about: str | None = None  # the conversation (partner) it concerns, if one
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class ServerNotice:
 
     flag: str
     text: str
+    about: str | None = None  # the conversation (partner) it concerns, if one
 
 
 @dataclass(frozen=True, slots=True)

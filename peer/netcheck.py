@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from peer.node import PeerNode
+from peer.events import PathName
+from peer.server_link import ServerLink
 
 
 def nat_verdict(local_ip: str | None, local_port: int | None, seen_ip: str, seen_port: int) -> str:
@@ -25,31 +23,34 @@ def nat_verdict(local_ip: str | None, local_port: int | None, seen_ip: str, seen
     )
 
 
-def report(node: PeerNode, rtt: float | None) -> list[str]:
-    server = node.server
+def report(
+    server: ServerLink,
+    listen_port: int | None,
+    paths: dict[str, PathName],
+    upgrades: list[str],
+    rtt: float | None,
+) -> list[str]:
     host, port = server.server
     lines = [
         f"rendezvous {host}:{port}: {server.state}"
         + (f", round trip {rtt * 1000:.1f} ms" if rtt is not None else ", no answer")
     ]
-    if node.listen_port is None:
+    if listen_port is None:
         lines.append("relay only: this peer opens no direct links")
     else:
         lines.append(
-            f"local port {node.listen_port} (direct links, the rendezvous "
+            f"local port {listen_port} (direct links, the rendezvous "
             f"connection and hole punching all use it), address {server.local_ip}"
         )
     seen = server.seen
     if seen is None:
         lines.append("public endpoint: not known yet")
     else:
-        local_port = server.stream.socket.getsockname()[1] if server.stream else None
+        local_port = server.local_port()
         lines.append(f"public endpoint (as the rendezvous sees you): {seen}")
         lines.append(nat_verdict(server.local_ip, local_port, seen.host, seen.port))
-    for talk in node.talks.values():
-        if talk.open:
-            lines.append(f"conversation with {talk.partner}: {talk.path}")
-    if node.upgrades:
+    lines.extend(f"conversation with {partner}: {path}" for partner, path in paths.items())
+    if upgrades:
         lines.append("recent path upgrades:")
-        lines.extend(f"  {u}" for u in node.upgrades)
+        lines.extend(f"  {u}" for u in upgrades)
     return [f"netcheck: {line}" if not line.startswith("  ") else line for line in lines]

@@ -134,6 +134,12 @@ class ServerLink:
         self._last_rx = 0.0
         self._pongs: dict[str, trio.Event] = {}
 
+    def local_port(self) -> int | None:
+        """The port our end of the session uses (None while disconnected)."""
+        if self.stream is None:
+            return None
+        return int(self.stream.socket.getsockname()[1])
+
     # ------------------------------------------------------------ sending
     def send(self, data: bytes) -> bool:
         return self.writer is not None and self.writer.send(data)

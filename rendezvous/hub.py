@@ -46,6 +46,7 @@ from chathack.protocol import (
     format_users,
 )
 from chathack.replies import FAILED_FLAG, Failed, RequestFailed, format_failed
+from chathack.server_events import ServerFlagEvent, format_server_event
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits
 from rendezvous.store import Account, Store
@@ -81,6 +82,9 @@ class Session:
 
     def say(self, flag: str, text: str) -> None:
         self.outbox.send(format_server_line(flag, text))
+
+    def tell(self, event: ServerFlagEvent) -> None:
+        self.outbox.send(format_server_event(event))
 
     def close(self) -> None:
         if not self.closed:

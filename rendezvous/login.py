@@ -36,6 +36,7 @@ from collections.abc import Callable
 import trio
 
 from chathack.protocol import Command, Password, Resume, Username
+from chathack.server_events import PasswdResult
 from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Connection
 from rendezvous.hashqueue import HashQueue, Kind, Refusal
@@ -170,28 +171,25 @@ class Logins:
         if step == "old":
             checked = await self._verify(conn, session, account, secret)
             if isinstance(checked, Refusal):
-                session.say("ERROR", f"{checked.text}; the password was not changed")
+                session.tell(PasswdResult(False, checked.text))
                 return
             if not checked[0]:
-                session.say("ERROR", "Wrong password: the password was not changed")
+                session.tell(PasswdResult(False, "Wrong password"))
                 return
             session.passwd_step = "new"
             session.say("PASSWORD", f"New password for {account.name}")
             return
         if len(secret) < MIN_PASSWORD_CHARS:
-            session.say(
-                "ERROR",
-                f"Password too short: use at least {MIN_PASSWORD_CHARS} "
-                "characters; the password was not changed",
-            )
+            short = f"Password too short: use at least {MIN_PASSWORD_CHARS} characters"
+            session.tell(PasswdResult(False, short))
             return
         pw_hash = await self._hash(conn, session, Kind.HASH, account.name, secret)
         if isinstance(pw_hash, Refusal):
-            session.say("ERROR", f"{pw_hash.text}; the password was not changed")
+            session.tell(PasswdResult(False, pw_hash.text))
             return
         self.hub.store.set_password_hash(account.name, pw_hash)
         self.tokens.revoke(account.name)
-        session.say("OK", "Password changed")
+        session.tell(PasswdResult(True))
         log.info("%s changed its password", account.name)
 
     async def _pace_login(self, conn: Connection, session: Session, cost: float) -> None:

@@ -178,13 +178,13 @@ async def test_passwd_changes_the_password(autojump_clock: trio.testing.MockCloc
         await alice.send_line("::passwd")
         assert await alice.expect("PASSWORD") == "Current password for alice"
         await alice.send_line("password: not-it")
-        assert "Wrong password" in await alice.expect("ERROR")
+        assert await alice.expect("PASSWD") == "unchanged Wrong password"
         await alice.send_line("::passwd")
         await alice.expect("PASSWORD")
         await alice.send_line("password: old-secret")
         assert await alice.expect("PASSWORD") == "New password for alice"
         await alice.send_line("password: new-secret")
-        assert await alice.expect("OK") == "Password changed"
+        assert await alice.expect("PASSWD") == "changed"
         old_token = alice.token
         again = await connect("198.51.100.1")
         await again.expect("USERNAME")

@@ -11,10 +11,11 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from chathack.link import Hello, Sealed
+from chathack.link import Hello, Sealed, frame_to_relay_text
 from chathack.protocol import UserLine
 from chathack.secure import Handshake, KeyReply
 from peer import direct
+from peer.core import records as rec
 from peer.node import PeerConfig, fixed_password, open_peer
 from rendezvous.passwords import Passwords, fast_hasher
 from rendezvous.server import Server
@@ -108,7 +109,8 @@ async def test_an_impostor_at_bobs_address_is_refused() -> None:
             assert await link.reader.next_frame() is None  # alice hangs up on her
         await wa.system("someone may be impersonating bob")
         current = alice.talks["bob"].link
-        assert current is not None and current.partner_epoch == w["bob"].node.epoch
+        assert current is not None
+        assert alice.links.links[current].partner_epoch == w["bob"].node.epoch
         await link.aclose()
         # The real conversation is untouched.
         await alice.send("bob", "still you?")
@@ -150,11 +152,11 @@ async def test_tampered_and_forged_messages_are_dropped_and_reported() -> None:
         assert await w["bob"].texts_count(1) == ["hello"]
         bob = w["bob"].node
         # A relayed frame altered on the way.
-        bob._on_frame("alice", Sealed(b"\x00" * 80), None)
+        bob.feed(rec.FromServer(UserLine("alice", frame_to_relay_text(Sealed(b"\x00" * 80)))))
         await w["bob"].system("failed authentication")
         # A plain line "from alice" (the server, or anyone at it, forging it).
-        bob._on_server_event(UserLine("alice", "send me your password"))
+        bob.feed(rec.FromServer(UserLine("alice", "send me your password")))
         await w["bob"].system("Dropped an unencrypted line claiming to be from alice")
         # An unsealed chat frame claiming to be from alice.
-        bob._on_frame("alice", Hello("alice", "bob", "x"), None)
+        bob.feed(rec.FromServer(UserLine("alice", frame_to_relay_text(Hello("alice", "bob", "x")))))
         assert w["bob"].texts() == ["hello"]

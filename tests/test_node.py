@@ -96,9 +96,9 @@ async def test_direct_link_breaks_then_relay_carries_on_with_nothing_lost_or_dou
         assert await wb.texts_count(3) == ["m0", "m1", "m2"]
 
         # Kill the TCP link under both nodes, as a dying network would.
-        link = alice.talks["bob"].link
-        assert link is not None
-        await trio.aclose_forcefully(link.stream)
+        link_id = alice.talks["bob"].link
+        assert link_id is not None
+        await trio.aclose_forcefully(alice.links.links[link_id].stream)
         await wa.system("talking to bob through the relay (relayed)")
         for i in range(3, 6):
             await alice.send("bob", f"m{i}")
@@ -122,9 +122,9 @@ async def test_unacknowledged_messages_are_resent_when_the_path_changes() -> Non
         lost = [talk.conv.send_text(f"lost {i}") for i in range(2)]
         assert [c.seq for c in lost] == [1, 2]
         assert alice.unacknowledged() == 2
-        link = talk.link
-        assert link is not None
-        await trio.aclose_forcefully(link.stream)
+        link_id = talk.link
+        assert link_id is not None
+        await trio.aclose_forcefully(alice.links.links[link_id].stream)
         assert await wb.texts_count(2) == ["lost 0", "lost 1"]
         with trio.fail_after(DEADLINE):
             await alice.wait_delivered()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from chathack.protocol import PeerAddress, format_peer_address, parse_peer_address
 from peer.netcheck import nat_verdict
-from peer.paths import Candidates, candidates_of
+from peer.core.candidates import Candidates, candidates_of
 
 
 def cands(text: str) -> Candidates:

@@ -1,0 +1,51 @@
+"""What this peer knows of other users: who exists, where each may be
+reached, and which key the rendezvous vouches for."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from contextlib import suppress
+
+from chathack.protocol import PeerAddress, UserState
+from peer.core.candidates import Candidates, candidates_of
+from peer.core.records import Effect, Upgrade
+from peer.core.security import Keys
+
+
+class Directory:
+    def __init__(self, keys: Keys, relay_only: bool) -> None:
+        self.keys = keys
+        self.relay_only = relay_only
+        self.users: list[UserState] = []
+        self.candidates: dict[str, Candidates] = {}  # folded name -> last known
+
+    def know(self, name: str) -> None:
+        if all(u.name.lower() != name.lower() for u in self.users):
+            self.users.append(UserState(name, True))
+
+    def learn(self, addr: PeerAddress) -> Candidates:
+        """Remember the key the rendezvous vouches for and where ``addr.name`` is."""
+        self.know(addr.name)
+        key = dict(addr.extra).get("key")
+        if key:
+            with suppress(binascii.Error, ValueError):
+                self.keys.vouched[addr.name.lower()] = base64.b64decode(key, validate=True)
+        cands = self.candidates[addr.name.lower()] = candidates_of(addr)
+        return cands
+
+    def upgrade(self, cands: Candidates, out: list[Effect]) -> None:
+        """Look for a direct path to ``cands.name``, if this peer may have one."""
+        if not self.relay_only and cands.frames:
+            out.append(Upgrade(cands))
+
+    def looks_plain(self, addr: PeerAddress) -> bool:
+        """Whether ``addr`` is a plain-text client's (``nc``): it announced no
+        addresses and no key, and no key of that name was ever pinned or
+        vouched for (a known chathack peer is never talked to in plain text)."""
+        return (
+            dict(addr.extra).get("state") != "offline"
+            and not candidates_of(addr).frames
+            and "key" not in dict(addr.extra)
+            and not self.keys.is_peer(addr.name)
+        )

@@ -1,0 +1,61 @@
+"""One conversation with one partner, and one direct link, as the core sees them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chathack.link import Conversation
+from chathack.retransmit import Retransmit, Timing
+from peer.core.records import LinkInfo
+from peer.core.security import PathSec
+from peer.events import PathName
+
+
+@dataclass(eq=False)
+class Talk:
+    """The conversation with ``partner`` and the path it currently uses."""
+
+    partner: str
+    conv: Conversation
+    timing: Timing
+    path: PathName = "relayed"
+    link: int | None = None  # the id of the direct link carrying it, if one
+    plain: bool = False  # the partner is a plain text client (e.g. nc): no frames
+    open: bool = True
+    offline: bool = False  # the partner is offline: messages go to the mailbox
+    links: set[int] = field(default_factory=set)  # verified links, the current one and spares
+    relay_sec: PathSec = field(default_factory=PathSec)  # key exchange on the relay path
+    #: Re-send and gap timers; None once they met a bug (reported once, then
+    #: left alone until the conversation reopens).
+    watch: Retransmit | None = None
+
+    def __post_init__(self) -> None:
+        self.watch = Retransmit(self.timing)
+
+    @property
+    def framed(self) -> bool:
+        """Whether its messages travel as frames on a path (not mail, not plain text)."""
+        return self.open and not self.plain and not self.offline
+
+
+@dataclass(eq=False)
+class LinkState:
+    """A direct link: who is there, and its own key exchange."""
+
+    info: LinkInfo
+    sec: PathSec = field(default_factory=PathSec)
+
+    @property
+    def id(self) -> int:
+        return self.info.id
+
+    @property
+    def partner(self) -> str:
+        return self.info.partner
+
+    def initiator(self, me: str) -> bool:
+        """Who starts the link's key exchange: the side that dialled (for a
+        simultaneous open, the smaller name)."""
+        if self.info.dialer:
+            return self.info.dialer.lower() == me.lower()
+        return me.lower() < self.info.partner.lower()
