@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
+from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
     KICKED_PREFIX,
     Password,
@@ -40,6 +41,7 @@ from chathack.protocol import (
 )
 from chathack.protocol import Command as ServerCommand
 from chathack.protocol import parse_endpoint as parse_host_port
+from chathack.server_events import Seen, TokenIssued, parse_server_event
 from peer.errors import LoginFailed, ServerUnreachable
 from peer.sockets import connect_from, resolve
 from peer.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
@@ -288,13 +290,24 @@ class ServerLink:
             match event:
                 case ServerLine("PONG", token) if token in self._pongs:
                     self._pongs.pop(token).set()
-                case ServerLine("SEEN", text):
-                    self.seen = parse_endpoint(text)
-                case ServerLine("TOKEN", text):
-                    self.token = text.split(" ", 1)[0]
+                case ServerLine("SEEN" | "TOKEN"):
+                    self._learn(event)
                 case ServerLine("BYE", text) if text.startswith(KICKED_PREFIX):
                     self.kicked = True
             self.on_event(event)
+
+    def _learn(self, line: ServerLine) -> None:
+        """Our public endpoint (``SEEN``) and the next resume token (``TOKEN``)."""
+        try:
+            typed = parse_server_event(line)
+        except RemoteProtocolError as e:
+            log.info("ignored a malformed %s line: %s", line.flag, e)
+            return
+        match typed:
+            case Seen(host, port):
+                self.seen = Endpoint(host, port)
+            case TokenIssued(token, _):
+                self.token = token
 
     async def _keepalive(self, scope: trio.CancelScope) -> None:
         while True:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chathack.errors import RemoteProtocolError
+from chathack.server_events import UsersInfo
 
 if TYPE_CHECKING:
     from rendezvous.hub import Hub, Session
@@ -22,7 +23,8 @@ class CommandSpec:
 
 
 def _users(hub: Hub, s: Session, arg: str, now: float) -> None:
-    s.say("USERS", hub.users_line())
+    users, more = hub.users()
+    s.tell(UsersInfo(tuple(users), more))
 
 
 def _help(hub: Hub, s: Session, arg: str, now: float) -> None:

@@ -40,13 +40,20 @@ from chathack.protocol import (
     Username,
     UserState,
     format_endpoint,
-    format_peer_address,
     format_server_line,
     format_user_line,
-    format_users,
 )
-from chathack.replies import FAILED_FLAG, Failed, RequestFailed, format_failed
-from chathack.server_events import ServerFlagEvent, format_server_event
+from chathack.replies import Failed, RequestFailed
+from chathack.server_events import (
+    CallFrom,
+    ConversationEnded,
+    Failure,
+    PartnerGone,
+    PeerInfo,
+    PunchNow,
+    ServerFlagEvent,
+    format_server_event,
+)
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits
 from rendezvous.store import Account, Store
@@ -140,7 +147,7 @@ class Hub:
                 other.partners.discard(key)
                 if other.current and other.current.lower() == key:
                     other.current = None
-                other.say("GONE", f"{session.name} went offline")
+                other.tell(PartnerGone(session.name, f"{session.name} went offline"))
         session.partners.clear()
 
     def session_of(self, name: str) -> Session | None:
@@ -192,7 +199,7 @@ class Hub:
                 case Username() | Password():
                     session.say("ERROR", f"You are already logged in as {session.name}")
         except RequestFailed as e:
-            session.say(FAILED_FLAG, format_failed(e.failed))
+            session.tell(Failure(e.failed))
         except RemoteProtocolError as e:
             session.say("ERROR", str(e))
 
@@ -286,8 +293,8 @@ class Hub:
                     f"{target.name} cannot take part in hole punching",
                 )
             )
-        target.say("PUNCH", f"{session.name} {self.public_of(session)}")
-        session.say("PUNCH", f"{target.name} {self.public_of(target)}")
+        target.tell(PunchNow(session.name, session.ip, session.remote_port or 0))
+        session.tell(PunchNow(target.name, target.ip, target.remote_port or 0))
 
     def connect(self, session: Session, name: str) -> None:
         if (
@@ -302,9 +309,7 @@ class Hub:
                 extra = [("state", "offline")]
                 if account.pubkey is not None:
                     extra.append(("key", account.pubkey))
-                session.say(
-                    "PEER", format_peer_address(PeerAddress(account.name, None, None, tuple(extra)))
-                )
+                session.tell(PeerInfo(PeerAddress(account.name, None, None, tuple(extra))))
                 return
         target = self._target(session, name, "connect")
         assert session.name is not None and target.name is not None
@@ -313,8 +318,8 @@ class Hub:
         session.current = target.name
         if target.current is None:
             target.current = session.name
-        session.say("PEER", format_peer_address(self.address_of(target)))
-        target.say("CALL", format_peer_address(self.address_of(session)))
+        session.tell(PeerInfo(self.address_of(target)))
+        target.tell(CallFrom(self.address_of(session)))
 
     def relay(self, session: Session, to: str, text: str) -> None:
         target = self._target(session, to, "msg")
@@ -345,7 +350,7 @@ class Hub:
             other.partners.discard(session.name.lower())
             if other.current and other.current.lower() == session.name.lower():
                 other.current = None
-            other.say("END", f"{session.name} ended the conversation")
+            other.tell(ConversationEnded(session.name, f"{session.name} ended the conversation"))
         session.say("OK", f"Conversation with {name} ended")
 
     def users(self) -> tuple[list[UserState], int]:
@@ -359,7 +364,3 @@ class Hub:
                     shown.append(UserState(acc.name, False))
         total = self.store.count_accounts()
         return shown, max(0, total - len(shown))
-
-    def users_line(self) -> str:
-        users, more = self.users()
-        return format_users(users, more)

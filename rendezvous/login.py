@@ -36,7 +36,7 @@ from collections.abc import Callable
 import trio
 
 from chathack.protocol import Command, Password, Resume, Username
-from chathack.server_events import PasswdResult
+from chathack.server_events import PasswdResult, Seen, TokenIssued
 from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Connection
 from rendezvous.hashqueue import HashQueue, Kind, Refusal
@@ -114,9 +114,9 @@ class Logins:
             "OK", f"{verb} {account.name}. You are seen as {session.ip}. ::help lists the commands"
         )
         # Where this client's connection comes from, after any NAT (like STUN).
-        session.say("SEEN", self.hub.public_of(session))
+        session.tell(Seen(session.ip, session.remote_port or 0))
         token = self.tokens.issue(account.name, session.ip, trio.current_time())
-        session.say("TOKEN", f"{token} {int(self.tokens.ttl)}")
+        session.tell(TokenIssued(token, int(self.tokens.ttl)))
         self.hub.after_login(session, self.clock())  # then what waits for it (mail)
         log.info("%s logged in from %s", account.name, session.ip)
 

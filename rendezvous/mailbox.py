@@ -44,11 +44,9 @@ from chathack.protocol import (
     MailKey,
     Receipt,
     Refusal,
-    format_mail,
-    format_refusal,
-    format_server_line,
     has_controls,
 )
+from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored, format_server_event
 from rendezvous.store import DELIVERED, READ, WAITING, MailStore, Store, StoreError
 
 if TYPE_CHECKING:
@@ -187,10 +185,10 @@ class Mailbox:
                     "unavailable",
                     UNAVAILABLE,
                 )
-                session.say("REFUSED", format_refusal(refusal))
+                session.tell(MailRefused(refusal))
             return
         for session, to, msg_id in group.replies:
-            session.say("STORED", f"{to} {msg_id}")
+            session.tell(MailStored(MailKey(to, msg_id)))
         for recipient in dict.fromkeys(row[0] for row in group.rows):
             self._pump_user(recipient)
 
@@ -204,7 +202,7 @@ class Mailbox:
         group = self._group
 
         def refuse(code: str, reason: str) -> None:
-            session.say("REFUSED", format_refusal(Refusal(key, code, reason)))
+            session.tell(MailRefused(Refusal(key, code, reason)))
 
         if _same(to, me):
             return refuse("self", "you cannot send mail to yourself")
@@ -222,7 +220,7 @@ class Mailbox:
                 if group is not None:
                     group.replies.append((session, to, msg_id))  # answered after the commit
                 else:
-                    session.say("STORED", f"{to} {msg_id}")  # a retry: already stored
+                    session.tell(MailStored(MailKey(to, msg_id)))  # a retry: already stored
                 return None
             account = self.accounts.get_account(to)
             if account is None:
@@ -249,7 +247,7 @@ class Mailbox:
         except StoreError as e:
             log.error("mail from %s to %s not stored: %s", me, to, e)
             return refuse("unavailable", UNAVAILABLE)
-        session.say("STORED", f"{to} {msg_id}")
+        session.tell(MailStored(MailKey(to, msg_id)))
         self._pump_user(account.name)
         return None
 
@@ -261,7 +259,7 @@ class Mailbox:
             return "bad-text", "control characters are not allowed in messages"
         if len(text) > self.limits.max_chars:
             return "too-big", f"the limit is {self.limits.max_chars} characters"
-        line = format_server_line("MAIL", format_mail(MailItem(me, msg_id, stamp, text)))
+        line = format_server_event(MailIn(MailItem(me, msg_id, stamp, text)))
         if len(line) > MAX_LINE_BYTES:
             return "too-big", f"the MAIL line would exceed {MAX_LINE_BYTES} bytes"
         return None
@@ -347,13 +345,13 @@ class Mailbox:
                 assert m.body is not None
                 flow.mail_inflight[(m.sender.lower(), m.msg_id)] = m.seq
                 flow.mail_cursor = m.seq
-                session.say("MAIL", format_mail(MailItem(m.sender, m.msg_id, m.stamp, m.body)))
+                session.tell(MailIn(MailItem(m.sender, m.msg_id, m.stamp, m.body)))
         room = self.limits.receipt_window - len(flow.receipt_inflight)
         if room > 0:
             for r in self.store.receipts(session.name, flow.receipt_cursor, room):
                 flow.receipt_inflight[(r.flag, r.peer.lower(), r.msg_id)] = r.seq
                 flow.receipt_cursor = r.seq
-                session.say(r.flag, f"{r.peer} {r.msg_id}")
+                session.tell(MailReceipt(r.flag, MailKey(r.peer, r.msg_id)))
 
     # expiry -------------------------------------------------------------------
     def purge(self, now: float) -> bool:
