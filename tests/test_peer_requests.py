@@ -10,7 +10,8 @@ import trio
 
 from chathack.protocol import Msg, Punch, format_client_event
 from peer.events import System
-from peer.node import REPLACED, PeerConfig, PeerNode, fixed_password, open_peer
+from peer.core.user import REPLACED
+from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
 from rendezvous.hashqueue import Refusal
 from rendezvous.hub import Hub, Session
 from tests.test_e2e_security import world as relayed_world

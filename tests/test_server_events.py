@@ -41,7 +41,7 @@ hosts = st.sampled_from(["192.0.2.1", "198.51.100.7", "203.0.113.9", "2001:db8::
 ports = st.integers(1, 65535)
 words = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1).map(str.strip)
 keys = st.builds(MailKey, names, ids)
-stamps = st.integers(0, 10**11).map(str)
+stamps = st.integers(0, 10**11)
 tokens = st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True)
 
 events = st.one_of(

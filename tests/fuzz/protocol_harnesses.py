@@ -47,7 +47,7 @@ from chathack.protocol import (
     parse_users,
 )
 from chathack.text import is_safe, neutralise
-from peer.paths import candidates_of
+from peer.core.candidates import candidates_of
 from tests.fuzz.contract import check_error, check_wire_line, lines_of
 
 CLIENT_EVENTS = (
