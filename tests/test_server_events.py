@@ -55,9 +55,7 @@ events = st.one_of(
     ),
     names.map(lambda n: PartnerGone(n, f"{n} went offline")),
     names.map(lambda n: ConversationEnded(n, f"{n} ended the conversation")),
-    st.builds(
-        MailIn, st.builds(MailItem, names, ids, st.integers(0, 10**11).map(str), words.filter(bool))
-    ),
+    st.builds(MailIn, st.builds(MailItem, names, ids, stamps, words.filter(bool))),
     st.builds(MailStored, keys),
     st.builds(MailReceipt, st.sampled_from(["DELIVERED", "READ", "EXPIRED"]), keys),
     st.builds(MailRefused, st.builds(Refusal, keys, st.sampled_from(["full", "unknown"]), words)),
