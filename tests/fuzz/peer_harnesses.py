@@ -1,6 +1,6 @@
 """Harnesses for the peer's handling of what the rendezvous sends: server
-lines, relayed frames, and offline mail (:mod:`peer.node`, :mod:`peer.mail`,
-:mod:`peer.pathsec`, :mod:`peer.paths`), down to what the terminal shows.
+lines, relayed frames, and offline mail (:mod:`peer.core`: the state, the
+mailroom, the key exchanges, the candidates), down to what the terminal shows.
 
 A real :class:`PeerNode` is built without a trio loop: its nursery is a
 stand-in that records the tasks the node would start (dialling, upgrades)
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
-from typing import Any
 
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
@@ -28,11 +26,21 @@ from chathack.link import (
     frame_to_relay_text,
     relay_text_to_frame,
 )
-from chathack.protocol import Msg, ServerLine, parse_client_line, parse_server_line
+from chathack.protocol import (
+    Msg,
+    ServerLine,
+    UserLine,
+    format_client_event,
+    parse_client_line,
+    parse_server_line,
+)
 from chathack.secure import Handshake, KeyReply, SecureSession, seal_mail
 from chathack.text import is_safe
-from peer.events import Incoming, UIEvent
-from peer.node import PeerConfig, PeerNode
+from peer.core import records as rec
+from peer.core.state import PeerState
+from peer.events import Incoming, ServerNotice, UIEvent
+from peer.history import History
+from peer.identity import Pins
 from peer.plain import plain_line
 from peer.render import THEME, render_event
 from peer.server_link import parse_endpoint
@@ -45,39 +53,39 @@ MALLORY_ID = SigningKey(bytes(range(192, 224)))
 MAIL_FLAGS = ("MAIL", "STORED", "DELIVERED", "READ", "EXPIRED", "REFUSED")
 
 
-class _Nursery:
-    """Stands in for the node's nursery: started tasks are recorded, not run."""
-
-    def __init__(self) -> None:
-        self.started: list[Callable[..., Any]] = []
-
-    def start_soon(self, fn: Callable[..., Any], *args: object, name: object = None) -> None:
-        self.started.append(fn)
-
-
 class _Peer:
-    """A node named ``me`` and what it sent and showed."""
+    """The peer's core, named ``me``, and what it sent and showed."""
 
     def __init__(self) -> None:
-        self.node = PeerNode(PeerConfig("me", identity=ME_ID), _Nursery())  # type: ignore[arg-type]
+        self.state = PeerState("me", ME_ID, Pins(None), History(None), epoch="e0", wall=lambda: 1.0)
         self.sent: list[bytes] = []
         self.shown: list[UIEvent] = []
-        self.node.emit = self.shown.append  # type: ignore[method-assign]
-        self.node._send_server = self._capture  # type: ignore[method-assign]
-        # The node contains what a bug raises (peer/faults.py) so that it costs
-        # one line, not the session; contained or not, it is a bug to report.
-        self.node.faults.report = _reraise  # type: ignore[method-assign]
+        self.feed(rec.ServerState("online"))
 
-    def _capture(self, data: bytes) -> bool:
-        self.sent.append(data)
-        return True
+    def feed(self, event: rec.Input) -> None:
+        self._do(self.state.handle(event, 0.0))
+
+    def _do(self, effects: list[rec.Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case rec.ToServer(event):
+                    self.sent.append(format_client_event(event))
+                case rec.Show(ui_event):
+                    self.shown.append(ui_event)
+                case rec.Fault(_, error, _):
+                    # The core contains what a bug raises so that it costs one
+                    # line, not the session; contained or not, it is a bug.
+                    raise error
+
+    def from_server(self, line: ServerLine | UserLine) -> None:
+        self.feed(rec.FromServer(line))
 
     def relay_from(self, origin: str, text: str) -> None:
-        """A relayed line from ``origin``, as the node's session reader hands it on."""
-        self.node._on_server_event(parse_server_line(f"{origin}: {text}"))
+        """A relayed line from ``origin``, as the session reader hands it on."""
+        self.from_server(parse_server_line(f"{origin}: {text}"))
 
     def frames_to(self, name: str) -> list[Frame]:
-        """The frames the node relayed to ``name`` so far (taken)."""
+        """The frames the peer relayed to ``name`` so far (taken)."""
         frames = []
         for wire in self.sent:
             event = parse_client_line(check_wire_line(wire))
@@ -87,16 +95,12 @@ class _Peer:
         return frames
 
     def check(self) -> None:
-        """The node's output: valid client lines, and a screen nobody can drive."""
-        self.node.mail.flush()
+        """The peer's output: valid client lines, and a screen nobody can drive."""
+        self.feed(rec.FlushMail())
         for wire in self.sent:
             parse_client_line(check_wire_line(wire))  # our own lines always parse
         for event in self.shown:
             check_ui(event)
-
-
-def _reraise(where: str, exc: BaseException, consequence: str = "") -> None:
-    raise exc  # inside the node's ``except``: the original traceback comes along
 
 
 def check_ui(event: UIEvent) -> None:
@@ -119,7 +123,7 @@ def peer_server_events(data: bytes) -> None:
 
     Lines are framed and parsed as :class:`peer.transport.LineReader` does
     (bad ones skipped), looked at as :class:`peer.server_link.ServerLink`
-    does, then handed to :meth:`PeerNode._on_server_event`: USERS, PEER,
+    does, then handed to :meth:`PeerState.handle`: USERS, PEER,
     CALL, PUNCH, END, GONE, mail, notices, and relayed frames (handshakes,
     sealed frames, hellos) from users.
 
@@ -140,12 +144,12 @@ def peer_server_events(data: bytes) -> None:
                     parse_endpoint(event.text)
                 case "TOKEN":
                     event.text.split(" ", 1)[0]
-        peer.node._on_server_event(event)
+        peer.from_server(event)
     peer.check()
 
 
 def mail_payload(data: bytes) -> None:
-    """Offline mail as the peer receives it (:class:`peer.mail.Mailroom`).
+    """Offline mail as the peer receives it (:class:`peer.core.mailroom.Mailroom`).
 
     The first byte picks the mode: a mailbox line (MAIL, STORED, receipts,
     REFUSED) with any text; a sealed MAIL whose plaintext is any bytes; or a
@@ -161,16 +165,16 @@ def mail_payload(data: bytes) -> None:
     """
     cur = Cursor(data)
     peer = _Peer()
-    node = peer.node
+    keys = peer.state.keys
     mode = cur.below(3)
     trust = cur.below(4)
     bob_key = bytes(BOB_ID.verify_key)
     if trust == 1:
-        node.vouched["bob"] = bob_key
+        keys.vouched["bob"] = bob_key
     elif trust == 2:
-        node.pins.pin("bob", bob_key)
+        keys.pins.pin("bob", bob_key)
     elif trust == 3:
-        node.vouched["bob"] = bytes(MALLORY_ID.verify_key)
+        keys.vouched["bob"] = bytes(MALLORY_ID.verify_key)
     if mode == 0:
         line = ServerLine(cur.pick(MAIL_FLAGS), cur.rest().decode("utf-8", "replace"))
         sender = None
@@ -190,7 +194,9 @@ def mail_payload(data: bytes) -> None:
             "MAIL", f"{origin} {msg_id} {stamp} {seal_mail(sender, bytes(ME_ID.verify_key), inner)}"
         )
     for _ in range(2):
-        assert node.mail.on_line(line) is True, f"a mailbox line not handled: {line.flag}"
+        peer.from_server(line)
+    raw = [e for e in peer.shown if isinstance(e, ServerNotice) and e.flag == line.flag]
+    assert not raw, f"a mailbox line not handled: {line.flag}"
     incoming = [e for e in peer.shown if isinstance(e, Incoming)]
     assert len(incoming) <= 1, f"one mail shown {len(incoming)} times"
     if incoming and sender is not None and trust in (1, 2) and incoming[0].origin.lower() == "bob":
@@ -216,7 +222,7 @@ def _hostile_value(cur: Cursor) -> object:
 
 def _secured_with_bob(peer: _Peer) -> SecureSession:
     """Run bob's key exchange with the node over the relay; bob's session."""
-    peer.node.vouched["bob"] = bytes(BOB_ID.verify_key)
+    peer.state.keys.vouched["bob"] = bytes(BOB_ID.verify_key)
     bob = Handshake(BOB_ID, "bob", "me", True, sid="b0b0b0b0b0b0b0b0")
     bob._eph = PrivateKey(bytes(range(224, 256)))  # fixed: an input always replays alike
     peer.relay_from("bob", frame_to_relay_text(bob.start()))
@@ -225,7 +231,7 @@ def _secured_with_bob(peer: _Peer) -> SecureSession:
     bob.on_reply(reply)
     confirm, session = bob.confirm()
     peer.relay_from("bob", frame_to_relay_text(confirm))
-    assert peer.node.talks["bob"].relay_sec.session is not None, "the exchange did not finish"
+    assert peer.state.talks["bob"].relay_sec.session is not None, "the exchange did not finish"
     peer.shown.clear()
     return session
 
