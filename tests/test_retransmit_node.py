@@ -4,13 +4,10 @@ every frame goes through the rendezvous, and one frame lost on the way.
 
 The loss is made at the sender's edge: the frame is sealed as usual and then
 not written, exactly what a rendezvous that dropped the ``msg:`` line would
-leave behind. The bounds of :mod:`chathack.retransmit` and the driver's tick
-are shrunk (``fast``) so each test takes about a second; every wait has a
-deadline (``tests/test_node.py``'s ``DEADLINE``, through its ``Watcher``).
-
-Each node gets its driver from ``retransmit.start(node)``: the call
-``PeerNode.start`` makes once the hook is in ``peer/node.py`` (it runs one
-driver per node, so calling it here too is harmless then).
+leave behind. The bounds of :mod:`chathack.retransmit` (``PeerConfig.timing``) and the
+driver's tick are shrunk (``fast``) so each test takes about a second; every
+wait has a deadline (``tests/test_node.py``'s ``DEADLINE``, through its
+``Watcher``).
 """
 
 from __future__ import annotations
@@ -21,11 +18,21 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 import trio
 
-from chathack.link import Ack, Chat, Frame
-from chathack.protocol import ServerEvent, UserLine
+from chathack.link import (
+    Ack,
+    Chat,
+    Frame,
+    Sealed,
+    frame_to_relay_text,
+    is_relay_frame,
+    relay_text_to_frame,
+)
+from chathack.protocol import ClientEvent, Msg, UserLine
 from chathack.retransmit import Timing
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
-from peer import retransmit
+from peer import node as node_module
+from peer.core import records as rec
+from peer.core import security
 from peer.events import System
 from peer.node import PeerNode
 from tests.test_e2e_security import world
@@ -43,14 +50,13 @@ FAST = Timing(
 
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retransmit, "TICK_INTERVAL", 0.05)
-    monkeypatch.setattr(retransmit, "TIMING", FAST)
+    monkeypatch.setattr(node_module, "TICK_INTERVAL", 0.05)
 
 
 def relayed(*names: str) -> AbstractAsyncContextManager[dict[str, Watcher]]:
     """A server and one relay-only node per name, each with its watcher (the
     node starts its own retransmit driver once logged in)."""
-    return world(**{name: {"relay_only": True} for name in names})
+    return world(**{name: {"relay_only": True, "timing": FAST} for name in names})
 
 
 def lose_once(
@@ -64,27 +70,25 @@ def lose_once(
     sealing (``sealed``: a chat or an ack) or as it is (``raw``: a key exchange
     frame). Returns what was lost (the sealed bytes, for a sealed frame)."""
     lost: list[Frame] = []
-    armed = False
-    send_frame, send_raw = node._send_frame, node.send_raw
+    doomed: list[str] = []  # the relay text of the sealed frame to lose
+    real_seal, real_send = security.seal, node.send_server
 
-    def _send_frame(talk: object, frame: Frame) -> None:
-        nonlocal armed
-        armed = not lost and sealed is not None and sealed(frame)
-        try:
-            send_frame(talk, frame)  # type: ignore[arg-type]
-        finally:
-            armed = False
+    def seal(sec: security.PathSec, frame: Frame) -> Sealed | None:
+        result = real_seal(sec, frame)
+        if result is not None and not lost and not doomed and sealed is not None and sealed(frame):
+            doomed.append(frame_to_relay_text(result))
+        return result
 
-    def _send_raw(partner: str, frame: Frame, link: object) -> bool:
-        nonlocal armed
-        if link is None and not lost and (armed or (raw is not None and raw(frame))):
-            armed = False
-            lost.append(frame)
-            return True  # "sent": the rendezvous lost it
-        return send_raw(partner, frame, link)  # type: ignore[arg-type]
+    def send_server(event: ClientEvent) -> bool:
+        if isinstance(event, Msg) and not lost and is_relay_frame(event.text):
+            frame = relay_text_to_frame(event.text)
+            if event.text in doomed or (raw is not None and raw(frame)):
+                lost.append(frame)
+                return True  # "sent": the rendezvous lost it
+        return real_send(event)
 
-    monkeypatch.setattr(node, "_send_frame", _send_frame)
-    monkeypatch.setattr(node, "send_raw", _send_raw)
+    monkeypatch.setattr(security, "seal", seal)
+    monkeypatch.setattr(node, "send_server", send_server)
     return lost
 
 
@@ -171,13 +175,14 @@ async def test_a_partner_that_never_answers_leaves_the_sender_told(
         assert await wb.texts_count(1) == ["m0"]
 
         frozen = True
-        handle = bob._handle_server_event
+        feed = bob.feed
 
-        def gone(event: ServerEvent) -> None:
-            if not (frozen and isinstance(event, UserLine)):
-                handle(event)
+        def gone(event: rec.Input) -> list[rec.Effect]:
+            if frozen and isinstance(event, rec.FromServer) and isinstance(event.line, UserLine):
+                return []
+            return feed(event)
 
-        monkeypatch.setattr(bob, "_handle_server_event", gone)
+        monkeypatch.setattr(bob, "feed", gone)
         await alice.send("bob", "are you there?")
         await wa.system("Not delivered yet: 1 message to bob not confirmed")
         assert wb.texts() == ["m0"]
