@@ -12,9 +12,9 @@ import trio
 from nacl.signing import SigningKey
 
 from chathack.protocol import ServerLine
+from peer.core import records as rec
 from peer.events import Delivery
-from peer.mail import Mailroom
-from peer.node import PeerConfig, fixed_password, open_peer
+from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
 from rendezvous.passwords import Passwords, fast_hasher
 from rendezvous.server import Server
 from rendezvous.store import SqliteStore
@@ -94,14 +94,15 @@ async def test_mail_is_shown_once_even_if_delivered_again_after_a_restart(
     """The server may deliver a message twice (it died before it saw the ack):
     the peer recognises it by its id, across its own restarts too."""
     seen_lines: list[ServerLine] = []
-    original = Mailroom.on_line
+    original = PeerNode.feed
 
-    def recording(self: Mailroom, line: ServerLine) -> bool:
-        if line.flag == "MAIL":
+    def recording(self: PeerNode, event: rec.Input) -> list[rec.Effect]:
+        line = event.line if isinstance(event, rec.FromServer) else None
+        if isinstance(line, ServerLine) and line.flag == "MAIL":
             seen_lines.append(line)
-        return original(self, line)
+        return original(self, event)
 
-    monkeypatch.setattr(Mailroom, "on_line", recording)
+    monkeypatch.setattr(PeerNode, "feed", recording)
     async with server(tmp_path) as port:
         await register(port, "bob", tmp_path)
         async with peer(port, "alice", tmp_path) as wa:
@@ -112,7 +113,7 @@ async def test_mail_is_shown_once_even_if_delivered_again_after_a_restart(
             assert await wb.texts_count(1) == ["only once"]
         assert len(seen_lines) == 1
         async with peer(port, "bob", tmp_path) as wb2:  # a new run, same data dir
-            wb2.node.mail.on_line(seen_lines[0])  # the same MAIL, delivered again
+            wb2.node.feed(rec.FromServer(seen_lines[0]))  # the same MAIL, delivered again
             wb2.node.show_history("alice", 5)
             await wb2.system("history:")
             assert wb2.texts() == []  # recognised: not shown a second time
@@ -129,7 +130,7 @@ async def test_mail_from_someone_else_s_key_is_dropped(tmp_path: Path) -> None:
             await bob.connect("alice")  # bob learns alice's vouched key
             mallory = SigningKey.generate()
             forged = seal_mail(mallory, bytes(bob.identity.verify_key), b'{"f":"alice"}')
-            bob.mail.on_line(ServerLine("MAIL", f"alice m1 1 {forged}"))
+            bob.feed(rec.FromServer(ServerLine("MAIL", f"alice m1 1 {forged}")))
             await wb.system("Dropped mail claiming to be from alice")
             assert wb.texts() == []
 
@@ -154,7 +155,7 @@ async def test_sealed_mail_with_a_line_break_is_dropped_not_shown_as_notices(
             sealed = seal_mail(
                 alice.identity, bytes(bob.identity.verify_key), json.dumps(inner).encode()
             )
-            bob.mail.on_line(ServerLine("MAIL", f"alice m1 1 {sealed}"))
+            bob.feed(rec.FromServer(ServerLine("MAIL", f"alice m1 1 {sealed}")))
             await wb.system("Dropped mail from alice: its sealed header does not match")
             assert wb.texts() == []
-            assert bob.mail.history.last("alice", 5) == []
+            assert bob.history.last("alice", 5) == []

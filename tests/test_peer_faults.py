@@ -13,23 +13,28 @@ import trio
 from chathack.link import Chat, Frame
 from chathack.protocol import ServerEvent, ServerLine
 from peer import direct
-from peer.node import PeerNode, Talk
+from peer.core import records as rec
+from peer.core.conversations import Conversations
+from peer.core.state import PeerState
+from peer.core.talk import Talk
 from tests.test_node import DEADLINE, world
 
 
 async def test_a_fault_on_one_direct_link_closes_that_link_and_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_on_inner = PeerNode._on_inner
+    real_on_inner = Conversations._on_inner
     tripped: list[str] = []
 
-    def on_inner_once_broken(node: PeerNode, talk: Talk, frame: Frame) -> None:
-        if node.me == "bob" and isinstance(frame, Chat) and frame.text == "boom" and not tripped:
+    def on_inner_once_broken(
+        convs: Conversations, talk: Talk, frame: Frame, out: list[rec.Effect]
+    ) -> None:
+        if convs.me == "bob" and isinstance(frame, Chat) and frame.text == "boom" and not tripped:
             tripped.append(talk.path)
             raise RuntimeError("injected fault")
-        real_on_inner(node, talk, frame)
+        real_on_inner(convs, talk, frame, out)
 
-    monkeypatch.setattr(PeerNode, "_on_inner", on_inner_once_broken)
+    monkeypatch.setattr(Conversations, "_on_inner", on_inner_once_broken)
     async with world("alice", "bob", "carol") as w:
         wa, wb, wc = w["alice"], w["bob"], w["carol"]
         alice, bob, carol = wa.node, wb.node, wc.node
@@ -56,21 +61,21 @@ async def test_a_fault_on_one_direct_link_closes_that_link_and_loses_nothing(
 async def test_a_fault_while_handling_a_server_line_costs_only_that_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = PeerNode._handle_server_event
+    real = PeerState._from_server
     tripped: list[ServerEvent] = []
 
-    def broken_on_users(node: PeerNode, event: ServerEvent) -> None:
+    def broken_on_users(state: PeerState, event: ServerEvent, out: list[rec.Effect]) -> None:
         if (
-            node.me == "alice"
+            state.me == "alice"
             and isinstance(event, ServerLine)
             and event.flag == "USERS"
             and not tripped
         ):
             tripped.append(event)
             raise KeyError("injected fault")
-        real(node, event)
+        real(state, event, out)
 
-    monkeypatch.setattr(PeerNode, "_handle_server_event", broken_on_users)
+    monkeypatch.setattr(PeerState, "_from_server", broken_on_users)
     async with world("alice", "bob") as w:
         wa, wb = w["alice"], w["bob"]
         alice = wa.node

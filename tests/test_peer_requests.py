@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 import trio
 
-from chathack.protocol import Msg, Punch, format_client_event
-from peer.events import System
+from chathack.protocol import Msg, Punch, ServerLine
+from peer.core import records as rec
 from peer.core.user import REPLACED
+from peer.events import System
 from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
 from rendezvous.hashqueue import Refusal
 from rendezvous.hub import Hub, Session
 from tests.test_e2e_security import world as relayed_world
 from tests.test_node import DEADLINE, Watcher, world
+
+GONE_BOB = "msg bob offline: bob is offline: try again when ::users shows bob online"
 
 
 async def test_an_earlier_requests_failure_is_not_taken_for_connects_answer() -> None:
@@ -24,8 +27,8 @@ async def test_an_earlier_requests_failure_is_not_taken_for_connects_answer() ->
     async with world("alice", "bob") as w:
         wa = w["alice"]
         alice = wa.node
-        alice._send_server(format_client_event(Msg("ghost", "hi")))
-        alice._send_server(format_client_event(Punch("nobody")))  # a background refusal too
+        alice.send_server(Msg("ghost", "hi"))
+        alice.send_server(Punch("nobody"))  # a background refusal too
         talk = await alice.connect("bob")
         assert talk is not None and talk.partner == "bob"
         assert alice.active == "bob"
@@ -63,7 +66,7 @@ async def test_a_replaced_session_sends_nothing_and_records_nothing(tmp_path: Pa
                 assert await old.send("bob", "typed after the takeover") is False
                 await wo.system(REPLACED)
                 assert await old.connect("carol") is None
-                texts = [e.text for e in new.mail.history.last("bob", 10)]
+                texts = [e.text for e in new.history.last("bob", 10)]
                 assert "typed after the takeover" not in texts
                 assert "from the old session" in texts
                 nursery.cancel_scope.cancel()
@@ -133,9 +136,9 @@ async def test_a_refused_frame_to_a_partner_who_left_is_no_loss_to_report() -> N
         wa = w["alice"]
         alice = wa.node
         await alice.connect("bob")
-        alice._on_failed("msg bob offline: bob is offline: try again when ::users shows bob online")
+        alice.feed(rec.FromServer(ServerLine("FAILED", GONE_BOB)))
         await wa.system("bob is offline")  # the talk moved to the mailbox
-        alice._on_failed("msg bob offline: bob is offline: try again when ::users shows bob online")
+        alice.feed(rec.FromServer(ServerLine("FAILED", GONE_BOB)))
         seen = await wa.settled()
         assert not [e for e in seen if "Not delivered to bob" in getattr(e, "text", "")]
 

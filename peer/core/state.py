@@ -44,6 +44,7 @@ from peer.core.conversations import Conversations
 from peer.core.directory import Directory
 from peer.core.mailroom import Mailroom
 from peer.core.records import (
+    CloseLink,
     Effect,
     Fault,
     FlushMail,
@@ -159,7 +160,9 @@ class PeerState:
         if isinstance(event, LinkFrame):
             link = self.convs.links.get(event.link_id)
             who = link.partner if link is not None else "a partner"
-            return [Fault(f"a frame from {who}", exc, "that direct link was closed")]
+            fault = Fault(f"a frame from {who}", exc, "that direct link was closed")
+            # The conversation falls back to the relay and re-sends from there.
+            return [fault, CloseLink(event.link_id)]
         where = "a line from the rendezvous" if isinstance(event, FromServer) else "an event"
         return [Fault(where, exc, "it was dropped")]
 
