@@ -237,7 +237,9 @@ class QueueMachine(RuleBasedStateMachine):
         # The model: failures (count, last time) per account and source, and
         # the last start reserved from a source that had failed.
         self.fails: dict[str, tuple[int, float]] = {}
-        self.last_start: dict[str, tuple[float, int]] = {}
+        # Per source, the starts its back-off booked, latest last (one given up
+        # unhashed hands its booking back: it made no guess).
+        self.last_start: dict[str, list[tuple[float, int, int]]] = {}
         # Fairness bookkeeping, in turns (one turn = one ticket started).
         self.waiting_since: dict[str, int] = {}
         self.last_turn: dict[str, int] = {}
@@ -272,14 +274,14 @@ class QueueMachine(RuleBasedStateMachine):
         # failure of the account and of the source, nor after the source's last start.
         floor = max(self.now, self._free_at("a:" + account), self._free_at("s:" + source))
         n_source = self.fails.get("s:" + source, (0, 0.0))[0]
-        if source in self.last_start and n_source:
-            previous, n_then = self.last_start[source]
+        if self.last_start.get(source) and n_source:
+            previous, n_then, _ = self.last_start[source][-1]
             floor = max(floor, previous + backoff(n_then))
         assert got.start >= floor - 1e-9
         if n_source == 0 and self.fails.get("a:" + account, (0, 0.0))[0] == 0:
             assert got.start == self.now  # nothing to wait for: nothing waited
         if n_source:
-            self.last_start[source] = (got.start, n_source)
+            self.last_start.setdefault(source, []).append((got.start, n_source, id(got)))
 
     @rule(data=st.data())
     def enqueue(self, data: st.DataObject) -> None:
@@ -320,6 +322,9 @@ class QueueMachine(RuleBasedStateMachine):
         was = t.state
         self.q.finish(t, self.now, verdict)
         self.live.remove(t)
+        booked = self.last_start.get(t.source)
+        if was is not State.RUNNING and booked and booked[-1][2] == id(t):
+            booked.pop()  # given up before any hash: its booking is handed back
         if was is State.QUEUED and not any(
             x.state is State.QUEUED and x.source == t.source for x in self.live
         ):
