@@ -394,9 +394,10 @@ class Server:
     async def _read_until_done(self, conn: Connection, session: Session) -> bool:
         """Read, pace and handle lines; True when it stopped for a shutdown.
 
-        Everything happens inside one long-lived scope (``conn.scope``), not
-        a login scope plus two new scopes per read (they were ~15% of the
-        relay's CPU, and ~1 KiB per idle connection). Its deadline is the
+        Everything happens inside one long-lived scope (``conn.scope``):
+        creating cancel scopes per read costs the relay CPU on every line and
+        memory on every idle connection, which is where a relay spends its
+        life (benchmarks/ measures both). Its deadline is the
         login deadline until the client logs in, then the idle timeout
         (during reads only, moved lazily: see ``slack``); shutdown cancels it
         while a read is waiting (:meth:`Connection.stop_reading`).

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chathack.protocol import PeerAddress, format_peer_address, parse_peer_address
-from peer.netcheck import nat_verdict
 from peer.core.candidates import Candidates, candidates_of
+from peer.netcheck import nat_verdict
 
 
 def cands(text: str) -> Candidates:
