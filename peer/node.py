@@ -13,7 +13,7 @@ for the UI.
 to the rendezvous *from the same port P*, logs in, and tells the server P
 and its own addresses (``port:``, ``lan:``). Then one task serves the
 rendezvous session (and reconnects it after a loss), one accepts direct
-links, one runs the clock (:data:`TICK_INTERVAL`), one sends the mailbox's
+links, one runs the clock (:mod:`peer.clock`), one sends the mailbox's
 batched acknowledgements.
 
 The node never touches the terminal: it puts :mod:`peer.events` records on
@@ -27,12 +27,9 @@ import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import trio
-from nacl.signing import SigningKey
 
 from chathack.errors import sole_error
 from chathack.protocol import (
@@ -44,8 +41,9 @@ from chathack.protocol import (
     format_client_event,
     format_endpoint,
 )
-from chathack.retransmit import Timing
+from peer.clock import Answers, Clock
 from peer.commands import help_lines
+from peer.config import PeerConfig
 from peer.core import records as rec
 from peer.core.state import PeerState
 from peer.core.talk import Talk
@@ -67,31 +65,12 @@ from peer.tls import KnownServers, client_context
 
 log = logging.getLogger("chathack.peer")
 
-#: Seconds between two polls of the conversations' re-send and gap timers:
-#: small against their bounds (chathack.retransmit), and cheap.
-TICK_INTERVAL = 0.5
 #: Seconds ``quit`` waits for goodbyes to be written.
 CLOSE_FLUSH_TIMEOUT = 2.0
 #: Upgrade outcomes ``::netcheck`` remembers.
 NETCHECK_HISTORY = 10
 
 __all__ = ["PasswordSource", "PeerConfig", "PeerNode", "fixed_password", "open_peer"]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConfig:
-    name: str
-    server_host: str = "127.0.0.1"
-    server_port: int = 7777
-    listen_host: str = "0.0.0.0"
-    listen_port: int = 0
-    data_dir: Path | None = None
-    relay_only: bool = False  # never open direct links (nor reveal addresses)
-    identity: SigningKey | None = None  # default: the one in data_dir (made on first run)
-    tls: bool = False  # speak TLS to the rendezvous (pinning its certificate)
-    tls_fingerprint: str | None = None  # the certificate's SHA-256, if known in advance
-    tls_ca: Path | None = None  # verify the certificate with this CA instead of pinning
-    timing: Timing | None = None  # the re-send timers' bounds (tests shrink them)
 
 
 class PeerNode:
@@ -134,9 +113,8 @@ class PeerNode:
         dialer = TcpDialer(config.name, self.epoch, None)
         self.links = Links(config.name, self, dialer, nursery, self.faults)
         self.upgrades: list[str] = []  # recent outcomes, for ::netcheck
-        self._answers: dict[tuple[str, str], tuple[trio.Event, list[rec.Answered]]] = {}
-        self._clock = trio.Event()  # set when a deadline came nearer
-        self._planned = math.inf  # when the clock task wakes next
+        self.answers = Answers()
+        self.clock = Clock(lambda: self.feed(rec.Tick()), self.state.next_deadline)
         self._mail_due = trio.Event()
         self._acked = trio.Event()
         self.closed = False
@@ -181,9 +159,7 @@ class PeerNode:
             self.feed(rec.LinkDown(link_id, "The direct link stalled"))
         if self.state.mail.wants_flush:
             self._mail_due.set()
-        deadline = self.state.next_deadline()
-        if deadline is not None and deadline < self._planned:
-            self._clock.set()
+        self.clock.check()
         if not self.unacknowledged():
             self._acked.set()
         return effects
@@ -206,27 +182,11 @@ class PeerNode:
             case rec.PunchTo(name, host, port):
                 self.links.punch(name, (host, port))
             case rec.Answered():
-                waiting = self._answers.get((effect.what, effect.name.lower()))
-                if waiting is not None:
-                    waiting[1].append(effect)
-                    waiting[0].set()
+                self.answers.deliver(effect)
             case rec.Note(name, outcome):
                 self.note(name, outcome)
             case rec.Fault(where, error, consequence):
                 self.faults.report(where, error, consequence)
-
-    async def _ask(self, what: str, name: str, command: rec.UserCommand) -> rec.Answered | None:
-        """Feed ``command`` and wait for the core's answer to it (the core
-        bounds every request with a deadline of its own)."""
-        key = (what, name.lower())
-        waiting = self._answers.setdefault(key, (trio.Event(), []))
-        try:
-            self.feed(command)
-            await waiting[0].wait()
-        finally:
-            if self._answers.get(key) is waiting:
-                del self._answers[key]
-        return waiting[1][0] if waiting[1] else None
 
     # ------------------------------------------------------- what links use
     def current_link(self, name: str) -> int | None:
@@ -256,7 +216,7 @@ class PeerNode:
             self.nursery.start_soon(partial(trio.serve_listeners, accept, [listener]))
         reader = await self.server.login(self.nursery, source)
         self.feed(rec.ServerState(self.server.state))
-        self.nursery.start_soon(self.faults.contain, "the clock", self._run_clock)
+        self.nursery.start_soon(self.faults.contain, "the clock", self.clock.run)
         self.nursery.start_soon(
             self.faults.contain, "sending mail acknowledgements", self._run_mail
         )
@@ -294,21 +254,6 @@ class PeerNode:
     def _on_server_line(self, line: ServerEvent) -> None:
         self.feed(rec.FromServer(line))
 
-    async def _run_clock(self) -> None:
-        """Tick at every request's deadline, and every :data:`TICK_INTERVAL`."""
-        next_tick = trio.current_time() + TICK_INTERVAL
-        while True:
-            deadline = self.state.next_deadline()
-            self._planned = min(next_tick, deadline if deadline is not None else math.inf)
-            with trio.move_on_at(self._planned):
-                await self._clock.wait()
-            self._clock = trio.Event()
-            now = trio.current_time()
-            if now >= self._planned:
-                if now >= next_tick:
-                    next_tick = now + TICK_INTERVAL
-                self.feed(rec.Tick())
-
     async def _run_mail(self) -> None:
         """Send acknowledgements in batches: all that one read of the server
         produced (its lines are fed without a pause) in one line."""
@@ -321,7 +266,7 @@ class PeerNode:
     async def connect(self, name: str) -> Talk | None:
         """Open a conversation with ``name`` and make it the active one: direct
         if possible, else relayed at once and upgraded in the background."""
-        answer = await self._ask("connect", name, rec.Connect(name))
+        answer = await self.answers.ask("connect", name, lambda: self.feed(rec.Connect(name)))
         return self.state.convs.open_talk(name) if answer is not None and answer.ok else None
 
     async def send(self, name: str, text: str) -> bool:
@@ -353,7 +298,8 @@ class PeerNode:
 
     async def change_password(self, old: str, new: str) -> bool:
         """``::passwd``: the server checks ``old``, then keeps ``new``."""
-        answer = await self._ask("passwd", "", rec.ChangePassword(old, new))
+        change = rec.ChangePassword(old, new)
+        answer = await self.answers.ask("passwd", "", lambda: self.feed(change))
         if answer is not None and answer.ok and answer.secret is not None:
             self.server.remember_password(answer.secret)
             return True

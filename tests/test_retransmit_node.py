@@ -30,7 +30,7 @@ from chathack.link import (
 from chathack.protocol import ClientEvent, Msg, UserLine
 from chathack.retransmit import Timing
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
-from peer import node as node_module
+from peer import clock
 from peer.core import records as rec
 from peer.core import security
 from peer.events import System
@@ -50,7 +50,7 @@ FAST = Timing(
 
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(node_module, "TICK_INTERVAL", 0.05)
+    monkeypatch.setattr(clock, "TICK_INTERVAL", 0.05)
 
 
 def relayed(*names: str) -> AbstractAsyncContextManager[dict[str, Watcher]]:
