@@ -1,5 +1,5 @@
-"""The peer-to-peer link: frames, their two encodings, and a conversation's
-delivery state (sans-IO).
+"""The peer-to-peer link: frames and their two encodings (sans-IO). A
+conversation's delivery state over them is :mod:`chathack.delivery`.
 
 Theory of operation
 -------------------
@@ -15,7 +15,7 @@ travel over either path:
 So the chat layer above never knows which path carries it, and encryption can
 later wrap the JSON bytes without touching either.
 
-Delivery (:class:`Conversation`): each side numbers the chat frames it sends
+Delivery (:class:`chathack.delivery.Conversation`): each side numbers the chat frames it sends
 ``1, 2, 3 ...`` within an *epoch* (a random id chosen when the peer process
 starts). The receiver shows a frame only when its ``seq`` is the next one,
 buffers frames that arrive early, drops duplicates, and answers with a
@@ -33,7 +33,7 @@ import binascii
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str
 from json.scanner import make_scanner
 from typing import Any
@@ -441,90 +441,3 @@ def relay_text_to_frame(text: str) -> Frame:
     except (binascii.Error, ValueError):
         raise RemoteProtocolError("Malformed relayed frame: bad base64") from None
     return frame_from_bytes(raw)
-
-
-# --------------------------------------------------------------------------
-# Delivery state of one conversation
-# --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Received:
-    """What :meth:`Conversation.receive_chat` hands back."""
-
-    deliver: list[Chat]
-    ack: Ack
-    duplicate: bool = False
-
-
-@dataclass(slots=True)
-class Conversation:
-    """Sequencing, acknowledgement and de-duplication for one partner."""
-
-    me: str
-    partner: str
-    epoch: str
-    next_seq: int = 1
-    unacked: dict[int, Chat] = field(default_factory=dict)
-    peer_epoch: str | None = None
-    delivered: int = 0
-    early: dict[int, Chat] = field(default_factory=dict)
-
-    # sending --------------------------------------------------------------
-    def send_text(self, text: str, now: float = 0.0) -> Chat:
-        """Number ``text`` and keep it until acknowledged; return the frame to send."""
-        check_text(text)
-        base = min(self.unacked, default=self.next_seq)
-        chat = Chat(self.epoch, self.next_seq, base, text, now)
-        self.unacked[chat.seq] = chat
-        self.next_seq += 1
-        return chat
-
-    def receive_ack(self, ack: Ack) -> list[Chat]:
-        """Forget every frame ``ack`` covers; return them (now known delivered)."""
-        if ack.epoch != self.epoch:
-            return []
-        done = [c for s, c in self.unacked.items() if s <= ack.seq]
-        for c in done:
-            del self.unacked[c.seq]
-        return done
-
-    def to_resend(self) -> list[Chat]:
-        """Everything not yet acknowledged, oldest first (after a path change).
-
-        Each frame carries the *current* base: the one it was first sent with
-        may be older, and a receiver that restarted since would wait forever
-        for frames below the current base, which nobody holds any more.
-        """
-        base = min(self.unacked, default=self.next_seq)
-        return [replace(self.unacked[s], base=base) for s in sorted(self.unacked)]
-
-    # receiving ------------------------------------------------------------
-    def receive_chat(self, chat: Chat) -> Received:
-        deliver: list[Chat] = []
-        if chat.epoch != self.peer_epoch:
-            # A new run of the partner's program (or the first frame we see).
-            self.peer_epoch = chat.epoch
-            self.delivered = chat.base - 1
-            self.early.clear()
-        elif chat.base - 1 > self.delivered:
-            # The sender knows we got everything below base: skip the gap.
-            self.delivered = chat.base - 1
-            for s in [s for s in self.early if s <= self.delivered]:
-                del self.early[s]
-            # Frames buffered behind the gap may now be next in line.
-            self._deliver_early(deliver)
-        if chat.seq <= self.delivered or chat.seq in self.early:
-            return Received(deliver, Ack(chat.epoch, self.delivered), duplicate=not deliver)
-        if chat.seq == self.delivered + 1:
-            deliver.append(chat)
-            self.delivered = chat.seq
-            self._deliver_early(deliver)
-        elif len(self.early) < MAX_OUT_OF_ORDER:
-            self.early[chat.seq] = chat
-        return Received(deliver, Ack(chat.epoch, self.delivered))
-
-    def _deliver_early(self, deliver: list[Chat]) -> None:
-        while self.delivered + 1 in self.early:
-            self.delivered += 1
-            deliver.append(self.early.pop(self.delivered))

@@ -61,7 +61,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chathack.link import Chat, Conversation
+from chathack.delivery import Conversation
+from chathack.link import Chat
 
 #: Seconds an unacknowledged chat frame waits on the relay before it is first
 #: re-sent: several relay round trips (two hops each way), and longer than the

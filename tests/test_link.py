@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chathack import link
+from chathack.delivery import Conversation
 from chathack.errors import LocalProtocolError, RemoteProtocolError
 from chathack.link import (
     LINK_VERSION,
@@ -30,7 +31,6 @@ from chathack.link import (
     Ack,
     Bye,
     Chat,
-    Conversation,
     Frame,
     FrameDecoder,
     Hello,

@@ -28,13 +28,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chathack.link import (
-    Ack,
-    Chat,
-    Conversation,
-    is_relay_frame,
-    relay_text_to_frame,
-)
+from chathack.delivery import Conversation
+from chathack.link import Ack, Chat, is_relay_frame, relay_text_to_frame
 from chathack.protocol import UserLine
 from chathack.retransmit import (
     CaughtUp,

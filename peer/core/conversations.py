@@ -19,7 +19,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from chathack.link import Ack, Bye, Chat, Conversation, Frame, Hello, Ping, Pong, Sealed
+from chathack.delivery import Conversation
+from chathack.link import Ack, Bye, Chat, Frame, Hello, Ping, Pong, Sealed
 from chathack.retransmit import (
     CaughtUp,
     Gap,

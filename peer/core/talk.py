@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chathack.link import Conversation
+from chathack.delivery import Conversation
 from chathack.retransmit import Retransmit, Timing
 from peer.core.records import LinkInfo
 from peer.core.security import PathSec

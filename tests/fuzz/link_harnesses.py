@@ -18,6 +18,7 @@ from nacl import bindings
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from chathack.delivery import Conversation
 from chathack.errors import LocalProtocolError, RemoteProtocolError
 from chathack.link import (
     MAX_OUT_OF_ORDER,
@@ -26,7 +27,6 @@ from chathack.link import (
     Ack,
     Bye,
     Chat,
-    Conversation,
     Frame,
     FrameDecoder,
     Hello,
