@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 
-from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored
-
 from chathack.protocol import (
     MAX_MAIL_KEYS,
     Mail,
@@ -34,6 +32,7 @@ from chathack.protocol import (
     has_controls,
 )
 from chathack.secure import MAIL_PREFIX, BadIdentityKey, TamperedFrame, open_mail, seal_mail
+from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored
 from peer.core.records import Effect, Show, ToServer
 from peer.core.security import Keys
 from peer.events import Delivery, Incoming, System
