@@ -21,6 +21,7 @@ memory, with :func:`fold_name` -- the data dir's name, the names in
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -81,13 +82,31 @@ def fingerprint(pubkey: bytes) -> str:
     return " ".join(digest[i : i + 4] for i in range(0, len(digest), 4))
 
 
+#: Hash rounds per half of a safety number (Signal's numeric fingerprint):
+#: each candidate key a forger tries costs this many SHA-512s.
+SAFETY_ITERATIONS = 5200
+#: The version tag hashed in, so a later scheme never yields the same digits.
+SAFETY_VERSION = b"\x00\x00chathack-safety-1"
+
+
+def safety_half(key: bytes) -> str:
+    """30 digits (~100 bits) from one identity key: an iterated SHA-512, its
+    first 30 bytes read as six 5-byte numbers, each mod 100000."""
+    digest = hashlib.sha512(SAFETY_VERSION + key).digest()
+    for _ in range(SAFETY_ITERATIONS):
+        digest = hashlib.sha512(digest + key).digest()
+    return "".join(
+        f"{int.from_bytes(digest[i : i + 5], 'big') % 100000:05d}" for i in range(0, 30, 5)
+    )
+
+
 def safety_number(key_a: bytes, key_b: bytes) -> str:
-    """Twelve digits both partners compute alike from their two keys; equal
-    numbers, compared out of band, mean nobody sits in between."""
-    digest = blake2b(b"".join(sorted((key_a, key_b))), digest_size=16, encoder=_Raw)
-    n = int.from_bytes(digest, "big") % 10**12
-    text = f"{n:012d}"
-    return " ".join(text[i : i + 4] for i in range(0, 12, 4))
+    """60 digits both partners compute alike from their two keys (each key's
+    30-digit half, in sorted order), grouped by five for reading aloud. Equal
+    numbers, compared out of band, mean nobody sits in between: a rendezvous
+    forging keys must match ~100 bits for each side, not collide a short hash."""
+    digits = "".join(sorted((safety_half(key_a), safety_half(key_b))))
+    return " ".join(digits[i : i + 5] for i in range(0, 60, 5))
 
 
 class Pins:

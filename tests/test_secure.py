@@ -26,6 +26,7 @@ from peer.identity import (
     fingerprint,
     judge,
     load_identity,
+    safety_half,
     safety_number,
 )
 
@@ -147,7 +148,11 @@ def test_safety_number_is_the_same_on_both_sides_and_differs_per_pair() -> None:
     a, b, m = bytes(ALICE.verify_key), bytes(BOB.verify_key), bytes(MALLORY.verify_key)
     assert safety_number(a, b) == safety_number(b, a)
     assert safety_number(a, b) != safety_number(a, m)
-    assert len(safety_number(a, b).replace(" ", "")) == 12
+    digits = safety_number(a, b).replace(" ", "")
+    assert len(digits) == 60 and digits.isdigit()  # two halves of ~100 bits each
+    # One side's half depends on one key only: a forger must match it whole.
+    assert safety_half(a) in digits and safety_half(b) in digits
+    assert safety_half(a) not in safety_number(m, b).replace(" ", "")
     assert fingerprint(a) != fingerprint(b)
 
 
