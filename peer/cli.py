@@ -231,7 +231,10 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
         data_dir, notes = find_data_dir(args.name)
         for note in notes:
             print(f"chathack-peer: {note}", file=sys.stderr)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A folder made by an older version under umask 022: its history holds
+    # every message in clear, readable by any local user until closed.
+    data_dir.chmod(0o700)
     config = PeerConfig(
         name=args.name,
         server_host=args.server[0],
@@ -263,6 +266,7 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # all we write (messages, keys, typed lines) is this user's alone
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

@@ -149,7 +149,7 @@ class SqliteStore:
             raise ValueError(f"mail_sync must be FULL or NORMAL, not {mail_sync!r}")
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -158,6 +158,11 @@ class SqliteStore:
             self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"Cannot open the database {self.path}: {e}") from e
+        if self.path != ":memory:":
+            # One made by an older version under umask 022 was readable by all.
+            for suffix in ("", "-wal", "-shm"):
+                with suppress(OSError):
+                    Path(self.path + suffix).chmod(0o600)
         self.mail = SqliteMailStore(self._db, durable_sync=mail_sync, base_sync="NORMAL")
 
     def _migrate(self) -> None:
