@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A bot that answers every message with the same words, through the peer library.
 
-    CHATHACK_PASSWORD=secret python examples/echo_bot.py echo --server 127.0.0.1:7777
+    CHATHACK_PASSWORD=echo-bot-secret python examples/echo_bot.py echo --server 127.0.0.1:7777
 
 Then, from another terminal: ``chathack-peer alice`` and ``connect: echo``.
 """

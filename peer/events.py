@@ -12,8 +12,9 @@ from typing import Literal
 
 from chathack.protocol import UserState
 
-#: How a conversation's messages travel. ``punched`` arrives with NAT traversal.
-PathName = Literal["direct", "punched", "relayed"]
+#: How a conversation's messages travel. ``unencrypted``: with a plain-text
+#: client (nc), in clear through the rendezvous, only after the user said so.
+PathName = Literal["direct", "punched", "relayed", "unencrypted"]
 Level = Literal["info", "warning", "error"]
 
 

@@ -48,6 +48,7 @@ THEME = Theme(
         "path.direct": "green",
         "path.punched": "cyan",
         "path.relayed": "yellow",
+        "path.unencrypted": "bold white on red",  # never quiet: the server can read it
     }
 )
 

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from rendezvous.hashqueue import HashQueue, Kind, Refusal, State, Ticket
 
 #: Shortest password accepted when registering.
-MIN_PASSWORD_CHARS = 4
+MIN_PASSWORD_CHARS = 8
 #: Threads hashing at once (each argon2id hash takes its own 64 MiB).
 HASH_WORKERS = 2
 

@@ -104,6 +104,9 @@ class World:
         self.now = 1000.0
         self.peers: dict[str, Peer] = {}
         self.fate: Fate = reliable
+        #: A lying rendezvous: what each line to a peer becomes (none, itself,
+        #: something else, several).
+        self.tamper: Callable[[ServerLine | UserLine], list[ServerLine | UserLine]] = _as_is
         self.rng = random.Random(0)
 
     def close(self) -> None:
@@ -229,7 +232,11 @@ class World:
                 moved = True
         return moved
 
-    def _route(self, peer: Peer, line: ServerLine | UserLine) -> None:
+    def _route(self, peer: Peer, original: ServerLine | UserLine) -> None:
+        for line in self.tamper(original):
+            self._deliver(peer, line)
+
+    def _deliver(self, peer: Peer, line: ServerLine | UserLine) -> None:
         copies, overtake = self.fate(line) if _is_relayed(line) else (1, False)
         for _ in range(copies):
             if overtake and peer.inbox:
@@ -251,6 +258,10 @@ class World:
         """Pump, then let time pass so that timers re-send what was lost."""
         self.pump()
         self.advance(seconds)
+
+
+def _as_is(line: ServerLine | UserLine) -> list[ServerLine | UserLine]:
+    return [line]
 
 
 def _is_relayed(line: ServerLine | UserLine) -> bool:

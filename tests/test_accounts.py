@@ -107,7 +107,7 @@ def clocked() -> Server:
 async def test_brute_force_is_slowed_down(autojump_clock: trio.testing.MockClock) -> None:
     server = clocked()
     async with running(server) as connect:
-        await (await connect("192.0.2.50")).login("victim", "right-pw")
+        await (await connect("192.0.2.50")).login("victim", "right-password")
         guesser = await connect("198.51.100.7")
         guesser.deadline = 10_000
         await guesser.expect("USERNAME")
@@ -125,11 +125,11 @@ async def test_brute_force_is_slowed_down(autojump_clock: trio.testing.MockClock
         owner = await connect("192.0.2.50")
         owner.deadline = 10_000
         t0 = trio.current_time()
-        await owner.login("victim", "right-pw")
+        await owner.login("victim", "right-password")
         assert trio.current_time() - t0 == pytest.approx(30)
         # ...but after that success the account's counter starts again.
         t1 = trio.current_time()
-        await (await connect("192.0.2.50")).login("victim", "right-pw")
+        await (await connect("192.0.2.50")).login("victim", "right-password")
         assert trio.current_time() - t1 == pytest.approx(0)
 
 

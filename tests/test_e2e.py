@@ -142,7 +142,10 @@ def test_a_raw_line_client_and_a_peer_talk_through_the_relay(world: Lab) -> None
         f.write("hello from a plain socket\n")
         f.flush()
         fred.expect_line("gina: hello from a plain socket")
-        fred.send("::switch gina")  # a line that arrives does not choose for fred
+        # A line that arrives does not choose for fred, and gina's client is not
+        # a chathack peer: fred says so himself to talk to her unencrypted.
+        fred.send("connect: gina")
+        fred.expect("Talking to gina UNENCRYPTED")
         fred.send("hello gina")
         assert read_until("fred:") == "fred: hello gina"
 
@@ -227,9 +230,9 @@ def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab)
     first = spawn()
     try:
         first.expect("New user zed: choose a password to register: ")
-        first.sendline("s3cret-pw")
+        first.sendline("s3cret-password")
         first.expect("Type it again to confirm: ")
-        first.sendline("s3cret-pw")
+        first.sendline("s3cret-password")
         wait_for_text(first, "zed · no conversation")
         first.sendcontrol("d")
         wait_for(first, pexpect.EOF)
@@ -240,7 +243,7 @@ def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab)
         again.expect("Password for zed: ")
         again.sendline("not-it")
         again.expect("Wrong password for zed. Password for zed: ")
-        again.sendline("s3cret-pw")
+        again.sendline("s3cret-password")
         wait_for_text(again, "zed · no conversation")
         again.sendcontrol("d")
         wait_for(again, pexpect.EOF)

@@ -63,7 +63,9 @@ async def world(**configs: dict) -> AsyncIterator[dict[str, Watcher]]:
         out: dict[str, Watcher] = {}
         for name, extra in configs.items():
             cfg = PeerConfig(name, "127.0.0.1", port, "127.0.0.1", 0, **extra)
-            node = await stack.enter_async_context(open_peer(cfg, fixed_password(name + "-pw")))
+            node = await stack.enter_async_context(
+                open_peer(cfg, fixed_password(name + "-password"))
+            )
             out[name] = Watcher(node)
             nursery.start_soon(out[name].run)
         yield out
@@ -128,7 +130,7 @@ async def test_a_changed_key_is_held_until_the_user_trusts_it() -> None:
         await w["bob"].node.quit()
         server_port = alice.config.server_port
         cfg = PeerConfig("bob", "127.0.0.1", server_port, "127.0.0.1", 0, identity=new)
-        async with open_peer(cfg, fixed_password("bob-pw")) as bob2, trio.open_nursery() as n:
+        async with open_peer(cfg, fixed_password("bob-password")) as bob2, trio.open_nursery() as n:
             wb2 = Watcher(bob2)
             n.start_soon(wb2.run)
             await bob2.connect("alice")

@@ -48,7 +48,7 @@ async def test_a_control_character_in_a_command_is_an_error_not_a_crash(line: by
     async with running(server) as connect:
         alice, bob, mallory = await connect(), await connect(), await connect()
         await alice.login("alice", "pw-alice")
-        await bob.login("bob", "pw-bob")
+        await bob.login("bob", "pw-bob-secret")
         await mallory.login("mallory", "pw-mallory")
         await mallory.send_raw(line + b"\n")
         assert await mallory.expect("ERROR") == CONTROLS_IN_LINE
@@ -90,7 +90,7 @@ async def test_a_fault_while_handling_one_session_ends_only_that_session(
     async with running(server) as connect:
         alice, bob, mallory = await connect(), await connect(), await connect()
         await alice.login("alice", "pw-alice")
-        await bob.login("bob", "pw-bob")
+        await bob.login("bob", "pw-bob-secret")
         await mallory.login("mallory", "pw-mallory")
         await mallory.send_line("connect: trigger")
         await mallory.read_until_eof()
@@ -147,7 +147,7 @@ async def test_a_fault_while_writing_to_one_client_drops_only_that_client() -> N
         alice, carol, bob = await connect(), await connect(), await connect(explode=True)
         await alice.login("alice", "pw-alice")
         await carol.login("carol", "pw-carol")
-        await bob.login("bob", "pw-bob")
+        await bob.login("bob", "pw-bob-secret")
         exploding[0].armed = True
         await alice.send_line("msg: bob are you there?")
         await bob.read_until_eof()

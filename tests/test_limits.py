@@ -151,7 +151,7 @@ async def test_connections_past_the_per_address_cap_are_refused_with_a_line() ->
         )
         await third.expect_eof()
         other = await connect("192.0.2.2")
-        await other.login("other", "pw12")
+        await other.login("other", "pw12pw12")
 
         await first.send_line("::quit")
         await first.read_until_eof()
@@ -191,7 +191,7 @@ async def test_refusal_over_real_sockets_reaches_the_client() -> None:
             other = LineClient(
                 await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
             )
-            assert "You are seen as 127.0.0.2" in await other.login("other", "pw12")
+            assert "You are seen as 127.0.0.2" in await other.login("other", "pw12pw12")
         for c in (kept, refused, other):
             await c.aclose()
         nursery.cancel_scope.cancel()
@@ -204,8 +204,8 @@ async def test_an_idle_client_is_closed_and_a_pinging_one_stays(
     async with running(server) as connect:
         quiet, pinger = await connect("192.0.2.1"), await connect("192.0.2.2")
         quiet.deadline = pinger.deadline = 1000  # virtual seconds
-        await quiet.login("quiet", "pw12")
-        await pinger.login("pinger", "pw12")
+        await quiet.login("quiet", "pw12pw12")
+        await pinger.login("pinger", "pw12pw12")
         start = trio.current_time()
 
         async def keep_pinging() -> None:
@@ -232,9 +232,9 @@ async def test_a_fast_sender_is_slowed_down_and_nothing_is_dropped(
         alice, bob, carol = [await connect(f"192.0.2.{i}") for i in (1, 2, 3)]
         for c in (alice, bob, carol):
             c.deadline = 100
-        await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
-        await carol.login("carol", "pw56")
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
+        await carol.login("carol", "pw56pw56")
         start = trio.current_time()
         await alice.send_raw(b"".join(b"msg: bob line %d\n" % i for i in range(100)))
         assert await bob.expect_user("alice") == "line 0"
@@ -256,12 +256,12 @@ async def test_logging_in_again_does_not_refill_the_message_rate(
     server = clocked_server(max_msg_rate=1, msg_burst=3)
     async with running(server) as connect:
         bob = await connect("192.0.2.2")
-        await bob.login("bob", "pw34")
+        await bob.login("bob", "pw34pw34")
         bob.deadline = 100
         start = trio.current_time()
         for attempt in range(2):
             alice = await connect("192.0.2.1")
-            await alice.login("alice", "pw12")
+            await alice.login("alice", "pw12pw12")
             await alice.send_raw(b"".join(b"msg: bob %d-%d\n" % (attempt, i) for i in range(3)))
             for i in range(3):
                 assert await bob.expect_user("alice") == f"{attempt}-{i}"
@@ -274,8 +274,8 @@ async def test_max_msg_rate_zero_is_unlimited(autojump_clock: trio.testing.MockC
     server = clocked_server(max_msg_rate=0)
     async with running(server) as connect:
         alice, bob = await connect("192.0.2.1"), await connect("192.0.2.2")
-        await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
         start = trio.current_time()
         await alice.send_raw(b"".join(b"msg: bob line %d\n" % i for i in range(500)))
         for i in range(500):
@@ -290,8 +290,8 @@ async def test_commands_and_bad_lines_have_their_own_rate(
     async with running(server) as connect:
         alice, bob = await connect("192.0.2.1"), await connect("192.0.2.2")
         alice.deadline = 100
-        await alice.login("alice", "pw12")  # 2 lines of the burst of 4
-        await bob.login("bob", "pw34")
+        await alice.login("alice", "pw12pw12")  # 2 lines of the burst of 4
+        await bob.login("bob", "pw34pw34")
         start = trio.current_time()
         await alice.send_raw(b"::ping a\n\xff\n::ping b\n::ping c\n")
         assert await alice.expect("PONG") == "a"
@@ -311,7 +311,7 @@ async def test_password_attempts_per_source_address_are_slowed(
     server = clocked_server(max_login_rate=6, max_login_tries=100)
     server.logins.failed_logins = FailedLogins(base=0)  # only the per-address rate, here
     async with running(server) as connect:
-        await (await connect("192.0.2.50")).login("victim", "right-pw")
+        await (await connect("192.0.2.50")).login("victim", "right-password")
         guesser = await connect("192.0.2.1")
         guesser.deadline = 100
         await guesser.expect("USERNAME")
@@ -326,7 +326,7 @@ async def test_password_attempts_per_source_address_are_slowed(
         assert trio.current_time() - start == pytest.approx(20)
         # Another address is not slowed by that.
         now = trio.current_time()
-        await (await connect("192.0.2.2")).login("someone", "pw12")
+        await (await connect("192.0.2.2")).login("someone", "pw12pw12")
         assert trio.current_time() == now
 
 
@@ -337,8 +337,8 @@ async def test_shutdown_handles_every_line_already_read_before_bye(
     async with running(server) as connect:
         alice, bob = await connect("192.0.2.1"), await connect("192.0.2.2")
         alice.deadline = bob.deadline = 1000
-        await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
         # 50 lines in one write: the server reads them at once, then paces them.
         await alice.send_raw(b"".join(b"msg: bob line %d\n" % i for i in range(50)))
         assert await bob.expect_user("alice") == "line 0"

@@ -152,7 +152,7 @@ async def test_guesses_sent_at_once_from_many_addresses_get_the_back_off_of_one(
                 await trio.sleep(GUESS_WINDOW / 2)
                 t0 = trio.current_time()
                 await (await connect("192.0.2.51")).login("bob", "bobs-password")
-                await (await connect("203.0.113.9")).login("newcomer", "newcomer-pw")
+                await (await connect("203.0.113.9")).login("newcomer", "newcomer-password")
                 assert trio.current_time() == t0
         guesses = [when - start for when, h in passwords.checks if h == victim_hash]
         in_window = [t for t in guesses if t <= GUESS_WINDOW]
@@ -181,7 +181,7 @@ async def test_a_second_attempt_at_an_account_is_refused_not_counted(
     async with running(server) as connect:
         alice = await connect("192.0.2.1")
         alice.deadline = 1000
-        await alice.login("alice", "alice-pw")
+        await alice.login("alice", "alice-password")
         server.logins.failed_logins.failed("alice", "198.51.100.66", trio.current_time())
         server.logins.failed_logins.failed("alice", "198.51.100.66", trio.current_time())
         held = watch_holds(server)
@@ -195,19 +195,19 @@ async def test_a_second_attempt_at_an_account_is_refused_not_counted(
         # and the refusal is not a failed try (max_login_tries=1 would close it).
         await alice.send_line("::passwd")
         await alice.expect("PASSWORD")
-        await alice.send_line("password: alice-pw")
+        await alice.send_line("password: alice-password")
         assert await alice.expect("PASSWD") == (
             "unchanged Another password attempt for alice is pending; try again in a few seconds"
         )
         other = await at_password(connect, "203.0.113.5", "alice", 1000)
-        await other.send_line("password: alice-pw")
+        await other.send_line("password: alice-password")
         assert "Another password attempt for alice is pending" in await other.expect("RETRY")
         assert await other.expect("PASSWORD") == "Password for alice"
         # The guess is checked when its back-off is over; then the owner's turn.
         assert await guesser.expect("ERROR") == "Wrong password for alice"
         assert trio.current_time() - t0 == pytest.approx(1.0)
         await guesser.expect("BYE")
-        await other.send_line("password: alice-pw")
+        await other.send_line("password: alice-password")
         assert (await other.expect("OK")).startswith("Welcome back alice")
         assert trio.current_time() - t0 == pytest.approx(1.0 + 2.0)  # the third delay
 
@@ -238,7 +238,7 @@ async def test_shutdown_interrupts_an_attempt_waiting_out_its_back_off(
     passwords = TimedPasswords()
     server = Server(SqliteStore(":memory:"), passwords=passwords, limits=Limits())
     async with running(server) as connect:
-        await (await connect("192.0.2.1")).login("alice", "alice-pw")
+        await (await connect("192.0.2.1")).login("alice", "alice-password")
         for _ in range(8):  # the account's delay is 30 s now
             server.logins.failed_logins.failed("alice", "198.51.100.1", trio.current_time())
         held = watch_holds(server)
@@ -283,7 +283,7 @@ async def test_a_connection_that_gives_up_in_line_leaves_nothing_behind(
     queue = server.logins.hash_queue
     async with running(server) as connect:
         for name in ("alice", "bob"):  # registrations hash; they do not verify
-            await (await connect(f"192.0.2.{len(name)}")).login(name, f"{name}-pw")
+            await (await connect(f"192.0.2.{len(name)}")).login(name, f"{name}-password")
         second = await connect("198.51.100.2")  # bob's login deadline comes first
         second.deadline = 100
         await second.expect("USERNAME")
@@ -291,10 +291,10 @@ async def test_a_connection_that_gives_up_in_line_leaves_nothing_behind(
         await second.expect("PASSWORD")
         await trio.sleep(10)  # virtual time: the scenario, not synchronisation
         first = await at_password(connect, "192.0.2.1", "alice", 100)
-        await first.send_line("password: alice-pw")
+        await first.send_line("password: alice-password")
         await passwords.entered.wait()  # alice's check holds the one worker
         held = watch_holds(server)
-        await second.send_line("password: bob-pw")
+        await second.send_line("password: bob-password")
         await held["bob"].wait()
         bobs = queue.holder("bob")
         assert bobs is not None and bobs.state is State.QUEUED and queue.queued == 1

@@ -33,7 +33,7 @@ async def server(tmp: Path) -> AsyncIterator[int]:
 @asynccontextmanager
 async def peer(port: int, name: str, tmp: Path, **kw: object) -> AsyncIterator[Watcher]:
     cfg = PeerConfig(name, "127.0.0.1", port, "127.0.0.1", 0, data_dir=tmp / name, **kw)  # type: ignore[arg-type]
-    async with open_peer(cfg, fixed_password(f"{name}-pw")) as node, trio.open_nursery() as n:
+    async with open_peer(cfg, fixed_password(f"{name}-password")) as node, trio.open_nursery() as n:
         w = Watcher(node)
         n.start_soon(w.run)
         yield w

@@ -309,7 +309,9 @@ async def register_newcomer(port: int) -> tuple[float | None, str]:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.read_all)
-                    w = Fuzzer(0, "127.0.0.5", "newcomer", "newcomer-pw", SigningKey.generate(), "")
+                    w = Fuzzer(
+                        0, "127.0.0.5", "newcomer", "newcomer-password", SigningKey.generate(), ""
+                    )
                     if not await log_in(conn, w):
                         why = f"the login dialogue failed: {conn.lines[-5:]}"
                     ok = next((line for line in conn.lines if line.startswith("Servidor[OK]")), "")
@@ -347,7 +349,7 @@ async def planted_key(port: int, victim: Peer) -> list[str]:
         with trio.fail_after(30):
             client = LineClient(await open_from("127.0.0.6", port), deadline=20)
             try:
-                await client.login("keytrap", "keytrap-pw")
+                await client.login("keytrap", "keytrap-password")
                 await client.send_line(f"key: {BOGUS_KEY}")
                 await client.expect("OK")
                 await client.send_line("::quit")

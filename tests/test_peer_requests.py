@@ -55,13 +55,13 @@ async def test_a_replaced_session_sends_nothing_and_records_nothing(tmp_path: Pa
         cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0, data_dir=tmp_path)
         async with (
             trio.open_nursery() as nursery,
-            open_peer(cfg, fixed_password("alice-pw")) as old,
+            open_peer(cfg, fixed_password("alice-password")) as old,
         ):
             wo = Watcher(old)
             nursery.start_soon(wo.run)
             await old.connect("bob")
             await old.send("bob", "from the old session")
-            async with open_peer(cfg, fixed_password("alice-pw")) as new:
+            async with open_peer(cfg, fixed_password("alice-password")) as new:
                 await wo.system("This user logged in elsewhere")
                 assert await old.send("bob", "typed after the takeover") is False
                 await wo.system(REPLACED)
@@ -160,7 +160,7 @@ async def test_a_login_refused_before_any_hash_is_tried_again_with_the_same_pass
         listeners = await nursery.start(server.serve, "127.0.0.1", 0)
         port = listeners[0].socket.getsockname()[1]
         cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0, data_dir=tmp_path)
-        async with open_peer(cfg, fixed_password("alice-pw")):
+        async with open_peer(cfg, fixed_password("alice-password")):
             pass  # registered
         queue = server.logins.hash_queue
         held = queue.reserve(Kind.LOGIN, "alice", "203.0.113.50", trio.current_time())
@@ -182,7 +182,7 @@ async def test_a_login_refused_before_any_hash_is_tried_again_with_the_same_pass
 
             nursery.start_soon(release)
             with trio.fail_after(DEADLINE):
-                async with open_peer(cfg, fixed_password("alice-pw")) as node:
+                async with open_peer(cfg, fixed_password("alice-password")) as node:
                     assert node.server.state == "online"
         assert refused.is_set()
         nursery.cancel_scope.cancel()

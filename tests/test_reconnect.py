@@ -74,7 +74,7 @@ def incoming(w: Watcher) -> list[tuple[str, str]]:
 @asynccontextmanager
 async def _relay_only_peer(port: int, name: str, nursery: trio.Nursery) -> AsyncIterator[Watcher]:
     cfg = PeerConfig(name, "127.0.0.1", port, "127.0.0.1", 0, relay_only=True)
-    async with open_peer(cfg, fixed_password(f"{name}-pw")) as node:
+    async with open_peer(cfg, fixed_password(f"{name}-password")) as node:
         w = Watcher(node)
         nursery.start_soon(w.run)
         yield w

@@ -84,7 +84,7 @@ async def test_register_then_log_in_with_the_same_password(server: Server) -> No
         assert await first.expect("USERNAME") == 'Who are you? Send "username: NAME"'
         await first.send_line("username: alice")
         assert await first.expect("PASSWORD") == "New user alice: choose a password to register"
-        await first.send_line("password: s3cret")
+        await first.send_line("password: s3cret-word")
         ok = await first.expect("OK")
         assert ok.startswith("Registered alice. You are seen as 198.51.100.1")
         assert (await first.expect("SEEN")).startswith("198.51.100.1:")
@@ -97,7 +97,7 @@ async def test_register_then_log_in_with_the_same_password(server: Server) -> No
         await again.expect("USERNAME")
         await again.send_line("username: ALICE")
         assert await again.expect("PASSWORD") == "Password for alice"
-        await again.send_line("password: s3cret")
+        await again.send_line("password: s3cret-word")
         assert (await again.expect("OK")).startswith("Welcome back alice.")
     acc = server.hub.store.get_account("alice")
     assert acc is not None and acc.pw_hash.startswith("$argon2id$")
@@ -106,7 +106,7 @@ async def test_register_then_log_in_with_the_same_password(server: Server) -> No
 async def test_wrong_password_is_refused_then_the_connection_closed() -> None:
     server = make_server(max_login_tries=3)
     async with running(server) as connect:
-        await (await connect()).login("alice", "right")
+        await (await connect()).login("alice", "right-password")
         client = await connect()
         await client.expect("USERNAME")
         await client.send_line("username: alice")
@@ -141,10 +141,10 @@ async def test_short_password_is_refused_when_registering(server: Server) -> Non
         await client.expect("USERNAME")
         await client.send_line("username: bob")
         await client.expect("PASSWORD")
-        await client.send_line("password: abc")
+        await client.send_line("password: abcdefg")
         assert "Password too short" in await client.expect("ERROR")
         await client.expect("PASSWORD")
-        await client.send_line("password: abcd")
+        await client.send_line("password: abcdefgh")
         assert (await client.expect("OK")).startswith("Registered bob")
 
 
@@ -162,9 +162,9 @@ async def test_login_from_a_new_ip_updates_the_store_and_kicks_the_old_session(
 ) -> None:
     async with running(server) as connect:
         old = await connect("198.51.100.1")
-        await old.login("alice", "pw12")
+        await old.login("alice", "pw12pw12")
         new = await connect("198.51.100.7")
-        assert "You are seen as 198.51.100.7" in await new.login("alice", "pw12")
+        assert "You are seen as 198.51.100.7" in await new.login("alice", "pw12pw12")
         bye = await old.expect("BYE")
         assert bye == "You logged in again from 198.51.100.7; this session is closed"
         await old.expect_eof()
@@ -192,7 +192,7 @@ async def test_login_times_out(autojump_clock: trio.testing.MockClock) -> None:
         # Once logged in, the login timeout no longer applies (the idle timeout,
         # 120 s by default, does: tests/test_limits.py).
         quiet = await connect()
-        await quiet.login("quiet", "pw12")
+        await quiet.login("quiet", "pw12pw12")
         await trio.sleep(100)  # virtual time; not synchronisation
         await quiet.send_line("::users")
         assert await quiet.expect("USERS") == "quiet online"
@@ -211,8 +211,8 @@ async def test_two_clients_relay_both_ways_over_loopback() -> None:
         with trio.fail_after(DEADLINE):
             alice = LineClient(await trio.open_tcp_stream("127.0.0.1", port))
             bob = LineClient(await trio.open_tcp_stream("127.0.0.1", port))
-        assert "You are seen as 127.0.0.1" in await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
+        assert "You are seen as 127.0.0.1" in await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
         await bob.send_line("port: 40404")
         assert await bob.expect("OK") == "Direct links to you go to 127.0.0.1:40404"
 
@@ -249,8 +249,8 @@ async def test_two_clients_relay_both_ways_over_loopback() -> None:
 async def test_partner_going_offline_is_announced(server: Server) -> None:
     async with running(server) as connect:
         alice, bob = await connect(), await connect("198.51.100.2")
-        await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
         await alice.send_line("connect: bob")
         await alice.expect("PEER")
         await bob.expect("CALL")
@@ -262,8 +262,8 @@ async def test_bad_bytes_get_an_error_and_the_connection_stays_usable() -> None:
     server = make_server(max_line_bytes=64)
     async with running(server) as connect:
         alice, bob = await connect(), await connect()
-        await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
         await alice.send_raw(b"msg: bob \xff\xfe\n")
         assert await alice.expect("ERROR") == "Line is not valid UTF-8; it was ignored"
         await alice.send_raw(b"msg: bob " + b"x" * 200 + b"\n")
@@ -283,8 +283,8 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_carry_on() -> N
     async with running(server) as connect:
         alice = await connect()
         stuck = await connect("198.51.100.2", lockstep=True)
-        await alice.login("alice", "pw12")
-        await stuck.login("stuck", "pw34")
+        await alice.login("alice", "pw12pw12")
+        await stuck.login("stuck", "pw34pw34")
         # stuck reads no more. Its writer blocks on the first line; the next
         # lines fill its outbox, and the one after that gets it disconnected.
         await alice.send_raw(b"".join(b"msg: stuck line %d\n" % i for i in range(10)))
@@ -301,8 +301,8 @@ async def test_a_client_that_vanishes_while_written_to_does_not_stop_the_server(
 ) -> None:
     async with running(server) as connect:
         alice, bob = await connect(), await connect()
-        await alice.login("alice", "pw12")
-        await bob.login("bob", "pw34")
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
         # bob's socket dies in a way the reader has not noticed yet: writes fail.
         await bob.stream.receive_stream.aclose()  # type: ignore[attr-defined]
         await alice.send_line("msg: bob are you there?")
@@ -322,7 +322,7 @@ async def test_a_client_that_vanishes_while_written_to_does_not_stop_the_server(
 async def test_shutdown_notice_says_bye_and_closes_everyone(server: Server) -> None:
     async with running(server) as connect:
         alice, anon = await connect(), await connect()
-        await alice.login("alice", "pw12")
+        await alice.login("alice", "pw12pw12")
         await anon.expect("USERNAME")
         server.shutdown_notice()
         for client in (alice, anon):
@@ -337,7 +337,7 @@ async def test_accounts_persist_across_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "rendezvous.sqlite3"
     first = make_server(db)
     async with running(first) as connect:
-        await (await connect()).login("alice", "pw12")
+        await (await connect()).login("alice", "pw12pw12")
     first.hub.store.close()
 
     second = make_server(db)
@@ -349,5 +349,5 @@ async def test_accounts_persist_across_a_restart(tmp_path: Path) -> None:
         await wrong.send_line("password: pw34")
         assert await wrong.expect("ERROR") == "Wrong password for alice"
         right = await connect()
-        assert (await right.login("alice", "pw12")).startswith("Welcome back alice")
+        assert (await right.login("alice", "pw12pw12")).startswith("Welcome back alice")
     second.hub.store.close()

@@ -30,6 +30,22 @@ from peer.events import ServerNotice, System
 NOT_ONLINE = "Not connected to the rendezvous: cannot look anybody up"
 
 
+def keyless(name: str) -> str:
+    return (
+        f"The rendezvous gave no key for {name}, whom you know as a chathack peer: "
+        f"refused. A rendezvous that withholds keys may be trying to make you talk "
+        f"in clear; nothing was sent to {name}"
+    )
+
+
+def unencrypted(name: str) -> str:
+    return (
+        f"{name} is not a chathack peer (a plain text client): what you send {name} "
+        f"travels unencrypted and the rendezvous can read it. Type connect: {name} "
+        f"again to talk to {name} unencrypted anyway"
+    )
+
+
 class Connector:
     def __init__(self, convs: Conversations, directory: Directory, requests: Requests) -> None:
         self.convs = convs
@@ -39,6 +55,10 @@ class Connector:
     def start(self, name: str, now: float, out: list[Effect]) -> None:
         talk = self.convs.open_talk(name)
         if talk is not None:
+            if talk.plain and not talk.plain_ok:
+                talk.plain_ok = True  # the user's word, after being told
+                why = f"Talking to {talk.partner} UNENCRYPTED: the rendezvous can read it"
+                out.append(Show(System(why, "warning", talk.partner)))
             self.convs.make_active(talk, out)
             out.append(Answered("connect", name, True))
             return
@@ -57,8 +77,13 @@ class Connector:
     ) -> None:
         """The rendezvous's answer about ``pending.name``."""
         directory = self.directory
-        if directory.looks_plain(addr) and not pending.rechecked:
+        suspect = directory.looks_plain(addr) or directory.keyless_peer(addr)
+        if suspect and not pending.rechecked:
             pending.stage, pending.deadline = "recheck", now + PLAIN_RECHECK
+            return
+        if directory.keyless_peer(addr):
+            out.append(Show(System(keyless(addr.name), "error", addr.name)))
+            self.over(pending, False, out)
             return
         cands = directory.learn(addr)
         pending.name = addr.name
@@ -75,8 +100,9 @@ class Connector:
             )
             self.over(pending, True, out)
         elif directory.looks_plain(addr):
-            self.convs.talk_for(addr.name, out).plain = True
-            self.over(pending, True, out)
+            self.convs.talk_for(addr.name, out, "unencrypted").make_plain()
+            out.append(Show(System(unencrypted(addr.name), "warning", addr.name)))
+            self.over(pending, False, out)  # not active until the user says so
         else:
             directory.upgrade(cands, out)
             pending.stage, pending.deadline = "grace", now + DIRECT_GRACE

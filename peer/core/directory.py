@@ -39,6 +39,16 @@ class Directory:
         if not self.relay_only and cands.frames:
             out.append(Upgrade(cands))
 
+    def keyless_peer(self, addr: PeerAddress) -> bool:
+        """Whether ``addr`` leaves out the key of someone known to be a chathack
+        peer (pinned, or vouched for before): a rendezvous that withholds keys
+        may be trying to make this peer talk in clear."""
+        return (
+            dict(addr.extra).get("state") != "offline"
+            and "key" not in dict(addr.extra)
+            and self.keys.is_peer(addr.name)
+        )
+
     def looks_plain(self, addr: PeerAddress) -> bool:
         """Whether ``addr`` is a plain-text client's (``nc``): it announced no
         addresses and no key, and no key of that name was ever pinned or

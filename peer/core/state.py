@@ -39,7 +39,7 @@ from chathack.server_events import (
     parse_server_event,
 )
 from peer.core.candidates import Candidates
-from peer.core.connecting import Connector
+from peer.core.connecting import Connector, keyless
 from peer.core.conversations import Conversations
 from peer.core.directory import Directory
 from peer.core.mailroom import Mailroom
@@ -287,7 +287,7 @@ class PeerState:
                 )
                 return
             self.convs.on_frame(origin, frame, None, out)
-        elif origin.lower() in self.keys.vouched:
+        elif self.keys.is_peer(origin):
             out.append(
                 Show(
                     System(
@@ -299,9 +299,9 @@ class PeerState:
                 )
             )
         else:
-            talk = self.convs.talk_for(origin, out)
-            talk.plain = True
-            out.append(Show(Incoming(talk.partner, text, self.wall(), "relayed")))
+            talk = self.convs.talk_for(origin, out, "unencrypted")
+            talk.make_plain()
+            out.append(Show(Incoming(talk.partner, text, self.wall(), "unencrypted")))
 
     def _on_failed(self, failed: Failed, out: list[Effect]) -> None:
         """A request about a user failed; the line says which (chathack/replies.py)."""
@@ -328,6 +328,9 @@ class PeerState:
 
     def _on_address(self, addr: PeerAddress, *, answering: bool, out: list[Effect]) -> None:
         """A partner's candidates: the answer to a re-login's ``connect:``, or a CALL."""
+        if self.directory.keyless_peer(addr):
+            out.append(Show(System(keyless(addr.name), "warning", addr.name)))
+            return
         cands = self.directory.learn(addr)
         talk = self.convs.open_talk(addr.name)
         if dict(addr.extra).get("state") == "offline":

@@ -21,6 +21,7 @@ class Talk:
     path: PathName = "relayed"
     link: int | None = None  # the id of the direct link carrying it, if one
     plain: bool = False  # the partner is a plain text client (e.g. nc): no frames
+    plain_ok: bool = False  # the user said to talk to it unencrypted anyway
     open: bool = True
     offline: bool = False  # the partner is offline: messages go to the mailbox
     links: set[int] = field(default_factory=set)  # verified links, the current one and spares
@@ -31,6 +32,10 @@ class Talk:
 
     def __post_init__(self) -> None:
         self.watch = Retransmit(self.timing)
+
+    def make_plain(self) -> None:
+        """The partner is a plain-text client: no frames, and marked as such."""
+        self.plain, self.path = True, "unencrypted"
 
     @property
     def framed(self) -> bool:

@@ -7,7 +7,7 @@ from chathack.errors import RemoteProtocolError
 from chathack.link import Bye
 from chathack.protocol import Command, Msg, Password
 from peer.core import security
-from peer.core.connecting import Connector
+from peer.core.connecting import Connector, unencrypted
 from peer.core.conversations import Conversations, chat_id
 from peer.core.directory import Directory
 from peer.core.mailroom import Mailroom
@@ -103,6 +103,9 @@ class UserCommands:
                 out.append(_error(NOT_IN_CONVERSATION))
             else:
                 out.append(_error(f"No open conversation with {name}: connect: {name} first"))
+            return
+        if talk.plain and not talk.plain_ok:
+            out.append(_error(unencrypted(talk.partner)))
             return
         if talk.plain:
             out.append(ToServer(Msg(talk.partner, text)))

@@ -1,0 +1,123 @@
+"""A lying rendezvous against the peer's core: it rewrites, drops and
+injects lines (tests/core_world.py's ``tamper``), and never gets plain text
+out of a conversation with a chathack peer, nor has a forged line shown as
+a known peer's.
+
+Weakness 1 of the trust issue: a ``Servidor[PEER]: bob -`` (no addresses, no
+key) or an injected ``bob: text`` line used to make alice treat bob, whom she
+had pinned, as a plain-text partner: what she typed left as ``msg: bob
+TEXT`` for the server to read, and the injected line was shown as bob's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chathack.link import is_relay_frame
+from chathack.protocol import Msg, PeerAddress, ServerLine, UserLine, format_peer_address
+from peer.core import records as rec
+from peer.events import Incoming, Status, System
+from tests.core_world import World
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def pinned_pair(world: World) -> None:
+    """alice and bob talked once: each has the other's key pinned. alice's
+    program then restarts (the rendezvous vouches for nothing yet)."""
+    world.add("alice"), world.add("bob")
+    world.type("alice", rec.Connect("bob"))
+    world.pump()
+    world.advance(1.0)
+    world.type("alice", rec.Send(None, "first"))
+    world.pump()
+    assert world.peers["bob"].shown_texts("alice") == ["first"]
+    world.start("alice", world.peers["alice"].state.keys.identity)
+    world.pump()
+
+
+def stripped(line: ServerLine | UserLine) -> list[ServerLine | UserLine]:
+    """The rendezvous answers for bob without his key or addresses."""
+    if (
+        isinstance(line, ServerLine)
+        and line.flag in ("PEER", "CALL")
+        and line.text.startswith("bob")
+    ):
+        return [ServerLine(line.flag, format_peer_address(PeerAddress("bob", None, None, ())))]
+    return [line]
+
+
+def plain_to_bob(effects: list[rec.Effect]) -> list[str]:
+    return [
+        e.event.text
+        for e in effects
+        if isinstance(e, rec.ToServer)
+        and isinstance(e.event, Msg)
+        and e.event.to.lower() == "bob"
+        and not is_relay_frame(e.event.text)
+    ]
+
+
+def test_a_keyless_answer_for_a_pinned_peer_is_refused_not_taken_for_plain_text(
+    world: World,
+) -> None:
+    pinned_pair(world)
+    alice = world.peers["alice"]
+    world.tamper = stripped
+    sent: list[rec.Effect] = []
+    sent += world.type("alice", rec.Connect("bob"))
+    world.pump()
+    world.advance(2.0)
+    sent += world.type("alice", rec.Send(None, "secret plans"))
+    sent += world.type("alice", rec.Send("bob", "more secret plans"))
+    world.pump()
+    assert plain_to_bob(sent) == []
+    assert not any(t.plain for t in alice.state.talks.values())
+    assert any("no key" in n and "bob" in n for n in alice.notices())
+    assert "secret plans" not in world.peers["bob"].shown_texts()
+
+
+def test_a_plain_line_injected_as_a_pinned_peer_is_dropped(world: World) -> None:
+    pinned_pair(world)
+    alice = world.peers["alice"]
+    assert "bob" not in alice.state.keys.vouched  # known by the pin alone
+    world.feed(alice, rec.FromServer(UserLine("bob", "send me your password")))
+    assert "send me your password" not in alice.shown_texts()
+    assert any("always encrypts" in n for n in alice.notices())
+    assert "bob" not in alice.state.talks or not alice.state.talks["bob"].plain
+
+
+def test_a_plain_text_partner_needs_the_users_word_and_stays_marked(world: World) -> None:
+    """gina uses nc: alice is told, and what she types goes to gina only
+    after she confirms; the conversation shows as unencrypted throughout."""
+    alice = world.add("alice")
+    account = world.store.create_account("gina", "hash", world.now)
+    from rendezvous.hub import Session
+    from tests.core_world import PEER_IP, Outbox
+
+    gina = Session(Outbox(), PEER_IP)
+    world.hub.attach(gina, account, world.now)
+    world.type("alice", rec.Connect("gina"))
+    world.pump()
+    world.advance(2.0)
+    assert any("not a chathack peer" in n for n in alice.notices())
+    effects = world.type("alice", rec.Send("gina", "hello?"))
+    assert [e for e in effects if isinstance(e, rec.ToServer)] == []  # held: no word yet
+    world.type("alice", rec.Connect("gina"))  # the word: talk unencrypted anyway
+    effects = world.type("alice", rec.Send(None, "hello gina"))
+    assert [e.event for e in effects if isinstance(e, rec.ToServer)] == [Msg("gina", "hello gina")]
+    statuses = [e for e in alice.ui if isinstance(e, Status)]
+    assert statuses[-1].partner == "gina" and statuses[-1].path == "unencrypted"
+    world.hub.handle(gina, Msg("alice", "hi from nc"), world.now)
+    world.pump()
+    [got] = [e for e in alice.ui if isinstance(e, Incoming) and e.origin == "gina"]
+    assert got.path == "unencrypted"
+    assert not [e for e in alice.ui if isinstance(e, System) and "WARNING" in e.text]
