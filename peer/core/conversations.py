@@ -41,6 +41,8 @@ from peer.events import Incoming, PathName, Status, System
 
 #: Messages of a conversation shown again when it reopens.
 REOPEN_LINES = 3
+#: Seconds a direct link has, from its Hello, to verify the partner's key.
+LINK_VERIFY_TIMEOUT = 10.0
 
 
 class Conversations:
@@ -243,8 +245,8 @@ class Conversations:
                     self.close_talk(talk, f"{talk.partner} ended the conversation", out)
 
     # -------------------------------------------------------------- links
-    def link_up(self, info: LinkInfo, out: list[Effect]) -> None:
-        link = self.links[info.id] = LinkState(info)
+    def link_up(self, info: LinkInfo, now: float, out: list[Effect]) -> None:
+        link = self.links[info.id] = LinkState(info, now)
         if link.initiator(self.me):
             security.start(self.keys, info.partner, link.sec, info.id, out)
 
@@ -272,6 +274,15 @@ class Conversations:
             out.append(Show(self.status()))
         self.resend(talk, out)
         return True
+
+    def expire_links(self, now: float, out: list[Effect]) -> None:
+        """A link whose key exchange did not verify the partner in time is closed
+        (a stranger's Hello plus pings would hold it, and a descriptor, forever)."""
+        carrying = {i for t in self.talks.values() for i in t.links}
+        for link in list(self.links.values()):
+            if link.id not in carrying and now - link.since > LINK_VERIFY_TIMEOUT:
+                del self.links[link.id]
+                out.append(CloseLink(link.id))
 
     def linked(self, name: str) -> bool:
         talk = self.talks.get(name.lower())

@@ -102,6 +102,8 @@ class PeerState:
             self.convs, self.directory, self.mail, self.requests, self.connector
         )
         self.now = 0.0
+        #: Callers' candidates, dialled once the caller's key checked out.
+        self.deferred: dict[str, Candidates] = {}
 
     # -------------------------------------------------------------- views
     @property
@@ -143,6 +145,7 @@ class PeerState:
         except Exception as exc:
             out.extend(self._contain(event, exc))
         self.connector.settle(out)
+        self._upgrade_when_verified(out)
         return out
 
     def _contain(self, event: Input, exc: Exception) -> list[Effect]:
@@ -175,7 +178,11 @@ class PeerState:
                 if link is not None:
                     self.convs.on_frame(link.partner, frame, link_id, out)
             case LinkUp(info):
-                self.convs.link_up(info, out)
+                if self._expects(info.partner):
+                    self.convs.link_up(info, self.now, out)
+                else:
+                    out.append(Note(info.partner, "hung up on a link nobody expected"))
+                    out.append(CloseLink(info.id))
             case LinkDown(link_id, why):
                 self.convs.link_down(link_id, why, out)
             case ServerState(state, sentence):
@@ -204,12 +211,36 @@ class PeerState:
             case _:
                 self.user.handle(event, self.now, self.wall(), out)
 
+    def _expects(self, name: str) -> bool:
+        """Whether a direct link from ``name`` is welcome: someone this peer is
+        talking to, asking for, or was called by, whose key the rendezvous
+        vouched for in this session (the link's key exchange is checked
+        against it: a stranger at the port cannot pose as anyone)."""
+        key = name.lower()
+        return key in self.keys.vouched and (
+            self.convs.open_talk(name) is not None
+            or key in self.requests.connects
+            or key in self.directory.candidates
+        )
+
+    def _upgrade_when_verified(self, out: list[Effect]) -> None:
+        """A caller's addresses are dialled once its key checked out on the relay."""
+        for key, cands in list(self.deferred.items()):
+            talk = self.convs.open_talk(key)
+            if talk is None:
+                continue
+            if talk.relay_sec.session is not None or talk.link is not None:
+                del self.deferred[key]
+                if talk.link is None:
+                    self.directory.upgrade(cands, out)
+
     def _tick(self, out: list[Effect]) -> None:
         self.connector.tick(self.now, out)
         passwd = self.requests.passwd
         if passwd is not None and passwd.deadline <= self.now:
             self.user.passwd_over(False, "no answer", out)
         self.convs.poll_timers(self.now, out, lambda *a: out.append(Fault(*a)))
+        self.convs.expire_links(self.now, out)
 
     def _logged_in(self, relogin: bool, out: list[Effect]) -> None:
         """Back on the rendezvous (maybe from a new address): ask every
@@ -347,6 +378,7 @@ class PeerState:
                 out.append(Show(System(f"{addr.name} is back online", about=addr.name)))
             if talk is not None and talk.link is None:
                 self.convs.resend(talk, out)  # what waited on the relay goes now
+            self.directory.upgrade(cands, out)
         else:
             out.append(Show(System(f"{addr.name} wants to talk to you", about=addr.name)))
-        self.directory.upgrade(cands, out)
+            self.deferred[addr.name.lower()] = cands  # dialled once its key checks out

@@ -48,6 +48,7 @@ class LinkState:
     """A direct link: who is there, and its own key exchange."""
 
     info: LinkInfo
+    since: float = 0.0  # when it came up (the core's clock)
     sec: PathSec = field(default_factory=PathSec)
 
     @property
