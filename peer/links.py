@@ -38,6 +38,32 @@ LINK_PING_INTERVAL = 1.0
 LINK_DEAD_AFTER = 4.0
 #: Seconds to wait for an answer when checking that a link still works.
 LINK_PROBE_TIMEOUT = 1.5
+#: Incoming links at once, in all and from one address: a chat client has a
+#: few partners; strangers holding connections open must not take every
+#: descriptor (the core also closes a link that has not verified in 10 s).
+MAX_INCOMING = 128
+MAX_INCOMING_PER_ADDRESS = 16
+
+
+class IncomingCaps:
+    """How many incoming links each remote address holds (sans-IO)."""
+
+    def __init__(self, total: int = MAX_INCOMING, per_address: int = MAX_INCOMING_PER_ADDRESS):
+        self.total, self.per_address = total, per_address
+        self.held: dict[str, int] = {}
+
+    def admit(self, address: str) -> bool:
+        if sum(self.held.values()) >= self.total or self.held.get(address, 0) >= self.per_address:
+            return False
+        self.held[address] = self.held.get(address, 0) + 1
+        return True
+
+    def release(self, address: str) -> None:
+        left = self.held.get(address, 0) - 1
+        if left > 0:
+            self.held[address] = left
+        else:
+            self.held.pop(address, None)
 
 
 class Dialer(Protocol):
@@ -85,6 +111,7 @@ class Links:
         self.links: dict[int, direct.DirectLink] = {}
         self._next_id = 0
         self._searches: dict[str, trio.CancelScope] = {}  # folded name -> its search
+        self.caps = IncomingCaps()
 
     # ------------------------------------------------------------ running
     def send(self, link_id: int, frame: Frame) -> bool:
@@ -105,6 +132,20 @@ class Links:
         )
 
     async def accept(self, stream: trio.SocketStream, epoch: str) -> None:
+        try:
+            address = str(stream.socket.getpeername()[0])
+        except OSError:
+            address = "?"
+        if not self.caps.admit(address):
+            log.info("refused an incoming link from %s: too many at once", address)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._accept(stream, epoch)
+        finally:
+            self.caps.release(address)
+
+    async def _accept(self, stream: trio.SocketStream, epoch: str) -> None:
         # trio.serve_listeners runs this in its own nursery: what escapes it
         # would stop the listener and then the whole peer.
         try:
