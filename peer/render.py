@@ -65,14 +65,16 @@ def _clock(at: float) -> str:
         return "--:--"
 
 
-def _message(at: float, nick: str, nick_style: str, text: str) -> Text:
-    return Text.assemble(
-        (_clock(at), "chat.time"),
-        " ",
-        (neutralise(nick), nick_style),
-        ": ",
-        (neutralise(text), "chat.text"),
-    )
+def _message(at: float, nick: str, nick_style: str, text: str) -> Table:
+    """``HH:MM nick: text``, the text in a column of its own: a long message
+    wraps under itself, so no continuation line can start at the margin and
+    pass for a notice ("* ...", "— ...") or another person's line."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1, overflow="fold")
+    prefix = Text.assemble((_clock(at), "chat.time"), " ", (neutralise(nick), nick_style), ": ")
+    grid.add_row(prefix, Text(neutralise(text), "chat.text"))
+    return grid
 
 
 def _system(event: System) -> Text:
