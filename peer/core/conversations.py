@@ -16,8 +16,10 @@ The rules held here:
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
+from hashlib import blake2b
 
 from chathack.delivery import Conversation
 from chathack.link import Ack, Bye, Chat, Frame, Hello, Ping, Pong, Sealed
@@ -94,9 +96,10 @@ class Conversations:
         if talk is not None:
             conv = talk.conv
         else:
-            # An epoch per conversation: a message's id (its mail id, should it
-            # go to the mailbox) is unique among everything this run sends.
-            conv = Conversation(self.me, partner, f"{self.epoch}.{len(self.talks) + 1}")
+            # A random epoch per conversation: a message's id (its mail id,
+            # should it go to the mailbox) is unique among all this run sends,
+            # and derived from nothing the rendezvous ever sees in clear.
+            conv = Conversation(self.me, partner, secrets.token_hex(8))
         talk = Talk(partner, conv, self.timing, path)
         self.talks[key] = talk
         # Only lines of earlier runs: what this run recorded, it has shown already.
@@ -403,8 +406,10 @@ class Conversations:
 
 def chat_id(chat: Chat) -> str:
     """The id of a chat message: the same on the link, in the mailbox and in
-    both histories, so whatever path delivered it, it is shown once."""
-    return f"{chat.epoch}-{chat.seq}"
+    both histories, so whatever path delivered it, it is shown once. A hash of
+    its (sealed, never seen in clear) epoch and number: the mailbox cannot
+    tell which messages one sender sent in one run."""
+    return blake2b(f"{chat.epoch}-{chat.seq}".encode(), digest_size=12).hexdigest()
 
 
 def _n(count: int, noun: str) -> str:

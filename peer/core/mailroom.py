@@ -20,6 +20,7 @@ produced, so a backlog is acknowledged in a few lines.
 from __future__ import annotations
 
 import json
+import secrets
 
 from chathack.protocol import (
     MAX_MAIL_KEYS,
@@ -54,7 +55,6 @@ class Mailroom:
         self._reads: list[MailKey] = []
         self._receipts: list[Receipt] = []
         self._unread: dict[str, list[MailKey]] = {}  # folded origin -> shown elsewhere
-        self._counter = 0
 
     # ------------------------------------------------------------ batching
     @property
@@ -71,8 +71,8 @@ class Mailroom:
 
     # ------------------------------------------------------------- sending
     def new_id(self) -> str:
-        self._counter += 1
-        return f"{self.epoch}-m{self._counter}"
+        """A random id: the mailbox cannot link one sender's messages by it."""
+        return secrets.token_hex(12)
 
     def send(
         self, name: str, text: str, now: float, out: list[Effect], msg_id: str | None = None
