@@ -58,6 +58,13 @@ RETRY_FLAG = "RETRY"
 REGISTRATION_COST = 3
 
 
+def looks_like(name: str, registered: str) -> str:
+    return (
+        f"{name} reads too much like {registered}, a registered user: pick a name "
+        "nobody could take for theirs"
+    )
+
+
 class Failed(enum.Enum):
     """How a password line that let nobody in ended."""
 
@@ -208,7 +215,12 @@ class Logins:
             case Username(name):
                 login.name = name
                 login.account = self.hub.store.get_account(name)
-                if login.account is None:
+                lookalike = None if login.account else self.hub.store.find_lookalike(name)
+                if lookalike is not None:
+                    session.say("ERROR", looks_like(name, lookalike))
+                    login.name = None
+                    session.say("USERNAME", 'Who are you? Send "username: NAME"')
+                elif login.account is None:
                     session.say("PASSWORD", f"New user {name}: choose a password to register")
                 else:
                     session.say("PASSWORD", f"Password for {login.account.name}")
@@ -268,9 +280,13 @@ class Logins:
             if isinstance(pw_hash, Refusal):
                 session.say(RETRY_FLAG, pw_hash.text)
                 return Failed.REFUSED
-            # Someone may have registered the name while we hashed.
+            # Someone may have registered the name (or one like it) while we hashed.
             if store.get_account(login.name) is not None:
                 session.say("ERROR", f"{login.name} was registered a moment ago; pick another name")
+                return Failed.WRONG
+            lookalike = store.find_lookalike(login.name)
+            if lookalike is not None:
+                session.say("ERROR", looks_like(login.name, lookalike))
                 return Failed.WRONG
             return store.create_account(login.name, pw_hash, self.clock())
         await self._pace_login(conn, session, 1)

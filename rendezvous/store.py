@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-SCHEMA_VERSION = 4
+from rendezvous.lookalike import skeleton
+
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -34,7 +36,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_ip     TEXT,
     last_port   INTEGER,
     last_seen   REAL,
-    pubkey      TEXT
+    pubkey      TEXT,
+    skeleton    TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
@@ -116,6 +119,7 @@ class Store(Protocol):
 
     def get_account(self, name: str) -> Account | None: ...
     def create_account(self, name: str, pw_hash: str, now: float) -> Account: ...
+    def find_lookalike(self, name: str) -> str | None: ...
     def set_password_hash(self, name: str, pw_hash: str) -> None: ...
     def record_login(self, name: str, ip: str, now: float) -> None: ...
     def record_port(self, name: str, port: int) -> None: ...
@@ -170,6 +174,14 @@ class SqliteStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
         if "pubkey" not in columns:  # version 1 -> 2
             self._db.execute("ALTER TABLE accounts ADD COLUMN pubkey TEXT")
+        if "skeleton" not in columns:  # version 4 -> 5: look-alike names
+            self._db.execute("ALTER TABLE accounts ADD COLUMN skeleton TEXT")
+        names = [r[0] for r in self._db.execute("SELECT name FROM accounts WHERE skeleton IS NULL")]
+        for name in names:
+            self._db.execute(
+                "UPDATE accounts SET skeleton = ? WHERE name = ?", (skeleton(name), name)
+            )
+        self._db.execute("CREATE INDEX IF NOT EXISTS accounts_skeleton ON accounts(skeleton)")
         # 2 -> 3: the mailbox tables, 3 -> 4: resume_tokens; both created by
         # _SCHEMA (CREATE ... IF NOT EXISTS).
         self._db.execute(
@@ -189,10 +201,19 @@ class SqliteStore:
 
     def create_account(self, name: str, pw_hash: str, now: float) -> Account:
         self._db.execute(
-            "INSERT INTO accounts(name, pw_hash, created_at, last_seen) VALUES (?, ?, ?, ?)",
-            (name, pw_hash, now, now),
+            "INSERT INTO accounts(name, pw_hash, created_at, last_seen, skeleton)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (name, pw_hash, now, now, skeleton(name)),
         )
         return Account(name, pw_hash, now, last_seen=now)
+
+    def find_lookalike(self, name: str) -> str | None:
+        """A registered name that reads like ``name`` (and is not it), if any."""
+        row = self._db.execute(
+            "SELECT name FROM accounts WHERE skeleton = ? AND name != ? LIMIT 1",
+            (skeleton(name), name),
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def set_password_hash(self, name: str, pw_hash: str) -> None:
         self._db.execute("UPDATE accounts SET pw_hash = ? WHERE name = ?", (pw_hash, name))
