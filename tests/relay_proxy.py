@@ -1,10 +1,12 @@
-"""A TCP proxy in front of the rendezvous that loses one line on purpose.
+"""A line-level TCP proxy in front of the rendezvous: a lying or lossy one.
 
 It stands between one peer and the rendezvous on 127.0.0.1 and forwards
-both ways, except the first line from the peer that ``drop`` picks: what a
-rendezvous (or a path to it) that lost a relayed frame would leave behind.
-Threads, not trio: the peers are real processes, and the test around it is
-synchronous (pexpect). :meth:`DroppingProxy.close` ends every thread.
+both ways line by line, through a rewrite function per direction that may
+drop a line, change it, or add lines (inject, replay): what a rendezvous that
+lies, or a path to it that an attacker controls, would do. It records every
+line the peer sent. Threads, not trio: the peers are real processes and the
+tests around it are synchronous (pexpect). :meth:`LineProxy.close` ends every
+thread.
 """
 
 from __future__ import annotations
@@ -18,11 +20,32 @@ from contextlib import suppress
 JOIN_TIMEOUT = 5.0
 
 
-class DroppingProxy:
-    def __init__(self, upstream: tuple[str, int], drop: Callable[[bytes], bool]) -> None:
+Rewrite = Callable[[bytes], list[bytes]]
+
+
+def as_is(line: bytes) -> list[bytes]:
+    return [line]
+
+
+def drop_first(pick: Callable[[bytes], bool], dropped: list[bytes]) -> Rewrite:
+    """Lose the first line ``pick`` chooses (recorded in ``dropped``)."""
+
+    def rewrite(line: bytes) -> list[bytes]:
+        if not dropped and pick(line):
+            dropped.append(line)
+            return []
+        return [line]
+
+    return rewrite
+
+
+class LineProxy:
+    def __init__(
+        self, upstream: tuple[str, int], up: Rewrite = as_is, down: Rewrite = as_is
+    ) -> None:
         self.upstream = upstream
-        self.drop = drop
-        self.dropped: list[bytes] = []
+        self.up, self.down = up, down
+        self.sent: list[bytes] = []  # every line the peer sent, before any rewrite
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
         self._sockets: list[socket.socket] = [self._server]
@@ -47,31 +70,23 @@ class DroppingProxy:
                 return  # closed
             server = socket.create_connection(self.upstream)
             self._sockets += [client, server]
-            self._start(self._up, client, server)
-            self._start(self._down, server, client)
+            self._start(self._pump, client, server, self.up, True)
+            self._start(self._pump, server, client, self.down, False)
 
-    def _up(self, client: socket.socket, server: socket.socket) -> None:
-        """Peer to rendezvous, line by line, losing the one ``drop`` picks."""
+    def _pump(self, source: socket.socket, sink: socket.socket, rewrite: Rewrite, up: bool) -> None:
         pending = b""
-        while data := _recv(client):
+        while data := _recv(source):
             pending += data
             *lines, pending = pending.split(b"\n")
             out = b""
             for line in lines:
                 with self._lock:
-                    lose = not self.dropped and self.drop(line)
-                    if lose:
-                        self.dropped.append(line)
-                if not lose:
-                    out += line + b"\n"
-            if out and not _send(server, out):
+                    if up:
+                        self.sent.append(line)
+                    out += b"".join(new + b"\n" for new in rewrite(line))
+            if out and not _send(sink, out):
                 break
-        _shut(server)
-
-    def _down(self, server: socket.socket, client: socket.socket) -> None:
-        while (data := _recv(server)) and _send(client, data):
-            pass
-        _shut(client)
+        _shut(sink)
 
     def close(self) -> None:
         for sock in self._sockets:
