@@ -177,6 +177,14 @@ class World:
     def type(self, name: str, command: rec.UserCommand) -> list[rec.Effect]:
         return self.feed(self.peers[name.lower()], command)
 
+    def connect(self, who: str, whom: str) -> list[rec.Effect]:
+        """``who`` types ``connect: whom``; the answers, the key exchange and
+        the grace for a direct link all run their course."""
+        effects = self.type(who, rec.Connect(whom))
+        self.pump()
+        self.advance(1.0)
+        return effects
+
     def feed(self, peer: Peer, event: rec.Input) -> list[rec.Effect]:
         effects = peer.state.handle(event, self.now)
         for effect in effects:

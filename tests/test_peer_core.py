@@ -218,9 +218,7 @@ def test_a_dropped_relayed_frame_is_sent_again_on_a_timer(world: World) -> None:
 def test_a_lost_key_exchange_frame_is_retried(world: World) -> None:
     _alice, bob = world.add("alice"), world.add("bob")
     world.fate = lambda line: (0, False)  # the relay loses everything for a while
-    world.type("alice", rec.Connect("bob"))
-    world.pump()
-    world.advance(1.0)
+    world.connect("alice", "bob")
     world.type("alice", rec.Send(None, "through at last"))
     world.pump()
     world.fate = lambda line: (1, False)

@@ -460,9 +460,7 @@ def test_with_lost_key_exchange_frames_every_message_is_shown_once_in_order(
             if rng.random() < loss
             else (2 if rng.random() < loss / 2 else 1, rng.random() < loss)
         )
-        world.type("alice", rec.Connect("bob"))
-        world.pump()
-        world.advance(1.0)
+        world.connect("alice", "bob")
         texts = [f"m{i}" for i in range(count)]
         for text in texts:
             world.type("alice", rec.Send(None, text))
@@ -493,9 +491,7 @@ def test_each_lost_key_exchange_frame_alone_is_repaired() -> None:
                 return 1, False
 
             world.fate = lose_one
-            world.type("alice", rec.Connect("bob"))
-            world.pump()
-            world.advance(1.0)
+            world.connect("alice", "bob")
             world.type("alice", rec.Send(None, "hello"))
             world.pump()
             assert lost, kind
@@ -513,9 +509,7 @@ def test_a_bug_in_one_talks_timers_is_reported_once_and_that_talk_left_alone() -
     world, tmp = _world()
     try:
         world.add("alice"), world.add("bob")
-        world.type("alice", rec.Connect("bob"))
-        world.pump()
-        world.advance(1.0)
+        world.connect("alice", "bob")
         talk = world.peers["alice"].state.talks["bob"]
 
         class Broken:

@@ -34,9 +34,7 @@ def pinned_pair(world: World) -> None:
     """alice and bob talked once: each has the other's key pinned. alice's
     program then restarts (the rendezvous vouches for nothing yet)."""
     world.add("alice"), world.add("bob")
-    world.type("alice", rec.Connect("bob"))
-    world.pump()
-    world.advance(1.0)
+    world.connect("alice", "bob")
     world.type("alice", rec.Send(None, "first"))
     world.pump()
     assert world.peers["bob"].shown_texts("alice") == ["first"]

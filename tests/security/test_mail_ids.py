@@ -32,9 +32,7 @@ def stored_ids(world: World, name: str) -> list[str]:
 def test_mail_ids_do_not_link_one_senders_messages(world: World) -> None:
     alice = world.add("alice")
     world.add("bob")
-    world.type("alice", rec.Connect("bob"))
-    world.pump()
-    world.advance(1.0)
+    world.connect("alice", "bob")
     world.fate = lambda line: (0, False)  # bob's acks are lost...
     for n in range(3):
         world.type("alice", rec.Send(None, f"in flight {n}"))
@@ -59,9 +57,7 @@ def test_a_message_delivered_live_and_mailed_is_shown_once(world: World) -> None
     the chat itself: a copy delivered both ways is shown once."""
     world.add("alice")
     bob = world.add("bob")
-    world.type("alice", rec.Connect("bob"))
-    world.pump()
-    world.advance(1.0)
+    world.connect("alice", "bob")
     world.fate = lambda line: (0, False) if line.origin == "bob" else (1, False)  # type: ignore[union-attr]
     world.type("alice", rec.Send(None, "both ways"))
     world.pump()  # bob shows it; his ack is lost

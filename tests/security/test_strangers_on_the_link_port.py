@@ -82,9 +82,7 @@ def _texts(effects: list[rec.Effect]) -> list[str]:
 def test_a_link_whose_key_exchange_never_finishes_is_closed(world: World) -> None:
     alice = world.add("alice")
     world.add("bob")
-    world.type("alice", rec.Connect("bob"))
-    world.pump()
-    world.advance(1.0)
+    world.connect("alice", "bob")
     peer = world.peers["alice"]
     effects = peer.state.handle(rec.LinkUp(LinkInfo(9, "bob", "direct", "bob")), world.now)
     assert CloseLink(9) not in effects  # expected: given its chance
