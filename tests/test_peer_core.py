@@ -113,6 +113,10 @@ def test_every_event_about_a_conversation_names_it(world: World) -> None:
     alice = world.peers["alice"]
     ended = [e for e in alice.ui if isinstance(e, System) and "ended" in e.text]
     assert ended and all(e.about == "bob" for e in ended)
+    world.type("alice", rec.Whois("bob"))
+    about_bob = [e for e in alice.ui if isinstance(e, System) and "bob" in e.text]
+    assert len(about_bob) >= 4  # opened, first key pinned, ended, whois
+    assert all(e.about == "bob" for e in about_bob), [e for e in about_bob if e.about != "bob"]
     assert alice.state.active is None  # the next typed line goes nowhere, and says so
     world.type("alice", rec.Send(None, "anyone?"))
     assert "You are not in a conversation" in alice.notices()[-1]

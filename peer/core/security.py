@@ -176,7 +176,12 @@ def _trust(keys: Keys, name: str, presented: bytes, out: list[Effect]) -> bool:
         case "first-use":
             keys.pins.pin(name, presented)
             out.append(
-                Show(System(f"{verdict.reason}; compare safety numbers with ::whois {name}"))
+                Show(
+                    System(
+                        f"{verdict.reason}; compare safety numbers with ::whois {name}",
+                        about=name,
+                    )
+                )
             )
             return True
         case "changed":

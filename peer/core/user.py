@@ -82,7 +82,8 @@ class UserCommands:
             case Trust(name):
                 self._trust(name, out)
             case Whois(name):
-                out.extend(Show(System(line)) for line in security.describe(convs.keys, name))
+                lines = security.describe(convs.keys, name)
+                out.extend(Show(System(line, about=name)) for line in lines)
             case ShowHistory(name, count):
                 convs.show_history(name, count, out)
             case ListUsers():
@@ -102,10 +103,10 @@ class UserCommands:
             if name is None:
                 out.append(_error(NOT_IN_CONVERSATION))
             else:
-                out.append(_error(f"No open conversation with {name}: connect: {name} first"))
+                out.append(_error(f"No open conversation with {name}: connect: {name} first", name))
             return
         if talk.plain and not talk.plain_ok:
-            out.append(_error(unencrypted(talk.partner)))
+            out.append(_error(unencrypted(talk.partner), talk.partner))
             return
         if talk.plain:
             out.append(ToServer(Msg(talk.partner, text)))
@@ -138,7 +139,7 @@ class UserCommands:
         keys = self.convs.keys
         key = keys.blocked.pop(name.lower(), None)
         if key is None:
-            out.append(_error(f"No changed key is waiting for {name}"))
+            out.append(_error(f"No changed key is waiting for {name}", name))
             return
         keys.pins.pin(name, key)
         out.append(Show(System(f"{name}'s new key is trusted and pinned", about=name)))
@@ -216,5 +217,5 @@ class UserCommands:
             )
 
 
-def _error(text: str) -> Effect:
-    return Show(System(text, "error"))
+def _error(text: str, about: str | None = None) -> Effect:
+    return Show(System(text, "error", about))
