@@ -32,6 +32,12 @@ is booked now, so attempts sent at once are spaced by the back-off instead
 of all passing together. The driver waits until ``start``, then enqueues
 (the bounds are checked again: the line may have filled meanwhile).
 
+A ticket that ends before it is hashed (given up, or refused when it comes
+in line) made no guess, so it takes its booking back and does not delay the
+next attempt; unless a later reservation booked on top of it, and then it
+stays (erring on the slow side). This never shortens the back-off owed for
+wrong passwords: that counts from the failures themselves, not the bookings.
+
 :meth:`HashQueue.take_ready` starts tickets while fewer than ``workers``
 run. It serves the *source address* (not the connection, not the account)
 whose last turn is the oldest, FIFO within a source: sixteen connections

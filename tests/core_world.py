@@ -14,8 +14,12 @@ SIGKILL of the rendezvous does.
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Callable, Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,3 +282,20 @@ def _is_relayed(line: ServerLine | UserLine) -> bool:
 
 def count(texts: Iterable[str], text: str) -> int:
     return sum(1 for t in texts if t == text)
+
+
+@contextmanager
+def scratch_world(timing: Timing = FAST) -> Iterator[World]:
+    """A :class:`World` in a folder of its own, removed afterwards: for
+    hypothesis, whose examples cannot share pytest's ``tmp_path``. The folder
+    is on the RAM disk when there is one: each peer's history is an SQLite
+    file, whose creation waits for the disk (tens of ms; hundreds of examples)."""
+    shm = Path("/dev/shm")
+    ram = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    tmp = Path(tempfile.mkdtemp(prefix="chathack-world-", dir=ram))
+    world = World(tmp, timing)
+    try:
+        yield world
+    finally:
+        world.close()
+        shutil.rmtree(tmp, ignore_errors=True)

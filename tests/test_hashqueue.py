@@ -4,6 +4,7 @@ is a number the test passes, nothing hashes, nothing waits."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import cast
 
 import pytest
 from hypothesis import settings
@@ -237,9 +238,10 @@ class QueueMachine(RuleBasedStateMachine):
         # The model: failures (count, last time) per account and source, and
         # the last start reserved from a source that had failed.
         self.fails: dict[str, tuple[int, float]] = {}
-        # Per source, the starts its back-off booked, latest last (one given up
-        # unhashed hands its booking back: it made no guess).
-        self.last_start: dict[str, list[tuple[float, int, int]]] = {}
+        # Per source, the starts its back-off booked, latest last, with their
+        # tickets (held, not their id(): a ticket collected could lend its id to
+        # a new one). One that ends unhashed hands its booking back: no guess.
+        self.last_start: dict[str, list[tuple[float, int, T]]] = {}
         # Fairness bookkeeping, in turns (one turn = one ticket started).
         self.waiting_since: dict[str, int] = {}
         self.last_turn: dict[str, int] = {}
@@ -281,7 +283,14 @@ class QueueMachine(RuleBasedStateMachine):
         if n_source == 0 and self.fails.get("a:" + account, (0, 0.0))[0] == 0:
             assert got.start == self.now  # nothing to wait for: nothing waited
         if n_source:
-            self.last_start.setdefault(source, []).append((got.start, n_source, id(got)))
+            self.last_start.setdefault(source, []).append((got.start, n_source, got))
+
+    def _ended_unhashed(self, t: T) -> None:
+        """``t`` ended before any hash (given up, or refused when its start came):
+        like the queue, undo its booking if no later one stacked on it."""
+        booked = self.last_start.get(t.source)
+        if booked and booked[-1][2] is t:
+            booked.pop()
 
     @rule(data=st.data())
     def enqueue(self, data: st.DataObject) -> None:
@@ -296,6 +305,7 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             assert t.state is State.DONE
             self.live.remove(t)
+            self._ended_unhashed(t)  # the line filled during its back-off
 
     @rule()
     def take_ready(self) -> None:
@@ -322,9 +332,8 @@ class QueueMachine(RuleBasedStateMachine):
         was = t.state
         self.q.finish(t, self.now, verdict)
         self.live.remove(t)
-        booked = self.last_start.get(t.source)
-        if was is not State.RUNNING and booked and booked[-1][2] == id(t):
-            booked.pop()  # given up before any hash: its booking is handed back
+        if was is not State.RUNNING:
+            self._ended_unhashed(t)
         if was is State.QUEUED and not any(
             x.state is State.QUEUED and x.source == t.source for x in self.live
         ):
@@ -393,3 +402,79 @@ def test_an_attempt_given_up_unhashed_takes_its_back_off_booking_back() -> None:
     # dave's booking is undone back to carol's, which stays: undoing only the
     # latest booking never leaves a back-off shorter than the one owed.
     assert failed.delay("erin", "203.0.113.7", 10.2) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("unhashed", ["given up while it waited", "refused when its start came"])
+def test_a_wrong_password_s_back_off_outlives_the_attempts_given_up_after_it(
+    unhashed: str,
+) -> None:
+    """The sequence hypothesis found: a wrong password at 0 s (the next attempt
+    waits 0.5 s); the next attempt books 0.5 s, so one after it would start at
+    1 s; it ends unhashed and hands that booking back. The one after starts at
+    0.5 s, as the wrong password says: no later (the attempt in between made no
+    guess), and no earlier, however often a guesser reserves and gives up."""
+    failed = FailedLogins(base=0.5)
+    q = HashQueue(workers=1, failed=failed, max_queued_per_source=1)
+    wrong = queued(q, Kind.LOGIN, "a", "s1", 0.0)
+    assert q.take_ready(0.0) == [wrong]
+    q.finish(wrong, 0.0, verdict=False)
+    second = ticket(q, Kind.LOGIN, "a", "s1", 0.0)
+    assert (second.start, second.booked) == (0.5, ((0.0, 0.0), (1.0, 1.0)))
+    if unhashed == "given up while it waited":
+        now = 0.2
+        q.finish(second, now)
+    else:  # the address's line filled during its back-off
+        now = 0.5
+        other = queued(q, Kind.HASH, None, "s1", 0.1)
+        assert q.enqueue(second, now) == Refusal("source", SOURCE_BUSY)
+        assert q.take_ready(now) == [other]
+        q.finish(other, now)
+    assert second.state is State.DONE and failed.delay("a", "s1", 0.0) == 0.5
+    for _ in range(3):  # a guesser reserving and giving up gains nothing
+        q.finish(ticket(q, Kind.LOGIN, "a", "s1", now), now)
+    third = ticket(q, Kind.LOGIN, "a", "s1", now)
+    assert third.start == 0.5
+    # It is hashed (and wrong): the back-off doubles from there, whatever
+    # attempts were given up before it.
+    assert q.enqueue(third, 0.5) is None and q.take_ready(0.5) == [third]
+    q.finish(third, 0.5, verdict=False)
+    assert ticket(q, Kind.LOGIN, "a", "s1", 0.5).start == 1.5
+
+
+class _Drawn:
+    """Stands for hypothesis's ``data`` in a replayed step: draws ``ticket``."""
+
+    def __init__(self, ticket: T) -> None:
+        self.ticket = ticket
+
+    def draw(self, strategy: object) -> T:
+        return self.ticket
+
+
+def test_the_model_knows_a_ticket_refused_in_line_hands_its_booking_back() -> None:
+    """The same sequence through :class:`QueueMachine`, whose model once kept the
+    booking of a ticket refused when its start came (the queue rightly undoes
+    it) and then wanted the next attempt to start at 1 s instead of 0.5 s."""
+    m = QueueMachine()
+
+    def pick(t: T) -> st.DataObject:
+        return cast(st.DataObject, _Drawn(t))
+
+    m.reserve(Kind.LOGIN, "a", "s1")
+    first = m.live[-1]
+    m.enqueue(pick(first))
+    m.a_free_worker_always_takes_a_ticket()
+    m.finish(pick(first), verdict=False)
+    m.reserve(Kind.LOGIN, "a", "s1")
+    second = m.live[-1]
+    assert (second.start, second.state) == (0.5, State.RESERVED)
+    for _ in range(2):  # the address's line fills during the back-off
+        m.reserve(Kind.HASH, "b", "s1")
+        m.enqueue(pick(m.live[-1]))
+    m.advance(0.5)
+    m.enqueue(pick(second))
+    assert second.state is State.DONE and second not in m.live
+    m.take_ready()
+    m.promises_kept()
+    m.reserve(Kind.LOGIN, "a", "s1")  # the model's floor: 0.5 s, not 1 s
+    assert m.live[-1].start == 0.5

@@ -2,12 +2,13 @@
 PeerNodes on 127.0.0.1 (like ``tests/test_node.py``), both relay-only so
 every frame goes through the rendezvous, and one frame lost on the way.
 
-The loss is made at the sender's edge: the frame is sealed as usual and then
-not written, exactly what a rendezvous that dropped the ``msg:`` line would
-leave behind. The bounds of :mod:`chathack.retransmit` (``PeerConfig.timing``) and the
-driver's tick are shrunk (``fast``) so each test takes about a second; every
-wait has a deadline (``tests/test_node.py``'s ``DEADLINE``, through its
-``Watcher``).
+The loss is made at the sender's edge, where the driver writes to the
+rendezvous (``PeerNode.send_server``): the core sealed the frame as usual and
+it is not written, exactly what a rendezvous that dropped the ``msg:`` line
+would leave behind. The bounds of :mod:`chathack.retransmit`
+(``PeerConfig.timing``) and the clock's tick (``peer.clock.TICK_INTERVAL``)
+are shrunk (``fast``) so each test takes about a second; every wait has a
+deadline (``tests/test_node.py``'s ``DEADLINE``, through its ``Watcher``).
 """
 
 from __future__ import annotations
@@ -18,21 +19,12 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 import trio
 
-from chathack.link import (
-    Ack,
-    Chat,
-    Frame,
-    Sealed,
-    frame_to_relay_text,
-    is_relay_frame,
-    relay_text_to_frame,
-)
+from chathack.link import Frame, Sealed, is_relay_frame, relay_text_to_frame
 from chathack.protocol import ClientEvent, Msg, UserLine
 from chathack.retransmit import Timing
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
 from peer import clock
 from peer.core import records as rec
-from peer.core import security
 from peer.events import System
 from peer.node import PeerNode
 from tests.test_e2e_security import world
@@ -55,39 +47,39 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def relayed(*names: str) -> AbstractAsyncContextManager[dict[str, Watcher]]:
     """A server and one relay-only node per name, each with its watcher (the
-    node starts its own retransmit driver once logged in)."""
+    node's clock polls the re-send timers once it is logged in)."""
     return world(**{name: {"relay_only": True, "timing": FAST} for name in names})
 
 
 def lose_once(
     monkeypatch: pytest.MonkeyPatch,
     node: PeerNode,
-    *,
-    sealed: Callable[[Frame], bool] | None = None,
-    raw: Callable[[Frame], bool] | None = None,
+    doomed: Callable[[rec.Input | None, Frame], bool],
 ) -> list[Frame]:
-    """Lose on the relay the first frame ``node`` sends that matches: before
-    sealing (``sealed``: a chat or an ack) or as it is (``raw``: a key exchange
-    frame). Returns what was lost (the sealed bytes, for a sealed frame)."""
+    """Lose on the relay the first frame ``node`` sends for which ``doomed``
+    holds, given the input the node was handling then (None: none) and the
+    frame as it goes on the wire (sealed, or a key exchange frame): the node
+    believes it sent it. Returns what was lost."""
     lost: list[Frame] = []
-    doomed: list[str] = []  # the relay text of the sealed frame to lose
-    real_seal, real_send = security.seal, node.send_server
+    handling: list[rec.Input] = []
+    real_feed, real_send = node.feed, node.send_server
 
-    def seal(sec: security.PathSec, frame: Frame) -> Sealed | None:
-        result = real_seal(sec, frame)
-        if result is not None and not lost and not doomed and sealed is not None and sealed(frame):
-            doomed.append(frame_to_relay_text(result))
-        return result
+    def feed(event: rec.Input) -> list[rec.Effect]:
+        handling.append(event)
+        try:
+            return real_feed(event)
+        finally:
+            handling.pop()
 
     def send_server(event: ClientEvent) -> bool:
         if isinstance(event, Msg) and not lost and is_relay_frame(event.text):
             frame = relay_text_to_frame(event.text)
-            if event.text in doomed or (raw is not None and raw(frame)):
+            if doomed(handling[-1] if handling else None, frame):
                 lost.append(frame)
                 return True  # "sent": the rendezvous lost it
         return real_send(event)
 
-    monkeypatch.setattr(security, "seal", seal)
+    monkeypatch.setattr(node, "feed", feed)
     monkeypatch.setattr(node, "send_server", send_server)
     return lost
 
@@ -105,7 +97,8 @@ async def test_a_lost_relayed_message_is_resent_and_the_rest_shown_once_in_order
         await alice.connect("bob")
         await alice.send("bob", "m0")
         assert await wb.texts_count(1) == ["m0"]
-        lost = lose_once(monkeypatch, alice, sealed=lambda f: isinstance(f, Chat) and f.seq == 2)
+        m1 = rec.Send("bob", "m1")
+        lost = lose_once(monkeypatch, alice, lambda event, f: event == m1 and isinstance(f, Sealed))
         for i in range(1, 4):
             await alice.send("bob", f"m{i}")
         assert len(lost) == 1
@@ -127,7 +120,12 @@ async def test_a_lost_acknowledgement_is_repaired(
         wa, wb = w["alice"], w["bob"]
         alice, bob = wa.node, wb.node
         await alice.connect("bob")
-        lost = lose_once(monkeypatch, bob, sealed=lambda f: isinstance(f, Ack) and f.seq == 2)
+        # Bob's acks say how far he got: the one sent once m1 is shown says 2.
+        lost = lose_once(
+            monkeypatch,
+            bob,
+            lambda _event, f: isinstance(f, Sealed) and bob.talks["alice"].conv.delivered == 2,
+        )
         await alice.send("bob", "m0")
         await alice.send("bob", "m1")  # its ack, the last one, is lost
         assert await wb.texts_count(2) == ["m0", "m1"]
@@ -148,7 +146,7 @@ async def test_a_lost_key_exchange_frame_on_the_relay_is_repaired(
     async with relayed("alice", "bob") as w:
         wa, wb = w["alice"], w["bob"]
         alice = wa.node
-        lost = lose_once(monkeypatch, w[loser].node, raw=lambda f: isinstance(f, kind))
+        lost = lose_once(monkeypatch, w[loser].node, lambda _event, f: isinstance(f, kind))
         await alice.connect("bob")
         await alice.send("bob", "m0")
         await alice.send("bob", "m1")

@@ -280,7 +280,7 @@ def handshake(data: bytes) -> None:
     Each message goes through the wire encoding and is then passed as it is,
     has one field replaced or one byte of a key or signature flipped, or is
     replaced by any frame (decoded from fuzzer bytes, as a peer decodes it).
-    Messages are dispatched as :mod:`peer.pathsec` does (wrong type or sid:
+    Messages are dispatched as :mod:`peer.core.security` does (wrong type or sid:
     ignored). Afterwards more hostile frames reach both finished sides.
 
     Contract: the ``on_*`` steps return or raise :class:`BadHandshake`, never
@@ -379,7 +379,7 @@ def sealed(data: bytes) -> None:
     raises :class:`TamperedFrame` / :class:`ReplayedFrame`; it accepts
     exactly the counters a model of the replay window accepts, never an
     altered frame; what it opens decodes as a frame or raises
-    :class:`RemoteProtocolError`, as :mod:`peer.pathsec` decodes it.
+    :class:`RemoteProtocolError`, as :mod:`peer.core.security` decodes it.
     """
     tx, rx = _keys()
     sender = SecureSession(SID, bytes(BOB_ID.verify_key), tx, rx)

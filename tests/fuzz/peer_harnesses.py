@@ -2,14 +2,16 @@
 lines, relayed frames, and offline mail (:mod:`peer.core`: the state, the
 mailroom, the key exchanges, the candidates), down to what the terminal shows.
 
-A real :class:`PeerNode` is built without a trio loop: its nursery is a
-stand-in that records the tasks the node would start (dialling, upgrades)
-and never runs them, its UI events go to a list, and what it would send the
-server is captured. Every handler below is synchronous, so nothing waits.
+The peer here is its sans-IO core alone, a :class:`PeerState` named ``me``
+with a fixed identity and its pins and history in memory: each input is one
+synchronous :meth:`PeerState.handle` call at a fixed time, and its effects
+are collected (lines for the server, UI events to render). Nothing runs, so
+nothing waits, and an input always replays alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -35,6 +37,7 @@ from chathack.protocol import (
     parse_server_line,
 )
 from chathack.secure import Handshake, KeyReply, SecureSession, seal_mail
+from chathack.server_events import parse_server_event
 from chathack.text import is_safe
 from peer.core import records as rec
 from peer.core.state import PeerState
@@ -43,7 +46,6 @@ from peer.history import History
 from peer.identity import Pins
 from peer.plain import plain_line
 from peer.render import THEME, render_event
-from peer.server_link import parse_endpoint
 from tests.fuzz.contract import Cursor, check_wire_line, lines_of
 from tests.fuzz.link_harnesses import MAX_STEPS, check_frame, check_frame_bytes
 
@@ -123,12 +125,13 @@ def peer_server_events(data: bytes) -> None:
 
     Lines are framed and parsed as :class:`peer.transport.LineReader` does
     (bad ones skipped), looked at as :class:`peer.server_link.ServerLink`
-    does, then handed to :meth:`PeerState.handle`: USERS, PEER,
-    CALL, PUNCH, END, GONE, mail, notices, and relayed frames (handshakes,
-    sealed frames, hellos) from users.
+    does (its own endpoint and resume token), then handed to
+    :meth:`PeerState.handle`: USERS, PEER, CALL, PUNCH, END, GONE, mail,
+    notices, and relayed frames (handshakes, sealed frames, hellos) from users.
 
-    Contract: nothing raises (the node would contain it, but it is a bug);
-    what the node sends back is valid client lines; what it shows is safe.
+    Contract: nothing raises, and the core reports no :class:`Fault` (it
+    contains what a bug raises, but that is still a bug); what the peer
+    sends back is valid client lines; what it shows is safe.
     """
     peer = _Peer()
     for item in lines_of(data):
@@ -138,12 +141,9 @@ def peer_server_events(data: bytes) -> None:
             event = parse_server_line(item)
         except RemoteProtocolError:
             continue
-        if isinstance(event, ServerLine):
-            match event.flag:
-                case "SEEN":
-                    parse_endpoint(event.text)
-                case "TOKEN":
-                    event.text.split(" ", 1)[0]
+        if isinstance(event, ServerLine) and event.flag in ("SEEN", "TOKEN"):
+            with contextlib.suppress(RemoteProtocolError):  # as ServerLink._learn
+                parse_server_event(event)
         peer.from_server(event)
     peer.check()
 
@@ -155,13 +155,14 @@ def mail_payload(data: bytes) -> None:
     REFUSED) with any text; a sealed MAIL whose plaintext is any bytes; or a
     sealed MAIL whose header fields (from, to, id, text, time) are each
     honest or hostile. Sealed mail comes from bob or from mallory claiming
-    to be bob, while the node knows bob's key (pinned or vouched), a wrong
+    to be bob, while the peer knows bob's key (pinned or vouched), a wrong
     key, or nothing. Each line is delivered twice (a redelivery after a
     crash).
 
-    Contract: ``on_line`` never raises and claims every mailbox line; a mail
-    is shown at most once; what is shown as bob's came sealed by bob's key
-    whenever that key is known; acknowledgements sent are valid lines.
+    Contract: nothing raises and no :class:`Fault`; no mailbox line reaches
+    the screen raw (as an unknown notice); a mail is shown at most once;
+    what is shown as bob's came sealed by bob's key whenever that key is
+    known; acknowledgements sent are valid lines.
     """
     cur = Cursor(data)
     peer = _Peer()
@@ -221,7 +222,7 @@ def _hostile_value(cur: Cursor) -> object:
 
 
 def _secured_with_bob(peer: _Peer) -> SecureSession:
-    """Run bob's key exchange with the node over the relay; bob's session."""
+    """Run bob's key exchange with the peer over the relay; bob's session."""
     peer.state.keys.vouched["bob"] = bytes(BOB_ID.verify_key)
     bob = Handshake(BOB_ID, "bob", "me", True, sid="b0b0b0b0b0b0b0b0")
     bob._eph = PrivateKey(bytes(range(224, 256)))  # fixed: an input always replays alike
@@ -237,17 +238,18 @@ def _secured_with_bob(peer: _Peer) -> SecureSession:
 
 
 def partner_frames(data: bytes) -> None:
-    """Sealed frames from a partner the node has a verified session with.
+    """Sealed frames from a partner the peer has a verified session with.
 
     bob is hostile but authenticated (or buggy): he finishes a real key
-    exchange with the node over the relay, then sends, sealed with that
+    exchange with the peer over the relay, then sends, sealed with that
     session, any frame (decoded from fuzzer bytes), chats with any epoch,
     sequence numbers and text, replays of his earlier lines, and unsealed
-    frames. This reaches what the fuzzer cannot forge: the node's handling
+    frames. This reaches what the fuzzer cannot forge: the peer's handling
     of the frames inside (delivery, the history, the screen).
 
-    Contract: nothing raises; what the node sends bob opens with his
-    session and holds valid frames; what is shown is safe.
+    Contract: nothing raises and no :class:`Fault`; a replayed line shows
+    no message (each is shown at most once); what the peer sends bob opens
+    with his session and holds valid frames; what is shown is safe.
     """
     cur = Cursor(data)
     peer = _Peer()
@@ -256,7 +258,8 @@ def partner_frames(data: bytes) -> None:
     for _ in range(MAX_STEPS):
         if not cur.left():
             break
-        match cur.below(4):
+        step = cur.below(4)
+        match step:
             case 0:
                 frame = check_frame_bytes(cur.chunk())
                 text = None if frame is None else _sealed_text(bob, frame)
@@ -270,14 +273,22 @@ def partner_frames(data: bytes) -> None:
                 frame = check_frame_bytes(cur.chunk())
                 text = None if frame is None else frame_to_relay_text(frame)
         if text is not None:
+            before = _messages(peer)
             lines.append(text)
             peer.relay_from("bob", text)
+            if step == 2:
+                assert _messages(peer) == before, "a replayed line shown as a new message"
     for frame in peer.frames_to("bob"):
         if isinstance(frame, Sealed):
             frame = check_frame_bytes(bob.open(frame.data))
         if frame is not None:
             check_frame(frame)
     peer.check()
+
+
+def _messages(peer: _Peer) -> int:
+    """How many messages the peer has shown so far."""
+    return sum(isinstance(e, Incoming) for e in peer.shown)
 
 
 def _sealed_text(session: SecureSession, frame: Frame) -> str:
