@@ -263,16 +263,19 @@ class PeerNode:
             self.feed(rec.FlushMail())
 
     # ------------------------------------------------------------ user API
-    async def connect(self, name: str) -> Talk | None:
-        """Open a conversation with ``name`` and make it the active one: direct
-        if possible, else relayed at once and upgraded in the background."""
-        answer = await self.answers.ask("connect", name, lambda: self.feed(rec.Connect(name)))
+    async def connect(self, name: str, *, activate: bool = True) -> Talk | None:
+        """Open a conversation with ``name`` and (``activate``) make it the
+        active one: direct if possible, else relayed at once and upgraded in
+        the background."""
+        ask = rec.Connect(name, activate)
+        answer = await self.answers.ask("connect", name, lambda: self.feed(ask))
         return self.state.convs.open_talk(name) if answer is not None and answer.ok else None
 
     async def send(self, name: str, text: str) -> bool:
         """Send ``text`` to ``name`` (opening the conversation if needed)."""
         needs_connect = self.state.convs.open_talk(name) is None and not self.state.kicked
-        if needs_connect and await self.connect(name) is None:
+        # msg: NAME TEXT opens the conversation but leaves the active one as it is.
+        if needs_connect and await self.connect(name, activate=False) is None:
             return False
         effects = self.feed(rec.Send(name, text))
         return any(isinstance(e, rec.Show) and isinstance(e.event, Outgoing) for e in effects)
@@ -347,7 +350,10 @@ class PeerNode:
     async def wait_delivered(self) -> None:
         """Return once every sent message is acknowledged (callers set the deadline)."""
         while self.unacknowledged():
-            self._acked = trio.Event()
+            # Every waiter waits on the same event: replacing it would strand
+            # the waiters of the one it replaced.
+            if self._acked.is_set():
+                self._acked = trio.Event()
             await self._acked.wait()
 
     async def quit(self) -> None:

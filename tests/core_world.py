@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from chathack.link import is_relay_frame
+from chathack.link import Frame, is_relay_frame
 from chathack.protocol import (
     IdentityKey,
     Lan,
@@ -299,3 +299,45 @@ def scratch_world(timing: Timing = FAST) -> Iterator[World]:
     finally:
         world.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class DirectLinks:
+    """Direct links between the peers of a :class:`World`: a link is a pair of
+    ids, one per end; what one end's core sends on its id (``ToLink``) is
+    queued for the other end's, and :meth:`pump` delivers it. ``closed``
+    lists the (peer, id) pairs a core asked to close."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.queue: list[tuple[Peer, int, Frame]] = []
+        self.ends: dict[tuple[str, int], tuple[Peer, int]] = {}
+        self.closed: list[tuple[str, int]] = []
+        feed = world.feed
+
+        def feed_and_route(peer: Peer, event: rec.Input) -> list[rec.Effect]:
+            effects = feed(peer, event)
+            for e in effects:
+                if isinstance(e, rec.ToLink):
+                    other = self.ends.get((peer.name.lower(), e.link_id))
+                    if other is not None:
+                        self.queue.append((other[0], other[1], e.frame))
+                elif isinstance(e, rec.CloseLink):
+                    self.closed.append((peer.name.lower(), e.link_id))
+            return effects
+
+        world.feed = feed_and_route  # type: ignore[method-assign]
+
+    def up(self, a: Peer, a_id: int, b: Peer, b_id: int, dialer: str) -> None:
+        self.ends[(a.name.lower(), a_id)] = (b, b_id)
+        self.ends[(b.name.lower(), b_id)] = (a, a_id)
+        self.world.feed(a, rec.LinkUp(rec.LinkInfo(a_id, b.name, "direct", dialer)))
+        self.world.feed(b, rec.LinkUp(rec.LinkInfo(b_id, a.name, "direct", dialer)))
+        self.pump()
+
+    def pump(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            if not self.queue:
+                return
+            peer, link_id, frame = self.queue.pop(0)
+            self.world.feed(peer, rec.LinkFrame(link_id, frame))
+        raise AssertionError("the links never went quiet")

@@ -25,6 +25,7 @@ from peer.core.conversations import Conversations
 from peer.core.directory import Directory
 from peer.core.records import Answered, Effect, Show, ToServer
 from peer.core.requests import DIRECT_GRACE, PLAIN_RECHECK, PendingConnect, Requests
+from peer.core.talk import Talk
 from peer.events import ServerNotice, System
 
 NOT_ONLINE = "Not connected to the rendezvous: cannot look anybody up"
@@ -42,7 +43,7 @@ def unencrypted(name: str) -> str:
     return (
         f"{name} is not a chathack peer (a plain text client): what you send {name} "
         f"travels unencrypted and the rendezvous can read it. Type connect: {name} "
-        f"again to talk to {name} unencrypted anyway"
+        f"to talk to {name} unencrypted anyway"
     )
 
 
@@ -52,25 +53,48 @@ class Connector:
         self.directory = directory
         self.requests = requests
 
-    def start(self, name: str, now: float, out: list[Effect]) -> None:
+    def start(self, name: str, now: float, out: list[Effect], activate: bool = True) -> None:
         talk = self.convs.open_talk(name)
-        if talk is not None:
-            if talk.plain and not talk.plain_ok:
-                talk.plain_ok = True  # the user's word, after being told
-                why = f"Talking to {talk.partner} UNENCRYPTED: the rendezvous can read it"
-                out.append(Show(System(why, "warning", talk.partner)))
-            self.convs.make_active(talk, out)
+        if talk is not None and talk.plain and not talk.plain_ok and talk.plain_checked:
+            self._consent(talk, out)
+        if talk is not None and not (talk.plain and not talk.plain_ok):
+            if activate:
+                self.convs.make_active(talk, out)
             out.append(Answered("connect", name, True))
             return
-        if name.lower() in self.requests.connects:
+        # No conversation yet, or one a plain line opened that the rendezvous
+        # has not been asked about: its answer (a key, or none) decides.
+        waiting = self.requests.connects.get(name.lower())
+        if waiting is not None:
+            waiting.activate = waiting.activate or activate
             return  # asked already: that answer ends both
         if self.convs.server != "online":
             out.append(Show(ServerNotice("ERROR", NOT_ONLINE, name)))
             out.append(Answered("connect", name, False))
             return
-        self.requests.connect(name, now)
+        self.requests.connect(name, now, activate).consent = talk is not None
         self.convs.connecting.add(name.lower())
         out.append(ToServer(AskFor(name)))
+
+    def _consent(self, talk: Talk, out: list[Effect]) -> None:
+        talk.plain_ok = True  # the user's word, after being told
+        why = f"Talking to {talk.partner} UNENCRYPTED: the rendezvous can read it"
+        out.append(Show(System(why, "warning", talk.partner)))
+
+    def switched(self) -> None:
+        """The user chose a conversation: no connect still on its way takes
+        that choice away when it ends."""
+        for pending in self.requests.connects.values():
+            pending.activate = False
+
+    def cancel(self, name: str, out: list[Effect]) -> bool:
+        """``::end NAME`` while its connect is on its way: it ends there."""
+        pending = self.requests.connects.get(name.lower())
+        if pending is None:
+            return False
+        out.append(Show(System(f"connect: {pending.name} cancelled", about=pending.name)))
+        self.over(pending, False, out)
+        return True
 
     def answered(
         self, pending: PendingConnect, addr: PeerAddress, now: float, out: list[Effect]
@@ -100,7 +124,13 @@ class Connector:
             )
             self.over(pending, True, out)
         elif directory.looks_plain(addr):
-            self.convs.talk_for(addr.name, out, "unencrypted").make_plain()
+            talk = self.convs.talk_for(addr.name, out, "unencrypted")
+            talk.make_plain()
+            talk.plain_checked = True
+            if pending.consent:
+                self._consent(talk, out)  # the user's connect: to a talk already marked plain
+                self.over(pending, True, out)
+                return
             out.append(Show(System(unencrypted(addr.name), "warning", addr.name)))
             self.over(pending, False, out)  # not active until the user says so
         else:
@@ -124,7 +154,8 @@ class Connector:
                     out.append(Show(ServerNotice("ERROR", why, pending.name)))
                     self.over(pending, False, out)
                 case "recheck":
-                    self.requests.connect(pending.name, now).rechecked = True
+                    again = self.requests.connect(pending.name, now, pending.activate)
+                    again.rechecked, again.consent = True, pending.consent
                     out.append(ToServer(AskFor(pending.name)))
                 case "grace":
                     self.over(pending, True, out)
@@ -140,13 +171,26 @@ class Connector:
         if self.requests.connects.get(key) is not pending:
             return
         del self.requests.connects[key]
+        # Whatever happens below, whoever awaits this connect gets its answer.
+        opened = False
+        try:
+            if ok:
+                self._open(pending, out)
+                opened = True
+        finally:
+            self.convs.connecting.discard(key)
+            out.append(Answered("connect", pending.name, opened))
+
+    def _open(self, pending: PendingConnect, out: list[Effect]) -> None:
         convs = self.convs
-        if ok:
-            talk = convs.talk_for(pending.name, out)
-            if pending.stage == "grace" and talk.link is None:
-                hello = Hello(convs.me, talk.partner, convs.epoch)
-                out.append(security.raw(talk.partner, hello, None))
-                security.start(convs.keys, talk.partner, talk.relay_sec, None, out)
+        talk = convs.talk_for(pending.name, out)
+        if pending.stage == "grace" and talk.link is None:
+            hello = Hello(convs.me, talk.partner, convs.epoch)
+            out.append(security.raw(talk.partner, hello, None))
+            security.start(convs.keys, talk.partner, talk.relay_sec, None, out)
+        if pending.activate:
             convs.make_active(talk, out)
-        convs.connecting.discard(key)
-        out.append(Answered("connect", pending.name, ok))
+        else:
+            who = talk.partner
+            why = f"Conversation with {who} open ({talk.path}); ::switch {who} to talk there"
+            out.append(Show(System(why, about=who)))

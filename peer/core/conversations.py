@@ -92,6 +92,7 @@ class Conversations:
         key = partner.lower()
         talk = self.talks.get(key)
         if talk is not None and talk.open:
+            self.encrypt_if_peer(talk, out)
             return talk
         if talk is not None:
             conv = talk.conv
@@ -115,12 +116,38 @@ class Conversations:
         out.append(Show(self.status()))
         return talk
 
+    def encrypt_if_peer(self, talk: Talk, out: list[Effect]) -> None:
+        """A talk opened in plain text whose partner turned out to be a chathack
+        peer (its key vouched or pinned) never sends in clear again."""
+        if talk.plain and self.keys.is_peer(talk.partner):
+            talk.make_encrypted()
+            out.append(
+                _warn(
+                    f"{talk.partner} is a chathack peer: the conversation is encrypted from now "
+                    f"on. Earlier unencrypted lines under that name may not have been "
+                    f"{talk.partner}'s",
+                    talk.partner,
+                )
+            )
+            out.append(Show(self.status()))
+
     def make_active(self, talk: Talk, out: list[Effect]) -> None:
         """The user chose ``talk``: what they type goes there from now on."""
         self.active = talk.partner
         out.append(_info(f"Talking to {talk.partner} ({talk.path})", talk.partner))
         self.mail.mark_read(talk.partner)
         out.append(Show(self.status()))
+
+    def replaced(self, out: list[Effect]) -> None:
+        """A login of the same user elsewhere took over: this session lets go
+        of every direct link (its partners' frames belong to the new one)."""
+        self.kicked = True
+        for talk in self.talks.values():
+            out.append(StopUpgrade(talk.partner))
+            talk.links.clear()
+            talk.link = None
+        out.extend(CloseLink(link_id) for link_id in sorted(self.links))
+        self.links.clear()
 
     def close_talk(self, talk: Talk, why: str, out: list[Effect]) -> None:
         talk.open = False
@@ -323,21 +350,36 @@ class Conversations:
             out.append(_info(f"{text}; your direct link to {talk.partner} goes on", talk.partner))
             return
         talk.offline = True
-        pending = talk.conv.to_resend()
-        talk.conv.unacked.clear()
-        for chat in pending:  # same id as on the link: the partner shows it once
-            msg_id = chat_id(chat)
-            self.mail.send(talk.partner, chat.text, chat.sent_at, out, msg_id=msg_id)
-        out.append(
-            _warn(f"{text}; what you type is kept for {talk.partner} on the server", talk.partner)
-        )
+        held = self.mail_unconfirmed(talk, out)
+        if held:
+            out.append(_warn(f"{text}; {_n(held, 'message')} to {talk.partner} wait", talk.partner))
+        else:
+            out.append(
+                _warn(
+                    f"{text}; what you type is kept for {talk.partner} on the server", talk.partner
+                )
+            )
         out.append(Show(self.status()))
+
+    def mail_unconfirmed(self, talk: Talk, out: list[Effect]) -> int:
+        """What the partner did not confirm goes to the mailbox, each under the
+        id it had on the link (the partner shows it once). What cannot be
+        sealed for the mailbox (a changed key not yet trusted: the mailroom
+        said why) stays unconfirmed in the conversation: reported at ::quit,
+        mailed after ::trust. Returns how many stay."""
+        for chat in talk.conv.to_resend():
+            if not self.mail.send(talk.partner, chat.text, chat.sent_at, out, chat_id(chat)):
+                break
+            del talk.conv.unacked[chat.seq]
+        return len(talk.conv.unacked)
 
     # ------------------------------------------------------- retransmits
     def poll_timers(
         self, now: float, out: list[Effect], report: Callable[[str, Exception, str], None]
     ) -> None:
         """Every live conversation's re-send, gap and key-exchange timers."""
+        if self.kicked:
+            return  # nothing is sent from here any more: no re-sends, no warnings
         for talk in self.talks.values():
             if not talk.framed or talk.watch is None:
                 continue

@@ -101,7 +101,11 @@ class FlushMail:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
+    """Open a conversation with ``name``; ``activate``: and make it the one
+    typed lines go to (False for ``msg: NAME TEXT``, which only sends there)."""
+
     name: str
+    activate: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,12 @@ class PendingConnect:
     deadline: float
     rechecked: bool = False
     answer: PeerAddress | None = None
+    #: Whether it ends by making the conversation the active one: only while
+    #: this is still the user's latest choice (a ::switch meanwhile wins).
+    activate: bool = True
+    #: Asked about a conversation a plain line opened: if the rendezvous knows
+    #: no key, this connect is the user's word to talk unencrypted.
+    consent: bool = False
 
 
 @dataclass(eq=False)
@@ -55,8 +61,8 @@ class Requests:
     connects: dict[str, PendingConnect] = field(default_factory=dict)  # folded name ->
     passwd: PendingPasswd | None = None
 
-    def connect(self, name: str, now: float) -> PendingConnect:
-        pending = PendingConnect(name, "asking", now + CONNECT_REPLY_TIMEOUT)
+    def connect(self, name: str, now: float, activate: bool = True) -> PendingConnect:
+        pending = PendingConnect(name, "asking", now + CONNECT_REPLY_TIMEOUT, activate=activate)
         self.connects[name.lower()] = pending
         return pending
 

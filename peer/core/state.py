@@ -60,9 +60,10 @@ from peer.core.records import (
     ServerState,
     Show,
     Tick,
+    ToLink,
     ToServer,
 )
-from peer.core.requests import Requests
+from peer.core.requests import CONNECT_REPLY_TIMEOUT, Requests
 from peer.core.security import Keys
 from peer.core.talk import Talk
 from peer.core.user import UserCommands
@@ -142,10 +143,14 @@ class PeerState:
         out: list[Effect] = []
         try:
             self._dispatch(event, out)
+            self.connector.settle(out)
+            self._upgrade_when_verified(out)
         except Exception as exc:
             out.extend(self._contain(event, exc))
-        self.connector.settle(out)
-        self._upgrade_when_verified(out)
+        if self.kicked:
+            # A session replaced by a login elsewhere sends nothing more: its
+            # partners talk to the new one (timers, acks, goodbyes included).
+            out = [e for e in out if not isinstance(e, ToServer | ToLink)]
         return out
 
     def _contain(self, event: Input, exc: Exception) -> list[Effect]:
@@ -178,7 +183,9 @@ class PeerState:
                 if link is not None:
                     self.convs.on_frame(link.partner, frame, link_id, out)
             case LinkUp(info):
-                if self._expects(info.partner):
+                if self.kicked or self.closed:
+                    out.append(CloseLink(info.id))
+                elif self._expects(info.partner):
                     self.convs.link_up(info, self.now, out)
                 else:
                     out.append(Note(info.partner, "hung up on a link nobody expected"))
@@ -247,6 +254,10 @@ class PeerState:
         partner's current address (they learn ours from Servidor[CALL]), and
         send what waited."""
         if relogin:
+            for pending in self.requests.connects.values():
+                if pending.stage == "asking":  # the question may have died with the old server
+                    pending.deadline = self.now + CONNECT_REPLY_TIMEOUT
+                    out.append(ToServer(AskFor(pending.name)))
             for talk in self.talks.values():
                 if talk.open:
                     out.append(ToServer(AskFor(talk.partner)))
@@ -298,7 +309,7 @@ class PeerState:
                 self.directory.users = list(users)
                 out.append(Show(UsersList(tuple(users), more)))
             case Bye(text) if text.startswith(KICKED_PREFIX):
-                self.convs.kicked = True
+                self.convs.replaced(out)
                 out.append(Show(ServerNotice(line.flag, line.text)))
             case Bye() if self.closed:
                 pass

@@ -22,6 +22,10 @@ class Talk:
     link: int | None = None  # the id of the direct link carrying it, if one
     plain: bool = False  # the partner is a plain text client (e.g. nc): no frames
     plain_ok: bool = False  # the user said to talk to it unencrypted anyway
+    #: The rendezvous, asked in this session, knew no key for the partner: only
+    #: then can the user's ``connect:`` consent to plain text (a plain line
+    #: claiming a name proves nothing; the name may be a peer's not yet known).
+    plain_checked: bool = False
     open: bool = True
     offline: bool = False  # the partner is offline: messages go to the mailbox
     links: set[int] = field(default_factory=set)  # verified links, the current one and spares
@@ -36,6 +40,12 @@ class Talk:
     def make_plain(self) -> None:
         """The partner is a plain-text client: no frames, and marked as such."""
         self.plain, self.path = True, "unencrypted"
+
+    def make_encrypted(self) -> None:
+        """The partner turned out to be a chathack peer: frames only, from now on."""
+        self.plain = self.plain_ok = self.plain_checked = False
+        if self.path == "unencrypted":
+            self.path = "relayed"
 
     @property
     def framed(self) -> bool:

@@ -59,6 +59,14 @@ class UserCommands:
     def handle(self, command: UserCommand, now: float, wall: float, out: list[Effect]) -> None:
         convs = self.convs
         match command:
+            case Quit():
+                self._quit(out)
+            case _ if convs.closed:
+                # After ::quit reported what leaves undelivered, nothing new
+                # may be sent or recorded as sent.
+                out.append(_error("chathack is closing: nothing more is done"))
+                if isinstance(command, Connect):
+                    out.append(Answered("connect", command.name, False))
             case Connect(name) | Send(name, _) if name and name.lower() == convs.me.lower():
                 out.append(_error("You cannot talk to yourself"))
                 if isinstance(command, Connect):
@@ -67,8 +75,8 @@ class UserCommands:
                 out.append(_error(REPLACED))
                 if isinstance(command, Connect) and name:
                     out.append(Answered("connect", name, False))
-            case Connect(name):
-                self.connector.start(name, now, out)
+            case Connect(name, activate):
+                self.connector.start(name, now, out, activate)
             case Send(name, text):
                 self._send(name, text, wall, out)
             case Switch(name):
@@ -76,6 +84,7 @@ class UserCommands:
                 if talk is None:
                     out.append(_error(f"No open conversation with {name}"))
                 else:
+                    self.connector.switched()
                     convs.make_active(talk, out)
             case End(name):
                 self._end(name, out)
@@ -93,8 +102,6 @@ class UserCommands:
                     out.append(ToServer(Command("users")))
             case ChangePassword(old, new):
                 self._passwd(old, new, now, out)
-            case Quit():
-                self._quit(out)
 
     def _send(self, name: str | None, text: str, wall: float, out: list[Effect]) -> None:
         convs = self.convs
@@ -105,6 +112,7 @@ class UserCommands:
             else:
                 out.append(_error(f"No open conversation with {name}: connect: {name} first", name))
             return
+        convs.encrypt_if_peer(talk, out)
         if talk.plain and not talk.plain_ok:
             out.append(_error(unencrypted(talk.partner), talk.partner))
             return
@@ -125,9 +133,11 @@ class UserCommands:
 
     def _end(self, name: str | None, out: list[Effect]) -> None:
         convs = self.convs
+        cancelled = name is not None and self.connector.cancel(name, out)
         talk = convs.open_talk(name or convs.active or "")
         if talk is None:
-            out.append(_error("You are not in a conversation; there is nothing to end"))
+            if not cancelled:
+                out.append(_error("You are not in a conversation; there is nothing to end"))
             return
         if not talk.plain:
             convs.send_frame(talk, Bye("ended"), out)
@@ -144,7 +154,9 @@ class UserCommands:
         keys.pins.pin(name, key)
         out.append(Show(System(f"{name}'s new key is trusted and pinned", about=name)))
         talk = self.convs.open_talk(name)
-        if talk is not None:
+        if talk is not None and talk.offline:
+            self.convs.mail_unconfirmed(talk, out)
+        elif talk is not None:
             talk.relay_sec.reset()
             security.start(keys, talk.partner, talk.relay_sec, None, out)
             cands = self.directory.candidates.get(name.lower())

@@ -119,3 +119,64 @@ def test_a_plain_text_partner_needs_the_users_word_and_stays_marked(world: World
     [got] = [e for e in alice.ui if isinstance(e, Incoming) and e.origin == "gina"]
     assert got.path == "unencrypted"
     assert not [e for e in alice.ui if isinstance(e, System) and "WARNING" in e.text]
+
+
+def test_a_plain_line_under_a_peers_name_makes_no_plain_conversation_of_it(
+    world: World,
+) -> None:
+    """An injected ``dave: hi`` opens a talk marked unencrypted; alice's
+    ``connect: dave`` asks the rendezvous, which vouches for dave's key: the
+    conversation is encrypted from then on, and stays so once dave's key is
+    verified (it used to stay plain: ``msg: dave`` in clear to a pinned peer)."""
+    alice, dave = world.add("alice"), world.add("dave")
+    world.feed(alice, rec.FromServer(UserLine("dave", "hi, it's dave")))
+    assert alice.state.talks["dave"].plain
+    sent = world.type("alice", rec.Connect("dave"))
+    world.pump()
+    world.advance(1.0)
+    assert not alice.state.talks["dave"].plain
+    assert any("encrypted from now on" in n for n in alice.notices())
+    world.connect("dave", "alice")
+    world.type("dave", rec.Send(None, "the real dave"))
+    world.pump()
+    assert alice.shown_texts("dave")[-1] == "the real dave"
+    assert alice.state.keys.pins.get("dave") == bytes(dave.state.keys.identity.verify_key)
+    sent += world.type("alice", rec.Send(None, "my secret"))
+    sent += world.type("alice", rec.Send("dave", "another secret"))
+    world.pump()
+    assert [
+        e.event.text
+        for e in sent
+        if isinstance(e, rec.ToServer)
+        and isinstance(e.event, Msg)
+        and not is_relay_frame(e.event.text)
+    ] == []
+    assert dave.shown_texts("alice") == ["my secret", "another secret"]
+
+
+def test_a_plain_text_user_who_wrote_first_needs_the_rendezvous_to_know_no_key(
+    world: World,
+) -> None:
+    """gina (nc) writes first: alice's ``connect: gina`` is her word only once
+    the rendezvous, asked, knows no key for gina; then alice talks to her
+    unencrypted, marked so."""
+    alice = world.add("alice")
+    account = world.store.create_account("gina", "hash", world.now)
+    from rendezvous.hub import Session
+    from tests.core_world import PEER_IP, Outbox
+
+    gina = Session(Outbox(), PEER_IP)
+    world.hub.attach(gina, account, world.now)
+    world.hub.handle(gina, Msg("alice", "hi alice, gina here"), world.now)
+    world.pump()
+    effects = world.type("alice", rec.Send("gina", "who?"))
+    assert [e for e in effects if isinstance(e, rec.ToServer)] == []  # no word yet
+    effects = world.type("alice", rec.Connect("gina"))
+    assert [e.event for e in effects if isinstance(e, rec.ToServer)] != []  # asked first
+    world.pump()
+    world.advance(2.0)
+    assert alice.state.active == "gina"
+    assert alice.state.talks["gina"].plain_ok
+    effects = world.type("alice", rec.Send(None, "hello gina"))
+    assert [e.event for e in effects if isinstance(e, rec.ToServer)] == [Msg("gina", "hello gina")]
+    assert any("UNENCRYPTED" in n for n in alice.notices())
