@@ -29,7 +29,7 @@ FAILED_FLAG = "FAILED"
 FAILED_REQUESTS = ("connect", "msg", "punch")
 #: Why: no such account; not online now; the user named themselves; the user
 #: cannot take part (a plain client asked to punch).
-FAILURE_CODES = ("unknown", "offline", "self", "not-peer")
+FAILURE_CODES = ("unknown", "offline", "self", "not-peer", "not-invited")
 
 
 @dataclass(frozen=True, slots=True)

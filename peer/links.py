@@ -261,7 +261,7 @@ class Links:
         if cands.public is None or not self.host.can_punch():
             self.host.note(cands.name, "no public endpoints to punch with")
             return
-        if self.me.lower() < cands.name.lower():  # one side asks, both get Servidor[PUNCH]
+        if cands.called:  # the callee asks (the rendezvous allows no other); both get PUNCH
             self.host.send_server(Punch(cands.name))
 
     def punch(self, name: str, remote: tuple[str, int]) -> None:
@@ -270,8 +270,13 @@ class Links:
         )
 
     async def _punch(self, name: str, remote: tuple[str, int]) -> None:
-        if self.host.current_link(name) is not None:
-            return
+        # The partner asks for a punch only when it has no link to us: one we
+        # still hold is most likely dead (we moved, say), and is checked.
+        current = self.links.get(self.host.current_link(name) or 0)
+        if current is not None:
+            if await self._alive(current):
+                return
+            await trio.aclose_forcefully(current.stream)
         try:
             link = await self.dialer.punch(name, remote)
         except LinkFailed as e:

@@ -85,6 +85,9 @@ class Session:
     passwd_step: str | None = None  # in a ::passwd dialogue: "old", then "new"
     current: str | None = None  # partner that plain text goes to
     partners: set[str] = field(default_factory=set)  # lower-case names
+    #: Users this one asked to talk to (``connect:``), lower-case: only they
+    #: learn where it is (its addresses) and may punch a hole toward it.
+    invited: set[str] = field(default_factory=set)
     closed: bool = False
 
     def say(self, flag: str, text: str) -> None:
@@ -114,6 +117,7 @@ class Hub:
             old.say("BYE", f"{KICKED_PREFIX} from {session.ip}; this session is closed")
             # Same user, new connection (often a new network): conversations carry on.
             session.partners, old.partners = old.partners, set()
+            session.invited, old.invited = old.invited, set()
             session.current = old.current
             self.detach(old, now)
             old.close()
@@ -231,14 +235,25 @@ class Hub:
             )
         return target
 
-    def address_of(self, session: Session) -> PeerAddress:
+    def address_of(self, session: Session, asker: Session | None = None) -> PeerAddress:
         """NAME, where it listens as we see it, and for chathack peers the
         candidates for a direct path: ``public=`` (its connection to us, after
-        any NAT) and ``lan=`` (its own addresses)."""
+        any NAT) and ``lan=`` (its own addresses).
+
+        The addresses only for ``asker``s ``session`` asked to talk to: anyone
+        may ask ``connect: NAME``, and where a person is (a home address, a
+        LAN) is theirs to give. Without them the conversation opens on the
+        relay, and ``session``'s peer, which learnt the asker's addresses
+        from the ``CALL``, dials (or punches) once the asker's key checked out.
+        """
         assert session.name is not None
         extra: list[tuple[str, str]] = []
         if session.pubkey is not None:
             extra.append(("key", session.pubkey))  # the rendezvous vouches for this key
+        if asker is not None and (asker.name or "").lower() not in session.invited:
+            if session.lan is not None:
+                extra.append(("lan", "-"))  # a chathack peer, its addresses withheld
+            return PeerAddress(session.name, None, None, tuple(extra))
         if session.lan is not None:
             # A relay-only peer (no port) asked not to reveal where it is.
             if session.remote_port is not None and session.port is not None:
@@ -293,6 +308,12 @@ class Hub:
                     f"{target.name} cannot take part in hole punching",
                 )
             )
+        if session.name.lower() not in target.invited:
+            # A punch tells each side where the other is: only toward someone
+            # who asked to talk to us (whose CALL gave us its addresses).
+            raise RequestFailed(
+                Failed("punch", target.name, "not-invited", f"{target.name} did not call you")
+            )
         target.tell(PunchNow(session.name, session.ip, session.remote_port or 0))
         session.tell(PunchNow(target.name, target.ip, target.remote_port or 0))
 
@@ -318,7 +339,8 @@ class Hub:
         session.current = target.name
         if target.current is None:
             target.current = session.name
-        session.tell(PeerInfo(self.address_of(target)))
+        session.invited.add(target.name.lower())
+        session.tell(PeerInfo(self.address_of(target, asker=session)))
         target.tell(CallFrom(self.address_of(session)))
 
     def relay(self, session: Session, to: str, text: str) -> None:
@@ -343,11 +365,13 @@ class Hub:
         if key not in session.partners:
             raise RemoteProtocolError(f"You are not in a conversation with {name}")
         session.partners.discard(key)
+        session.invited.discard(key)
         if session.current and session.current.lower() == key:
             session.current = None
         other = self.online.get(key)
         if other is not None:
             other.partners.discard(session.name.lower())
+            other.invited.discard(session.name.lower())
             if other.current and other.current.lower() == session.name.lower():
                 other.current = None
             other.tell(ConversationEnded(session.name, f"{session.name} ended the conversation"))

@@ -77,6 +77,8 @@ async def test_the_wire_carries_no_plaintext(tap: list[bytes], relay_only: bool)
     async with world(alice={}, bob={"relay_only": relay_only}) as w:
         alice, wb = w["alice"].node, w["bob"]
         await alice.connect("bob")
+        if not relay_only:  # bob's peer dials alice once her key checked out on the relay
+            await w["alice"].system("Now talking to bob directly (direct)")
         await alice.send("bob", SECRET)
         assert await wb.texts_count(1) == [SECRET]
         await wb.node.send("alice", SECRET + " too")
@@ -95,7 +97,7 @@ async def test_an_impostor_at_bobs_address_is_refused() -> None:
     async with world(alice={}, bob={}) as w:
         alice, wa = w["alice"].node, w["alice"]
         await alice.connect("bob")  # alice learns bob's real key (pinned, and vouched)
-        await wa.system("Talking to bob (direct)")
+        await wa.system("Now talking to bob directly (direct)")
         # Mallory dials alice's listener claiming to be bob, with her own key.
         mallory = SigningKey.generate()
         assert alice.listen_port is not None

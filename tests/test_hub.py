@@ -147,10 +147,13 @@ def test_connect_sends_peer_to_the_caller_and_call_to_the_callee(hub: Hub) -> No
     say(hub, bob, ListenPort(4000))
     assert only(bob, "OK") == "Direct links to you go to 198.51.100.2:4000"
     say(hub, alice, Connect("BOB"))
-    assert parse_peer_address(only(alice, "PEER")) == PeerAddress("bob", "198.51.100.2", 4000)
+    # Where bob is, only once bob asks to talk to alice (weakness 8).
+    assert parse_peer_address(only(alice, "PEER")) == PeerAddress("bob", None, None)
     assert parse_peer_address(only(bob, "CALL")) == PeerAddress("alice", None, None)
     assert alice.current == "bob" and bob.current == "alice"
     assert alice.partners == {"bob"} and bob.partners == {"alice"}
+    say(hub, bob, Connect("alice"))
+    assert parse_peer_address(only(alice, "CALL")) == PeerAddress("bob", "198.51.100.2", 4000)
 
 
 def test_port_is_stored(hub: Hub) -> None:
@@ -379,15 +382,21 @@ def test_lan_then_connect_shows_public_and_lan_candidates(hub: Hub) -> None:
     say(hub, bob, ListenPort(40002), Lan(("198.51.100.10:40002", "[2001:db8::10]:40002")))
     take(bob)
     say(hub, alice, Connect("bob"))
-    peer = only(alice, "PEER")
+    # bob did not ask to talk to alice: where he is stays his (weakness 8).
+    withheld = parse_peer_address(only(alice, "PEER"))
+    assert (withheld.name, withheld.host, withheld.port) == ("bob", None, None)
+    assert dict(withheld.extra) == {"lan": "-"}  # a chathack peer, nothing to dial
+    call = only(bob, "CALL")  # alice asked: bob learns where she is
+    assert parse_peer_address(call).host == "203.0.113.101"
+    assert extras(call)["public"] == "203.0.113.101:40001"
+    assert extras(call)["lan"] == "192.0.2.10:40001"
+    say(hub, bob, Connect("alice"))  # bob asks too: now each may know where the other is
+    peer = only(alice, "CALL")
     addr = parse_peer_address(peer)
     assert (addr.name, addr.host, addr.port) == ("bob", "203.0.113.102", 40002)
     assert extras(peer)["public"] == "203.0.113.102:40002"
     assert extras(peer)["lan"] == "198.51.100.10:40002,[2001:db8::10]:40002"  # comma-joined
-    call = only(bob, "CALL")
-    assert parse_peer_address(call).host == "203.0.113.101"
-    assert extras(call)["public"] == "203.0.113.101:40001"
-    assert extras(call)["lan"] == "192.0.2.10:40001"
+    assert extras(only(bob, "PEER"))["lan"] == "192.0.2.10:40001"  # alice invited bob
 
 
 def test_public_is_the_observed_source_port_not_the_announced_one(hub: Hub) -> None:
@@ -396,8 +405,8 @@ def test_public_is_the_observed_source_port_not_the_announced_one(hub: Hub) -> N
     alice = login_from(hub, "alice", "203.0.113.101", 40001)
     say(hub, s1, ListenPort(40003), Lan(("198.51.100.130:40003",)))
     take(s1)
-    say(hub, alice, Connect("s1"))
-    peer = only(alice, "PEER")
+    say(hub, s1, Connect("alice"))
+    peer = only(alice, "CALL")
     assert parse_peer_address(peer).port == 40003
     assert extras(peer)["public"] == "203.0.113.103:61234"
 
@@ -420,7 +429,7 @@ def test_a_plain_client_gets_no_candidates(hub: Hub) -> None:
     say(hub, bob, ListenPort(40002), Lan(("198.51.100.10:40002",)))
     take(bob)
     say(hub, carol, Connect("bob"))
-    assert "public" in extras(only(carol, "PEER"))
+    assert extras(only(carol, "PEER")) == {"lan": "-"}  # bob did not call carol
     call = parse_peer_address(only(bob, "CALL"))
     assert (call.name, call.host, call.port) == ("carol", None, None)
     assert "public" not in dict(call.extra) and "lan" not in dict(call.extra)
@@ -431,8 +440,8 @@ def test_a_new_lan_line_replaces_the_old_one(hub: Hub) -> None:
     bob = login_from(hub, "bob", "203.0.113.102", 40002)
     say(hub, bob, Lan(("198.51.100.10:40002",)), Lan(("198.51.100.11:40002",)))
     take(bob)
-    say(hub, alice, Connect("bob"))
-    assert extras(only(alice, "PEER"))["lan"] == "198.51.100.11:40002"
+    say(hub, bob, Connect("alice"))
+    assert extras(only(alice, "CALL"))["lan"] == "198.51.100.11:40002"
 
 
 def test_punch_sends_both_sides_each_others_public_endpoint_at_once(hub: Hub) -> None:
@@ -441,9 +450,29 @@ def test_punch_sends_both_sides_each_others_public_endpoint_at_once(hub: Hub) ->
     say(hub, alice, ListenPort(40001), Lan(("192.0.2.10:40001",)), Connect("bob"))
     say(hub, bob, ListenPort(40002), Lan(("198.51.100.10:40002",)))
     take(alice), take(bob)
-    say(hub, alice, Punch("BOB"))
+    say(hub, bob, Punch("ALICE"))  # the callee asks: alice called bob
     assert only(alice, "PUNCH") == "bob 203.0.113.102:40002"
     assert only(bob, "PUNCH") == "alice 203.0.113.101:40001"
+
+
+def test_a_punch_toward_someone_who_did_not_call_is_refused(hub: Hub) -> None:
+    """A punch tells each side where the other is: alice called bob, so bob
+    may punch toward her, but she may not punch toward bob (he never asked
+    to talk to her), nor may carol, who called nobody."""
+    alice = login_from(hub, "alice", "203.0.113.101", 40001)
+    bob = login_from(hub, "bob", "203.0.113.102", 40002)
+    carol = login_from(hub, "carol", "203.0.113.103", 40003)
+    for who, port in ((alice, 40001), (bob, 40002), (carol, 40003)):
+        say(hub, who, ListenPort(port), Lan((f"192.0.2.10:{port}",)))
+    say(hub, alice, Connect("bob"))
+    take(alice), take(bob), take(carol)
+    say(hub, alice, Punch("bob"))
+    assert parse_failed(only(alice, "FAILED")) == Failed(
+        "punch", "bob", "not-invited", "bob did not call you"
+    )
+    say(hub, carol, Punch("alice"))
+    assert parse_failed(only(carol, "FAILED")).code == "not-invited"
+    assert take(bob) == [] and take(alice) == []
 
 
 def test_punch_does_not_reveal_a_relay_only_peer(hub: Hub) -> None:

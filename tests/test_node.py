@@ -90,7 +90,8 @@ async def test_direct_link_breaks_then_relay_carries_on_with_nothing_lost_or_dou
         wa, wb = w["alice"], w["bob"]
         alice, bob = wa.node, wb.node
         await alice.connect("bob")
-        await wb.system("alice opened a conversation with you (direct)")
+        # Opened on the relay; bob's peer dials alice once her key checked out.
+        await wa.system("Now talking to bob directly (direct)")
         for i in range(3):
             await alice.send("bob", f"m{i}")
         assert await wb.texts_count(3) == ["m0", "m1", "m2"]
@@ -115,7 +116,7 @@ async def test_unacknowledged_messages_are_resent_when_the_path_changes() -> Non
         wb = w["bob"]
         alice = w["alice"].node
         await alice.connect("bob")
-        await wb.system("alice opened a conversation with you (direct)")
+        await w["alice"].system("Now talking to bob directly (direct)")
         talk = alice.talks["bob"]
         # Messages "sent" while the link is stalled: queued in the conversation
         # but never written (as if lost in flight).
@@ -137,7 +138,8 @@ async def test_only_the_user_chooses_where_typed_lines_go() -> None:
         wa, wb, wc = w["alice"], w["bob"], w["carol"]
         alice, bob, carol = wa.node, wb.node, wc.node
         await alice.connect("bob")
-        await wb.system("alice opened a conversation with you (direct): ::switch alice to answer")
+        await wb.system("alice opened a conversation with you (relayed): ::switch alice to answer")
+        await wb.system("Now talking to alice directly (direct)")
         assert bob.active is None
         assert await bob.handle_input("for nobody") is True
         await wb.system("You are not in a conversation")

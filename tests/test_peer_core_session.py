@@ -18,6 +18,7 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
+from chathack.protocol import Lan, ListenPort
 from peer.core import records as rec
 from peer.core.conversations import Conversations
 from peer.node import PeerNode
@@ -173,11 +174,23 @@ def test_what_cannot_be_mailed_is_reported_at_quit(world: World) -> None:
 # ---------------------------------------------- a bug while a connect ends
 
 
+def called_by_bob(world: World) -> None:
+    """The rendezvous holds that bob asked to talk to alice (as after his own
+    ``connect: alice``): her connect then gets his addresses, has a link to
+    look for, and waits its grace for it."""
+    bob = world.hub.online["bob"]
+    world.hub.handle(bob, ListenPort(40404), world.now)
+    world.hub.handle(bob, Lan(("192.0.2.7:40404",)), world.now)
+    bob.invited.add("alice")
+    world.pump()
+
+
 def test_a_bug_while_a_direct_link_ends_a_connect_is_contained(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     links = DirectLinks(world)
     alice, bob = world.add("alice"), world.add("bob")
+    called_by_bob(world)
     world.type("alice", rec.Connect("bob"))
     world.pump()
     assert alice.state.requests.connects["bob"].stage == "grace"
@@ -199,8 +212,10 @@ def test_a_bug_while_a_connect_ends_still_answers_it(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, _ = world.add("alice"), world.add("bob")
+    called_by_bob(world)
     world.type("alice", rec.Connect("bob"))
     world.pump()
+    assert alice.state.requests.connects["bob"].stage == "grace"
 
     def broken(self: Conversations, *args: object) -> None:
         raise RuntimeError("a bug")

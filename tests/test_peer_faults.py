@@ -52,7 +52,8 @@ async def test_a_fault_on_one_direct_link_closes_that_link_and_loses_nothing(
         await carol.connect("bob")
         await wb.system("carol opened a conversation with you")
         await alice.connect("bob")
-        await wb.system("alice opened a conversation with you (direct)")
+        await wb.system("Now talking to alice directly (direct)")
+        await wa.system("Now talking to bob directly (direct)")
         faulty = bob.talks["alice"].link
         assert faulty is not None
         await alice.send("bob", "boom")
@@ -168,8 +169,9 @@ async def test_a_fault_while_accepting_a_link_leaves_the_listener_serving(
             await wb.system("Something went wrong while handling an incoming direct link")
         finally:
             await trio.aclose_forcefully(stream)
-        await alice.connect("bob")
-        await wb.system("alice opened a conversation with you (direct)")
+        # bob calls: alice's peer dials bob's listener once bob's key checked out.
+        await bob.connect("alice")
+        await wa.system("Now talking to bob directly (direct)")
         await alice.send("bob", "through the same listener")
         assert await wb.texts_count(1) == ["through the same listener"]
         assert bob.faults.counts == {"RuntimeError": 1}

@@ -99,7 +99,8 @@ async def test_peers_reconnect_after_a_restart_and_direct_talk_goes_on(
         wd = await stack.enter_async_context(_relay_only_peer(port, "dave", nursery))
         alice, bob, carol, dave = wa.node, wb.node, wc.node, wd.node
         await alice.connect("bob")
-        await wb.system("alice opened a conversation with you (direct)")
+        await wb.system("Now talking to alice directly (direct)")
+        await wa.system("Now talking to bob directly (direct)")
         await alice.send("bob", "before the restart")
         await carol.connect("dave")
         await carol.send("dave", "relayed before")

@@ -15,9 +15,13 @@ class Candidates:
     addrs: tuple[tuple[str, int], ...]  # where it listens
     public: tuple[str, int] | None  # its rendezvous connection, as the server sees it
     frames: bool  # a chathack peer (speaks link frames), not a plain text client
+    #: From a ``CALL``: the partner asked to talk to us, so we may ask the
+    #: rendezvous for a punch toward it (it gives each side's address only to
+    #: those it called; docs/PROTOCOL.md 3.3).
+    called: bool = False
 
 
-def candidates_of(addr: PeerAddress) -> Candidates:
+def candidates_of(addr: PeerAddress, called: bool = False) -> Candidates:
     extra = dict(addr.extra)
     addrs: list[tuple[str, int]] = []
     for item in extra.get("lan", "").split(","):
@@ -27,4 +31,4 @@ def candidates_of(addr: PeerAddress) -> Candidates:
     if addr.host is not None and addr.port is not None and (addr.host, addr.port) not in addrs:
         addrs.append((addr.host, addr.port))
     public = parse_endpoint(extra.get("public", ""))
-    return Candidates(addr.name, tuple(addrs), public, "lan" in extra)
+    return Candidates(addr.name, tuple(addrs), public, "lan" in extra, called)

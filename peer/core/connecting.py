@@ -134,8 +134,11 @@ class Connector:
             out.append(Show(System(unencrypted(addr.name), "warning", addr.name)))
             self.over(pending, False, out)  # not active until the user says so
         else:
-            directory.upgrade(cands, out)
             pending.stage, pending.deadline = "grace", now + DIRECT_GRACE
+            if not directory.upgrade(cands, out):
+                # Nothing to dial (addresses withheld, or relay-only): open on
+                # the relay now; the partner dials us once our key checked out.
+                self.over(pending, True, out)
 
     def failed(self, name: str, reason: str, out: list[Effect]) -> bool:
         """The rendezvous says ``connect: name`` cannot be; False: none waits."""

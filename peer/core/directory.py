@@ -24,20 +24,26 @@ class Directory:
         if all(u.name.lower() != name.lower() for u in self.users):
             self.users.append(UserState(name, True))
 
-    def learn(self, addr: PeerAddress) -> Candidates:
-        """Remember the key the rendezvous vouches for and where ``addr.name`` is."""
+    def learn(self, addr: PeerAddress, called: bool = False) -> Candidates:
+        """Remember the key the rendezvous vouches for and where ``addr.name``
+        is (``called``: from a ``CALL``)."""
         self.know(addr.name)
         key = dict(addr.extra).get("key")
         if key:
             with suppress(binascii.Error, ValueError):
                 self.keys.vouched[addr.name.lower()] = base64.b64decode(key, validate=True)
-        cands = self.candidates[addr.name.lower()] = candidates_of(addr)
+        cands = self.candidates[addr.name.lower()] = candidates_of(addr, called)
         return cands
 
-    def upgrade(self, cands: Candidates, out: list[Effect]) -> None:
-        """Look for a direct path to ``cands.name``, if this peer may have one."""
-        if not self.relay_only and cands.frames:
-            out.append(Upgrade(cands))
+    def upgrade(self, cands: Candidates, out: list[Effect]) -> bool:
+        """Look for a direct path to ``cands.name``, if this peer may have one
+        and knows where to look; False: no search started."""
+        if self.relay_only or not cands.frames:
+            return False
+        if not cands.addrs and not (cands.called and cands.public is not None):
+            return False
+        out.append(Upgrade(cands))
+        return True
 
     def keyless_peer(self, addr: PeerAddress) -> bool:
         """Whether ``addr`` leaves out the key of someone known to be a chathack

@@ -373,7 +373,7 @@ class PeerState:
         if self.directory.keyless_peer(addr):
             out.append(Show(System(keyless(addr.name), "warning", addr.name)))
             return
-        cands = self.directory.learn(addr)
+        cands = self.directory.learn(addr, called=not answering)
         talk = self.convs.open_talk(addr.name)
         if dict(addr.extra).get("state") == "offline":
             # The answer to a re-login's connect: the partner is away meanwhile.
