@@ -24,6 +24,16 @@ from chathack.grammar import (
     is_endpoint,
     is_port,
 )
+from chathack.prekeys import (
+    MAX_OPKS_PER_BUNDLE,
+    MAX_OPKS_PER_LINE,
+    OneTimePrekey,
+    SignedPrekey,
+    format_opk,
+    format_spk,
+    parse_opks,
+    parse_spk,
+)
 from chathack.text import CONTROL_RE
 
 
@@ -140,6 +150,25 @@ class ReceiptAck:
     receipts: tuple[Receipt, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PublishPrekeys:
+    """``prekeys: SPK [OPK ...]`` — this user's signed prekey (replacing the
+    last) and more one-time prekeys for the rendezvous to hand out
+    (:mod:`chathack.prekeys`)."""
+
+    spk: SignedPrekey
+    opks: tuple[OneTimePrekey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AskPrekeys:
+    """``prekey: NAME N`` — NAME's signed prekey and up to N one-time
+    prekeys, to seal N messages for NAME's mailbox."""
+
+    name: str
+    count: int
+
+
 ClientEvent = (
     Username
     | Resume
@@ -149,6 +178,8 @@ ClientEvent = (
     | IdentityKey
     | Connect
     | Punch
+    | PublishPrekeys
+    | AskPrekeys
     | Msg
     | Mail
     | MailAck
@@ -277,11 +308,30 @@ def _parse_receipt(arg: str) -> ClientEvent:
     return ReceiptAck(tuple(out))
 
 
+def _parse_prekeys(arg: str) -> ClientEvent:
+    words = arg.split()
+    if not words:
+        raise RemoteProtocolError('Malformed line: write "prekeys: SPK [OPK ...]"')
+    return PublishPrekeys(parse_spk(words[0]), parse_opks(words[1:], MAX_OPKS_PER_LINE))
+
+
+def _parse_prekey(arg: str) -> ClientEvent:
+    name, _, count = arg.partition(" ")
+    count = count.strip()
+    if not name or not count.isdigit() or not 1 <= int(count[:3]) <= MAX_OPKS_PER_BUNDLE:
+        raise RemoteProtocolError(
+            f'Malformed line: write "prekey: NAME N" with N from 1 to {MAX_OPKS_PER_BUNDLE}'
+        )
+    return AskPrekeys(check_name(name), int(count))
+
+
 _KEYWORDS = {
     "resume": _parse_resume,
     "key": _parse_key,
     "lan": _parse_lan,
     "punch": _parse_punch,
+    "prekeys": _parse_prekeys,
+    "prekey": _parse_prekey,
     "username": _parse_username,
     "password": _parse_password,
     "port": _parse_port,
@@ -332,6 +382,10 @@ def format_client_event(event: ClientEvent) -> bytes:
             line = f"lan: {' '.join(addrs) if addrs else '-'}"
         case Punch(name):
             line = f"punch: {name}"
+        case PublishPrekeys(spk, opks):
+            line = " ".join(["prekeys:", format_spk(spk), *(format_opk(o) for o in opks)])
+        case AskPrekeys(name, count):
+            line = f"prekey: {name} {count}"
         case IdentityKey(key):
             line = f"key: {key}"
         case Resume(name, token):

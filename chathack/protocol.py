@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from chathack.client_events import (
     CLIENT_KEYWORDS,
+    AskPrekeys,
     ClientEvent,
     Command,
     Connect,
@@ -55,6 +56,7 @@ from chathack.client_events import (
     MailRead,
     Msg,
     Password,
+    PublishPrekeys,
     Punch,
     Receipt,
     ReceiptAck,
@@ -135,6 +137,7 @@ __all__ = [
     "REFUSAL_CODES",
     "SERVER_ORIGIN",
     "TOKEN_RE",
+    "AskPrekeys",
     "ClientEvent",
     "Command",
     "Connect",
@@ -150,6 +153,7 @@ __all__ = [
     "Msg",
     "Password",
     "PeerAddress",
+    "PublishPrekeys",
     "Punch",
     "Receipt",
     "ReceiptAck",

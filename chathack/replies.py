@@ -26,7 +26,7 @@ from chathack.protocol import NAME_RE
 #: The flag of a :class:`Failed` line.
 FAILED_FLAG = "FAILED"
 #: The requests a FAILED line may answer (the client's keyword).
-FAILED_REQUESTS = ("connect", "msg", "punch")
+FAILED_REQUESTS = ("connect", "msg", "punch", "prekey")
 #: Why: no such account; not online now; the user named themselves; the user
 #: cannot take part (a plain client asked to punch).
 FAILURE_CODES = ("unknown", "offline", "self", "not-peer", "not-invited")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chathack.errors import RemoteProtocolError
+from chathack.prekeys import Bundle, format_bundle, parse_bundle
 from chathack.protocol import (
     NAME_RE,
     RECEIPT_FLAGS,
@@ -167,6 +168,21 @@ class Bye:
 
 
 @dataclass(frozen=True, slots=True)
+class PrekeyStock:
+    """``PREKEYS``: how many of our one-time prekeys the rendezvous holds (the
+    answer to ``prekeys:``, and a request for more when it runs low)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrekeyBundle:
+    """``PREKEY``: the answer to ``prekey: NAME N``."""
+
+    bundle: Bundle
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Any other line (``OK``, ``ERROR``, ``HELP``, ``PONG``, ``USERNAME``,
     ``RETRY``, a flag of a later version...): shown or used as it is."""
@@ -192,6 +208,8 @@ ServerFlagEvent = (
     | Seen
     | TokenIssued
     | Bye
+    | PrekeyStock
+    | PrekeyBundle
     | Notice
 )
 
@@ -230,6 +248,10 @@ def _flag_and_text(event: ServerFlagEvent) -> tuple[str, str]:
             return "TOKEN", f"{token} {ttl}"
         case Bye(text):
             return "BYE", text
+        case PrekeyStock(count):
+            return "PREKEYS", str(count)
+        case PrekeyBundle(bundle):
+            return "PREKEY", format_bundle(bundle)
         case Notice(flag, text):
             return flag, text
 
@@ -294,6 +316,12 @@ def _parse(flag: str, text: str) -> ServerFlagEvent:
             return TokenIssued(token, int(ttl))
         case "BYE":
             return Bye(text)
+        case "PREKEYS":
+            if not text.isdigit() or len(text) > 6:
+                raise RemoteProtocolError(f"Malformed PREKEYS line {text[:80]!r}")
+            return PrekeyStock(int(text))
+        case "PREKEY":
+            return PrekeyBundle(parse_bundle(text))
     return Notice(flag, text)
 
 

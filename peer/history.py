@@ -60,7 +60,13 @@ class Entry:
 class PendingMail:
     partner: str
     msg_id: str
-    payload: str
+    payload: str  # UNSEALED: not sealed yet (waiting for the partner's prekeys)
+    text: str
+    at: float
+
+
+#: The payload of mail kept to send but not sealed yet.
+UNSEALED = ""
 
 
 class History:
@@ -86,6 +92,22 @@ class History:
             (partner, text, at, msg_id),
         )
         return cur.rowcount == 1
+
+    def knows_incoming(self, partner: str, msg_id: str) -> bool:
+        """Whether mail ``msg_id`` from ``partner`` was recorded already."""
+        row = self._db.execute(
+            "SELECT 1 FROM messages WHERE partner = ? AND outgoing = 0 AND msg_id = ?",
+            (partner, msg_id),
+        ).fetchone()
+        return row is not None
+
+    def set_payload(self, partner: str, msg_id: str, payload: str) -> None:
+        """Mail kept :data:`UNSEALED` is sealed now: this is what to (re)send."""
+        self._db.execute(
+            "UPDATE messages SET payload = ?"
+            " WHERE partner = ? AND outgoing = 1 AND msg_id = ? AND state = 'sent'",
+            (payload, partner, msg_id),
+        )
 
     def add_outgoing(
         self,
@@ -139,7 +161,7 @@ class History:
     def pending_mail(self) -> list[PendingMail]:
         """Outgoing mail the server has not confirmed storing (to send again)."""
         rows = self._db.execute(
-            "SELECT partner, msg_id, payload FROM messages"
+            "SELECT partner, msg_id, payload, text, at FROM messages"
             " WHERE outgoing = 1 AND state = 'sent' AND payload IS NOT NULL ORDER BY rowid"
         ).fetchall()
         return [PendingMail(*r) for r in rows]

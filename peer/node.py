@@ -54,6 +54,7 @@ from peer.history import History
 from peer.identity import Pins, load_identity, public_b64
 from peer.links import Links, TcpDialer
 from peer.netcheck import report
+from peer.prekeys import PrekeyVault
 from peer.server_link import (
     PasswordSource,
     ServerLink,
@@ -92,6 +93,7 @@ class PeerNode:
             Pins(config.data_dir),
             self.history,
             epoch=self.epoch,
+            prekeys=PrekeyVault(config.data_dir, self.identity),
             relay_only=config.relay_only,
             timing=config.timing,
         )
@@ -386,6 +388,7 @@ class PeerNode:
         await self._flush_and_stop()
         self.nursery.cancel_scope.cancel()
         self.history.close()
+        self.state.mail.vault.close()
 
 
 @asynccontextmanager

@@ -77,7 +77,7 @@ COMMANDS: dict[str, CommandSpec] = {
 
 #: Lines that are not ``::commands`` but belong in the help all the same.
 KEYWORD_HELP = (
-    ("connect: NAME", "start a conversation with NAME (you get NAME's address)"),
+    ("connect: NAME", "start a conversation with NAME (NAME's address if NAME called you)"),
     ("msg: NAME TEXT", "send one line to NAME through the server"),
     ("TEXT", "a line with no keyword goes to your current conversation"),
     ("port: N", "tell the server the TCP port you accept direct links on"),
@@ -89,6 +89,8 @@ KEYWORD_HELP = (
     ("ack: NAME ID ...", "these MAIL lines arrived: the server forgets them"),
     ("read: NAME ID ...", "these MAIL lines were read: their senders are told"),
     ("receipt: FLAG NAME ID ...", "these DELIVERED/READ/EXPIRED lines arrived"),
+    ("prekeys: SPK [OPK ...]", "publish your prekeys, for mail with forward secrecy"),
+    ("prekey: NAME N", "NAME's prekeys, to seal N messages for NAME's mailbox"),
 )
 
 

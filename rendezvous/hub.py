@@ -22,6 +22,7 @@ from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
     KICKED_PREFIX,
     MAX_LINE_BYTES,
+    AskPrekeys,
     ClientEvent,
     Command,
     Connect,
@@ -34,6 +35,7 @@ from chathack.protocol import (
     Msg,
     Password,
     PeerAddress,
+    PublishPrekeys,
     Punch,
     ReceiptAck,
     Text,
@@ -50,12 +52,14 @@ from chathack.server_events import (
     Failure,
     PartnerGone,
     PeerInfo,
+    PrekeyStock,
     PunchNow,
     ServerFlagEvent,
     format_server_event,
 )
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits
+from rendezvous.prekeys import PrekeyDesk, PrekeyFailed
 from rendezvous.store import Account, Store
 
 #: Most names one ``Servidor[USERS]`` line lists.
@@ -107,6 +111,7 @@ class Hub:
         self.store = store
         self.online: dict[str, Session] = {}  # lower-case name -> session
         self.mailbox = Mailbox(store, store.mail, self.session_of, mail_limits)
+        self.prekeys = PrekeyDesk(store, self._tell_owner)
 
     # presence -------------------------------------------------------------
     def attach(self, session: Session, account: Account, now: float) -> None:
@@ -198,11 +203,16 @@ class Hub:
                     session.say("OK", f"Your own addresses: {' '.join(addrs) or 'none'}")
                 case Punch(name):
                     self.punch(session, name)
+                case PublishPrekeys(spk, opks):
+                    assert session.name is not None
+                    session.tell(self.prekeys.publish(session.name, session.pubkey, spk, opks))
+                case AskPrekeys(name, count):
+                    session.tell(self.prekeys.hand_out(name, count))
                 case IdentityKey(pubkey):
                     self.register_key(session, pubkey)
                 case Username() | Password():
                     session.say("ERROR", f"You are already logged in as {session.name}")
-        except RequestFailed as e:
+        except (RequestFailed, PrekeyFailed) as e:
             session.tell(Failure(e.failed))
         except RemoteProtocolError as e:
             session.say("ERROR", str(e))
@@ -263,6 +273,11 @@ class Hub:
             return PeerAddress(session.name, None, None, tuple(extra))
         return PeerAddress(session.name, session.ip, session.port, tuple(extra))
 
+    def _tell_owner(self, name: str, event: PrekeyStock) -> None:
+        owner = self.session_of(name)
+        if owner is not None:
+            owner.tell(event)
+
     def register_key(self, session: Session, pubkey: str) -> None:
         """Record the identity key of ``session``'s user (the password proved who it is).
 
@@ -275,6 +290,8 @@ class Hub:
             return
         changed = session.pubkey is not None
         self.store.set_pubkey(session.name, pubkey)
+        if changed:
+            self.store.drop_prekeys(session.name)  # signed by the old key
         session.pubkey = pubkey
         session.say(
             "OK",

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from rendezvous.lookalike import skeleton
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -100,6 +100,19 @@ CREATE TABLE IF NOT EXISTS resume_tokens (
     source   TEXT NOT NULL,    -- the address the token is bound to
     expires  REAL NOT NULL     -- Unix seconds
 );
+-- Prekeys for mail with forward secrecy (chathack/prekeys.py), as their
+-- owners published them (public halves, in their wire form): one signed
+-- prekey per user, and one-time prekeys, each handed out once and deleted.
+CREATE TABLE IF NOT EXISTS signed_prekeys (
+    name     TEXT PRIMARY KEY COLLATE NOCASE,
+    prekey   TEXT NOT NULL     -- ID:PUBLIC:SIGNATURE
+);
+CREATE TABLE IF NOT EXISTS one_time_prekeys (
+    name     TEXT NOT NULL COLLATE NOCASE,
+    id       INTEGER NOT NULL,
+    prekey   TEXT NOT NULL,    -- ID:PUBLIC
+    PRIMARY KEY (name, id)
+);
 """
 
 
@@ -129,6 +142,11 @@ class Store(Protocol):
     def count_accounts(self) -> int: ...
     def save_tokens(self, tokens: list[SavedToken]) -> None: ...
     def take_tokens(self) -> list[SavedToken]: ...
+    def set_signed_prekey(self, name: str, prekey: str) -> None: ...
+    def signed_prekey(self, name: str) -> str | None: ...
+    def add_one_time_prekeys(self, name: str, prekeys: list[tuple[int, str]], cap: int) -> int: ...
+    def take_one_time_prekeys(self, name: str, n: int) -> tuple[list[str], int]: ...
+    def drop_prekeys(self, name: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -182,8 +200,8 @@ class SqliteStore:
                 "UPDATE accounts SET skeleton = ? WHERE name = ?", (skeleton(name), name)
             )
         self._db.execute("CREATE INDEX IF NOT EXISTS accounts_skeleton ON accounts(skeleton)")
-        # 2 -> 3: the mailbox tables, 3 -> 4: resume_tokens; both created by
-        # _SCHEMA (CREATE ... IF NOT EXISTS).
+        # 2 -> 3: the mailbox tables, 3 -> 4: resume_tokens, 5 -> 6: the prekey
+        # tables; all created by _SCHEMA (CREATE ... IF NOT EXISTS).
         self._db.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
@@ -263,6 +281,56 @@ class SqliteStore:
             ).fetchall()
             self._db.execute("DELETE FROM resume_tokens")
         return [(str(n), bytes(d), str(src), float(e)) for n, d, src, e in rows]
+
+    # ------------------------------------------------------------ prekeys
+    def set_signed_prekey(self, name: str, prekey: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO signed_prekeys(name, prekey) VALUES (?, ?)", (name, prekey)
+        )
+
+    def signed_prekey(self, name: str) -> str | None:
+        row = self._db.execute("SELECT prekey FROM signed_prekeys WHERE name = ?", (name,))
+        found = row.fetchone()
+        return str(found[0]) if found else None
+
+    def add_one_time_prekeys(self, name: str, prekeys: list[tuple[int, str]], cap: int) -> int:
+        """Keep ``prekeys`` (id, wire form) for ``name`` up to ``cap`` in all (an
+        id already held is kept as it was); how many are held now."""
+        with self._db:
+            self._db.execute("BEGIN")
+            held = self._count_one_time(name)
+            for prekey_id, prekey in prekeys[: max(0, cap - held)]:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO one_time_prekeys(name, id, prekey) VALUES (?, ?, ?)",
+                    (name, prekey_id, prekey),
+                )
+            return self._count_one_time(name)
+
+    def take_one_time_prekeys(self, name: str, n: int) -> tuple[list[str], int]:
+        """Up to ``n`` of ``name``'s one-time prekeys, deleted as they are
+        handed out (each goes to one sender only); and how many are left."""
+        with self._db:
+            self._db.execute("BEGIN")
+            rows = self._db.execute(
+                "SELECT id, prekey FROM one_time_prekeys WHERE name = ? ORDER BY id LIMIT ?",
+                (name, n),
+            ).fetchall()
+            self._db.executemany(
+                "DELETE FROM one_time_prekeys WHERE name = ? AND id = ?",
+                [(name, r[0]) for r in rows],
+            )
+            return [str(r[1]) for r in rows], self._count_one_time(name)
+
+    def _count_one_time(self, name: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM one_time_prekeys WHERE name = ?", (name,))
+        return int(row.fetchone()[0])
+
+    def drop_prekeys(self, name: str) -> None:
+        """A new identity key: prekeys signed by the old one are worthless."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM signed_prekeys WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM one_time_prekeys WHERE name = ?", (name,))
 
     def close(self) -> None:
         self._db.close()

@@ -41,6 +41,7 @@ from peer.core.state import PeerState
 from peer.events import Incoming, Outgoing, System, UIEvent
 from peer.history import History
 from peer.identity import Pins, public_b64
+from peer.prekeys import PrekeyVault
 from rendezvous.hub import Hub, Session
 from rendezvous.store import SqliteStore
 
@@ -116,6 +117,7 @@ class World:
     def close(self) -> None:
         for peer in self.peers.values():
             peer.state.mail.history.close()
+            peer.state.mail.vault.close()
         self.store.close()
 
     # ----------------------------------------------------------- people
@@ -133,12 +135,14 @@ class World:
             Pins(folder),
             History(folder),
             epoch=f"{name}{len(self.peers)}{self.rng.randrange(10**6)}",
+            prekeys=PrekeyVault(folder, identity),
             timing=self.timing,
             wall=lambda: self.now,
         )
         old = self.peers.get(name.lower())
         if old is not None:
             old.state.mail.history.close()
+            old.state.mail.vault.close()
         peer = self.peers[name.lower()] = Peer(name, state)
         if online:
             self.login(peer)

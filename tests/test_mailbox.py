@@ -683,7 +683,7 @@ def test_a_version_2_database_gains_the_mailbox(tmp_path: Path) -> None:
             store.mail.add("bob", "alice", "m1", "hi", 5)
         assert store.mail.usage("BOB") == (1, 2)
         [(version,)] = store._db.execute("SELECT value FROM meta WHERE key = 'schema'")
-        assert int(version) == SCHEMA_VERSION == 5
+        assert int(version) == SCHEMA_VERSION == 6
         assert store.take_tokens() == []  # and version 4's table
     finally:
         store.close()

@@ -38,7 +38,12 @@ def test_the_peer_and_the_rendezvous_write_private_files(tmp_path: Path) -> None
     folder = tmp_path / "peer-alice"
     assert mode(folder) == 0o700
     written = [p for p in folder.rglob("*") if p.is_file()]
-    assert {p.name for p in written} >= {"identity.key", "history.sqlite3", "known_peers"}
+    assert {p.name for p in written} >= {
+        "identity.key",
+        "history.sqlite3",
+        "known_peers",
+        "prekeys.sqlite3",
+    }
     for path in written:
         assert mode(path) & 0o077 == 0, f"{path.name} is {mode(path):o}"
     assert mode(tmp_path / "srv") == 0o700

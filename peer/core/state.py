@@ -34,6 +34,8 @@ from chathack.server_events import (
     PasswdResult,
     PasswordPrompt,
     PeerInfo,
+    PrekeyBundle,
+    PrekeyStock,
     PunchNow,
     UsersInfo,
     parse_server_event,
@@ -70,6 +72,7 @@ from peer.core.user import UserCommands
 from peer.events import Incoming, ServerNotice, System, UsersList
 from peer.history import History
 from peer.identity import Pins
+from peer.prekeys import PrekeyVault
 
 #: Flags whose lines the user need not see (answers the core or the session used).
 QUIET_FLAGS = ("OK", "HELP", "PONG", "SEEN", "TOKEN")
@@ -86,6 +89,7 @@ class PeerState:
         history: History,
         *,
         epoch: str,
+        prekeys: PrekeyVault | None = None,
         relay_only: bool = False,
         timing: Timing | None = None,
         wall: Callable[[], float] = time.time,
@@ -94,7 +98,8 @@ class PeerState:
         self.epoch = epoch
         self.wall = wall
         self.keys = Keys(me, identity, pins)
-        self.mail = Mailroom(self.keys, history, epoch)
+        vault = prekeys if prekeys is not None else PrekeyVault(None, identity)
+        self.mail = Mailroom(self.keys, history, epoch, vault)
         self.convs = Conversations(self.keys, self.mail, epoch, timing or Timing(), wall)
         self.directory = Directory(self.keys, relay_only)
         self.requests = Requests()
@@ -263,6 +268,7 @@ class PeerState:
                     out.append(ToServer(AskFor(talk.partner)))
                     if talk.link is None:
                         self.convs.resend(talk, out)  # what waited for the relay goes now
+        self.mail.publish(self.wall(), out)
         self.mail.resend_pending(out)
 
     # ----------------------------------------------------- the rendezvous
@@ -276,8 +282,15 @@ class PeerState:
             out.append(Show(System(f"Ignored a malformed {line.flag} line: {e}", "warning")))
             return
         match event:
-            case MailIn() | MailStored() | MailReceipt() | MailRefused():
-                self.mail.on_event(event, self.active, out)
+            case (
+                MailIn()
+                | MailStored()
+                | MailReceipt()
+                | MailRefused()
+                | PrekeyBundle()
+                | PrekeyStock()
+            ):
+                self.mail.on_event(event, self.active, self.wall(), out)
             case PeerInfo(addr):
                 pending = self.requests.waiting_for(addr.name)
                 if pending is not None:
@@ -365,6 +378,8 @@ class PeerState:
                 out.append(Show(System(f"Not delivered to {name}: {reason}", "warning", name)))
             case "punch":
                 out.append(Note(name, f"punch refused: {reason}"))
+            case "prekey":
+                self.mail.prekeys_refused(name, reason, out)
             case _:
                 out.append(Show(System(reason, "error", name)))
 

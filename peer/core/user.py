@@ -153,6 +153,7 @@ class UserCommands:
             return
         keys.pins.pin(name, key)
         out.append(Show(System(f"{name}'s new key is trusted and pinned", about=name)))
+        self.mail.retry(name, out)  # mail that waited for a trusted key
         talk = self.convs.open_talk(name)
         if talk is not None and talk.offline:
             self.convs.mail_unconfirmed(talk, out)

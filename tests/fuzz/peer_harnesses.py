@@ -28,6 +28,7 @@ from chathack.link import (
     frame_to_relay_text,
     relay_text_to_frame,
 )
+from chathack.prekeys import seal_mail_fs
 from chathack.protocol import (
     Msg,
     ServerLine,
@@ -154,7 +155,8 @@ def mail_payload(data: bytes) -> None:
     The first byte picks the mode: a mailbox line (MAIL, STORED, receipts,
     REFUSED) with any text; a sealed MAIL whose plaintext is any bytes; or a
     sealed MAIL whose header fields (from, to, id, text, time) are each
-    honest or hostile. Sealed mail comes from bob or from mallory claiming
+    honest or hostile; sealed with the peer's prekeys or (as older peers
+    did) to its identity key alone. Sealed mail comes from bob or from mallory claiming
     to be bob, while the peer knows bob's key (pinned or vouched), a wrong
     key, or nothing. Each line is delivered twice (a redelivery after a
     crash).
@@ -191,9 +193,14 @@ def mail_payload(data: bytes) -> None:
                 if cur.flag():
                     header[field] = _hostile_value(cur)
             inner = json.dumps(header).encode()
-        line = ServerLine(
-            "MAIL", f"{origin} {msg_id} {stamp} {seal_mail(sender, bytes(ME_ID.verify_key), inner)}"
-        )
+        me = bytes(ME_ID.verify_key)
+        if cur.flag():  # sealed with the peer's prekeys (one-time or not), as peers do now
+            vault = peer.state.mail.vault
+            one_time = vault.fresh_one_time(1, 0.0)[0] if cur.flag() else None
+            sealed = seal_mail_fs(sender, me, vault.signed(0.0), one_time, inner)
+        else:  # sealed to the identity key alone, as older peers did
+            sealed = seal_mail(sender, me, inner)
+        line = ServerLine("MAIL", f"{origin} {msg_id} {stamp} {sealed}")
     for _ in range(2):
         peer.from_server(line)
     raw = [e for e in peer.shown if isinstance(e, ServerNotice) and e.flag == line.flag]

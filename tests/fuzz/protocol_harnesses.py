@@ -7,6 +7,7 @@ corpus file is readable protocol text.
 from __future__ import annotations
 
 from chathack.errors import RemoteProtocolError
+from chathack.prekeys import format_bundle, parse_bundle
 from chathack.protocol import (
     FLAG_RE,
     NAME_RE,
@@ -100,7 +101,7 @@ def server_line(data: bytes) -> None:
     text read back is safe for a terminal). The relay's formatter is only
     given text :func:`check_text` passed: for other text it promises one
     line. The payload parsers of the flags that carry one (USERS, PEER,
-    CALL, MAIL, receipts, REFUSED, SEEN, PUNCH) return a value or raise
+    CALL, MAIL, receipts, REFUSED, SEEN, PUNCH, PREKEY) return a value or raise
     :class:`RemoteProtocolError`, and their formatters round-trip what they
     parsed.
     """
@@ -157,6 +158,9 @@ def _server_payload(flag: str, text: str) -> None:
                 _endpoint(text)
             case "PUNCH":
                 _endpoint(text.partition(" ")[2])
+            case "PREKEY":
+                bundle = parse_bundle(text)
+                assert parse_bundle(format_bundle(bundle)) == bundle
     except RemoteProtocolError as e:
         check_error(e)
 
