@@ -185,10 +185,9 @@ def called_by_bob(world: World) -> None:
     world.pump()
 
 
-def test_a_bug_while_a_direct_link_ends_a_connect_is_contained(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    links = DirectLinks(world)
+def connecting_with_a_bug_ahead(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Peer]:
+    """alice's connect to bob waits its grace for a direct link; whatever
+    would make the conversation active then meets a bug."""
     alice, bob = world.add("alice"), world.add("bob")
     called_by_bob(world)
     world.type("alice", rec.Connect("bob"))
@@ -199,6 +198,14 @@ def test_a_bug_while_a_direct_link_ends_a_connect_is_contained(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(Conversations, "make_active", broken)
+    return alice, bob
+
+
+def test_a_bug_while_a_direct_link_ends_a_connect_is_contained(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    links = DirectLinks(world)
+    alice, bob = connecting_with_a_bug_ahead(world, monkeypatch)
     # The link verifies inside the grace, which ends the connect. The world
     # raises on a contained fault (tests/core_world.py); it used to escape
     # handle() itself, unreported, with the connect never answered.
@@ -211,16 +218,7 @@ def test_a_bug_while_a_direct_link_ends_a_connect_is_contained(
 def test_a_bug_while_a_connect_ends_still_answers_it(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice, _ = world.add("alice"), world.add("bob")
-    called_by_bob(world)
-    world.type("alice", rec.Connect("bob"))
-    world.pump()
-    assert alice.state.requests.connects["bob"].stage == "grace"
-
-    def broken(self: Conversations, *args: object) -> None:
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(Conversations, "make_active", broken)
+    alice, _ = connecting_with_a_bug_ahead(world, monkeypatch)
     effects = alice.state.handle(rec.Tick(), world.now + 1)  # the grace ends
     assert any(isinstance(e, rec.Fault) for e in effects)
     assert rec.Answered("connect", "bob", False) in effects  # nobody awaits forever
