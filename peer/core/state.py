@@ -236,15 +236,18 @@ class PeerState:
         )
 
     def _upgrade_when_verified(self, out: list[Effect]) -> None:
-        """A caller's addresses are dialled once its key checked out on the relay."""
+        """Once a caller's key checked out on the relay, this peer calls it
+        back (``connect:``): the rendezvous then gives each side the other's
+        addresses, and both race for a direct link, as a caller reachable
+        only through us (a NATed caller of a public host) needs."""
         for key, cands in list(self.deferred.items()):
             talk = self.convs.open_talk(key)
             if talk is None:
                 continue
             if talk.relay_sec.session is not None or talk.link is not None:
                 del self.deferred[key]
-                if talk.link is None:
-                    self.directory.upgrade(cands, out)
+                if talk.link is None and not self.directory.relay_only and cands.frames:
+                    out.append(ToServer(AskFor(talk.partner)))
 
     def _tick(self, out: list[Effect]) -> None:
         self.connector.tick(self.now, out)
@@ -400,8 +403,8 @@ class PeerState:
             if talk is not None and talk.offline:
                 talk.offline = False
                 out.append(Show(self.convs.status()))
-            if not answering:
-                out.append(Show(System(f"{addr.name} is back online", about=addr.name)))
+                if not answering:
+                    out.append(Show(System(f"{addr.name} is back online", about=addr.name)))
             if talk is not None and talk.link is None:
                 self.convs.resend(talk, out)  # what waited on the relay goes now
             self.directory.upgrade(cands, out)
