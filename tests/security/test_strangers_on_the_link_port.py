@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from chathack.protocol import Connect as AskFor
 from chathack.secure import Handshake, KeyReply
 from peer.core import records as rec
 from peer.core.records import CloseLink, LinkInfo, ToLink
@@ -92,3 +93,34 @@ def test_a_link_whose_key_exchange_never_finishes_is_closed(world: World) -> Non
         closed += [e for e in peer.state.handle(rec.Tick(), world.now) if e == CloseLink(9)]
     assert closed == [CloseLink(9)]
     assert alice.state.talks["bob"].link != 9
+
+
+def test_where_the_callee_is_goes_to_a_caller_only_once_its_key_checked_out(
+    tmp_path: Path,
+) -> None:
+    """bob, called by alice, calls her back (``connect: alice``: the
+    rendezvous then gives each the other's addresses) only after alice's key
+    checked out on the relay; before that, alice knows nothing of where bob is."""
+    world = World(tmp_path)
+    try:
+        world.add("alice"), world.add("bob")
+        bob = world.peers["bob"]
+        seen: list[bool] = []  # at each call-back: was alice's key checked?
+        feed = world.feed
+
+        def watching(peer, event):  # type: ignore[no-untyped-def]
+            effects = feed(peer, event)
+            if peer is bob:
+                for e in effects:
+                    if isinstance(e, rec.ToServer) and e.event == AskFor("alice"):
+                        talk = bob.state.talks.get("alice")
+                        seen.append(talk is not None and talk.relay_sec.session is not None)
+            return effects
+
+        world.feed = watching  # type: ignore[method-assign]
+        world.type("alice", rec.Connect("bob"))
+        world.pump()
+        assert seen == [True]
+        assert "alice" in world.hub.online["bob"].invited
+    finally:
+        world.close()
