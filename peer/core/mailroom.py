@@ -192,14 +192,30 @@ class Mailroom:
             )
             return
         one_time = list(bundle.opks)
-        batch, self._unsealed[key] = waiting[:asked], waiting[asked:]
-        for mail in batch:
-            inner = json.dumps(
-                {"f": self.keys.me, "t": name, "i": mail.msg_id, "x": mail.text, "a": mail.at},
-                ensure_ascii=False,
-            ).encode()
-            opk = one_time.pop(0) if one_time else None
-            payload = seal_mail_fs(self.keys.identity, recipient, bundle.spk, opk, inner)
+        sealed: list[tuple[Unsealed, str]] = []
+        try:
+            for mail in waiting[:asked]:
+                inner = json.dumps(
+                    {"f": self.keys.me, "t": name, "i": mail.msg_id, "x": mail.text, "a": mail.at},
+                    ensure_ascii=False,
+                ).encode()
+                opk = one_time.pop(0) if one_time else None
+                sealed.append(
+                    (mail, seal_mail_fs(self.keys.identity, recipient, bundle.spk, opk, inner))
+                )
+        except BadPrekey:
+            # A key no agreement can use (a low-order point, say): the whole
+            # batch waits, as for a prekey its owner did not sign.
+            out.append(
+                _say(
+                    f"The rendezvous gave a prekey for {name} that is not a usable key: "
+                    f"nothing was sealed to it; {_n(len(waiting))} for {name} wait",
+                    name,
+                )
+            )
+            return
+        self._unsealed[key] = waiting[len(sealed) :]
+        for mail, payload in sealed:
             self.history.set_payload(name, mail.msg_id, payload)
             out.append(ToServer(Mail(name, mail.msg_id, payload)))
         self._ask(name, out)  # typed meanwhile

@@ -228,6 +228,30 @@ def test_a_prekey_its_owner_did_not_sign_seals_nothing(world: World) -> None:
     assert mail_lines(sent) == []
 
 
+def test_a_one_time_prekey_no_agreement_can_use_seals_nothing(world: World) -> None:
+    """The rendezvous hands out bob's real signed prekey with a one-time
+    prekey of all zeros (a low-order point): nothing is sealed, the core
+    meets no error (the world raises on one), and the message waits."""
+    world.add("alice"), world.add("bob")
+    world.connect("alice", "bob")
+    world.logout(world.peers["bob"])
+    world.pump()
+    world.connect("alice", "bob")
+
+    def zeroed(line: ServerLine | object) -> list[object]:
+        if isinstance(line, ServerLine) and line.flag == "PREKEY":
+            bundle = parse_bundle(line.text)
+            junk = Bundle(bundle.name, bundle.spk, (OneTimePrekey(1, bytes(32)),))
+            return [parse_server_line_of(format_server_event(PrekeyBundle(junk)))]
+        return [line]
+
+    world.tamper = zeroed  # type: ignore[assignment]
+    world.type("alice", rec.Send(None, "still for bob"))
+    world.pump()
+    assert stored_texts(world, "bob") == []
+    assert any("not a usable key" in n for n in world.peers["alice"].notices())
+
+
 def test_no_prekeys_is_no_reason_to_seal_without_them(world: World) -> None:
     """``PREKEY: bob -`` (none published, or a rendezvous pretending so) does
     not make alice fall back to the old seal: the message waits, said so."""
