@@ -57,9 +57,11 @@ from chathack.server_events import (
     ServerFlagEvent,
     format_server_event,
 )
+from rendezvous.cluster_wire import Call, Deliver, Ended, Gone, PresenceRecord, PunchFrom
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits
 from rendezvous.prekeys import PrekeyDesk, PrekeyFailed
+from rendezvous.roster import ClusterLink, Roster
 from rendezvous.store import Account, Store
 
 #: Most names one ``Servidor[USERS]`` line lists.
@@ -92,6 +94,9 @@ class Session:
     #: Users this one asked to talk to (``connect:``), lower-case: only they
     #: learn where it is (its addresses) and may punch a hole toward it.
     invited: set[str] = field(default_factory=set)
+    #: The fencing token of this login when several instances share a store
+    #: (rendezvous/roster.py); 0 on a single instance.
+    epoch: int = 0
     closed: bool = False
 
     def say(self, flag: str, text: str) -> None:
@@ -107,9 +112,18 @@ class Session:
 
 
 class Hub:
-    def __init__(self, store: Store, mail_limits: MailLimits | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        mail_limits: MailLimits | None = None,
+        cluster: ClusterLink | None = None,
+    ) -> None:
         self.store = store
         self.online: dict[str, Session] = {}  # lower-case name -> session
+        #: The other instances sharing the store (None: this one is the service),
+        #: and who is online there.
+        self.cluster = cluster
+        self.roster = Roster(cluster.instance if cluster is not None else "")
         self.mailbox = Mailbox(store, store.mail, self.session_of, mail_limits)
         self.prekeys = PrekeyDesk(store, self._tell_owner)
 
@@ -130,6 +144,25 @@ class Hub:
         session.pubkey = account.pubkey
         self.online[key] = session
         self.store.record_login(account.name, session.ip, now)
+        self.announce(session)
+
+    def announce(self, session: Session) -> None:
+        """Tell the other instances where ``session``'s user is now."""
+        if self.cluster is not None and session.name is not None and session.epoch:
+            self.cluster.announce(self.record_of(session))
+
+    def record_of(self, session: Session) -> PresenceRecord:
+        assert self.cluster is not None and session.name is not None
+        return PresenceRecord(
+            session.name,
+            self.cluster.instance,
+            session.epoch,
+            session.ip,
+            session.port,
+            session.remote_port,
+            session.lan,
+            session.pubkey,
+        )
 
     def after_login(self, session: Session, now: float) -> None:
         """The login reply has gone out: deliver what waits for ``session``."""
@@ -150,14 +183,23 @@ class Hub:
         if self.online.get(key) is session:
             del self.online[key]
             self.store.record_seen(session.name, now)
+            if self.cluster is not None and session.epoch:
+                self.cluster.withdraw(session.name, session.epoch)
         for other_key in sorted(session.partners):
             other = self.online.get(other_key)
             if other is not None:
-                other.partners.discard(key)
-                if other.current and other.current.lower() == key:
-                    other.current = None
-                other.tell(PartnerGone(session.name, f"{session.name} went offline"))
+                self.partner_gone(other, session.name)
+            elif self.cluster is not None and (far := self.roster.get(other_key)) is not None:
+                self.cluster.send(far.instance, Gone(far.name, session.name))
         session.partners.clear()
+
+    def partner_gone(self, session: Session, name: str) -> None:
+        """``name``, a partner of ``session``, went offline."""
+        key = name.lower()
+        session.partners.discard(key)
+        if session.current and session.current.lower() == key:
+            session.current = None
+        session.tell(PartnerGone(name, f"{name} went offline"))
 
     def session_of(self, name: str) -> Session | None:
         return self.online.get(name.lower())
@@ -198,9 +240,11 @@ class Hub:
                     self.store.record_port(session.name, port)
                     where = format_endpoint(session.ip, port)
                     session.say("OK", f"Direct links to you go to {where}")
+                    self.announce(session)
                 case Lan(addrs):
                     session.lan = addrs
                     session.say("OK", f"Your own addresses: {' '.join(addrs) or 'none'}")
+                    self.announce(session)
                 case Punch(name):
                     self.punch(session, name)
                 case PublishPrekeys(spk, opks):
@@ -217,14 +261,15 @@ class Hub:
         except RemoteProtocolError as e:
             session.say("ERROR", str(e))
 
-    def _target(self, session: Session, name: str, request: str) -> Session:
-        """The online session of ``name``, for ``request`` (connect, msg, punch);
-        raises :class:`RequestFailed` (answered with a FAILED line naming both)."""
+    def _target(self, session: Session, name: str, request: str) -> Session | PresenceRecord:
+        """The online session of ``name`` (or where it is online, on another
+        instance), for ``request`` (connect, msg, punch); raises
+        :class:`RequestFailed` (answered with a FAILED line naming both)."""
         if session.name is not None and name.lower() == session.name.lower():
             raise RequestFailed(
                 Failed(request, name, "self", f"You cannot {_VERBS[request]} yourself")
             )
-        target = self.session_of(name)
+        target: Session | PresenceRecord | None = self.session_of(name) or self.roster.get(name)
         if target is None:
             if self.store.get_account(name) is None:
                 raise RequestFailed(
@@ -245,7 +290,7 @@ class Hub:
             )
         return target
 
-    def address_of(self, session: Session, asker: Session | None = None) -> PeerAddress:
+    def address_of(self, session: Session, asker: str | None = None) -> PeerAddress:
         """NAME, where it listens as we see it, and for chathack peers the
         candidates for a direct path: ``public=`` (its connection to us, after
         any NAT) and ``lan=`` (its own addresses).
@@ -260,7 +305,7 @@ class Hub:
         extra: list[tuple[str, str]] = []
         if session.pubkey is not None:
             extra.append(("key", session.pubkey))  # the rendezvous vouches for this key
-        if asker is not None and (asker.name or "").lower() not in session.invited:
+        if asker is not None and asker.lower() not in session.invited:
             if session.lan is not None:
                 extra.append(("lan", "-"))  # a chathack peer, its addresses withheld
             return PeerAddress(session.name, None, None, tuple(extra))
@@ -293,6 +338,7 @@ class Hub:
         if changed:
             self.store.drop_prekeys(session.name)  # signed by the old key
         session.pubkey = pubkey
+        self.announce(session)
         session.say(
             "OK",
             "Identity key changed: partners will be warned"
@@ -310,6 +356,15 @@ class Hub:
         assert session.name is not None and target.name is not None
         # Only between chathack peers that accept direct links: a relay-only peer
         # (no port) asked not to reveal where it is.
+        if isinstance(target, PresenceRecord):
+            if session.port is None or session.remote_port is None or session.lan is None:
+                raise RequestFailed(_not_peer(target.name))
+            assert self.cluster is not None
+            self.cluster.send(
+                target.instance,
+                PunchFrom(target.name, session.name, session.ip, session.remote_port),
+            )
+            return
         if (
             target.lan is None
             or target.port is None
@@ -317,28 +372,29 @@ class Hub:
             or target.remote_port is None
             or session.remote_port is None
         ):
-            raise RequestFailed(
-                Failed(
-                    "punch",
-                    target.name,
-                    "not-peer",
-                    f"{target.name} cannot take part in hole punching",
-                )
-            )
-        if session.name.lower() not in target.invited:
+            raise RequestFailed(_not_peer(target.name))
+        self.punch_from(target, session.name, session.ip, session.remote_port or 0)
+        session.tell(PunchNow(target.name, target.ip, target.remote_port or 0))
+
+    def punch_from(self, target: Session, caller: str, ip: str, port: int) -> None:
+        """``caller`` (at public ``ip:port``) punches toward ``target``, a session here."""
+        assert target.name is not None
+        if target.lan is None or target.port is None or target.remote_port is None:
+            raise RequestFailed(_not_peer(target.name))
+        if caller.lower() not in target.invited:
             # A punch tells each side where the other is: only toward someone
             # who asked to talk to us (whose CALL gave us its addresses).
             raise RequestFailed(
                 Failed("punch", target.name, "not-invited", f"{target.name} did not call you")
             )
-        target.tell(PunchNow(session.name, session.ip, session.remote_port or 0))
-        session.tell(PunchNow(target.name, target.ip, target.remote_port or 0))
+        target.tell(PunchNow(caller, ip, port))
 
     def connect(self, session: Session, name: str) -> None:
         if (
             session.name is not None
             and name.lower() != session.name.lower()
             and self.session_of(name) is None  # online: no database lookup
+            and self.roster.get(name) is None
         ):
             account = self.store.get_account(name)
             if account is not None:
@@ -352,13 +408,26 @@ class Hub:
         target = self._target(session, name, "connect")
         assert session.name is not None and target.name is not None
         session.partners.add(target.name.lower())
-        target.partners.add(session.name.lower())
         session.current = target.name
-        if target.current is None:
-            target.current = session.name
         session.invited.add(target.name.lower())
-        session.tell(PeerInfo(self.address_of(target, asker=session)))
-        target.tell(CallFrom(self.address_of(session)))
+        call = CallFrom(self.address_of(session))
+        if isinstance(target, PresenceRecord):
+            # The callee's instance makes us partners there and answers with PEER:
+            # what it tells about the callee depends on whom the callee called.
+            assert self.cluster is not None
+            line = format_server_event(call).decode("utf-8")
+            self.cluster.send(target.instance, Call(target.name, session.name, line))
+            return
+        session.tell(PeerInfo(self.called(target, session.name)))
+        target.tell(call)
+
+    def called(self, target: Session, caller: str) -> PeerAddress:
+        """``caller`` connected to ``target`` (a session here): partners now;
+        what the caller is told about ``target``."""
+        target.partners.add(caller.lower())
+        if target.current is None:
+            target.current = caller
+        return self.address_of(target, asker=caller)
 
     def relay(self, session: Session, to: str, text: str) -> None:
         target = self._target(session, to, "msg")
@@ -371,6 +440,11 @@ class Hub:
                 f"Message too long to relay: the line to {target.name} would exceed "
                 f"{MAX_LINE_BYTES} bytes"
             )
+        if isinstance(target, PresenceRecord):
+            assert self.cluster is not None
+            deliver = Deliver(target.name, line.decode("utf-8"), session.name)
+            self.cluster.send(target.instance, deliver)
+            return
         target.outbox.send(line)
 
     def end(self, session: Session, name: str | None) -> None:
@@ -387,21 +461,34 @@ class Hub:
             session.current = None
         other = self.online.get(key)
         if other is not None:
-            other.partners.discard(session.name.lower())
-            other.invited.discard(session.name.lower())
-            if other.current and other.current.lower() == session.name.lower():
-                other.current = None
-            other.tell(ConversationEnded(session.name, f"{session.name} ended the conversation"))
+            self.ended_by(other, session.name)
+        elif self.cluster is not None and (far := self.roster.get(key)) is not None:
+            self.cluster.send(far.instance, Ended(far.name, session.name))
         session.say("OK", f"Conversation with {name} ended")
+
+    def ended_by(self, session: Session, name: str) -> None:
+        """``name`` ended its conversation with ``session``."""
+        key = name.lower()
+        session.partners.discard(key)
+        session.invited.discard(key)
+        if session.current and session.current.lower() == key:
+            session.current = None
+        session.tell(ConversationEnded(name, f"{name} ended the conversation"))
 
     def users(self) -> tuple[list[UserState], int]:
         """Online users first, then the most recently seen; and how many were left out."""
-        online = sorted(s.name for s in self.online.values() if s.name is not None)
+        here = (s.name for s in self.online.values() if s.name is not None)
+        online = sorted({*here, *self.roster.names()})
+        on = {n.lower() for n in online}
         shown = [UserState(n, True) for n in online[:MAX_USERS_LISTED]]
         room = MAX_USERS_LISTED - len(shown)
         if room > 0:
             for acc in self.store.list_accounts(room + len(online)):
-                if acc.name.lower() not in self.online and len(shown) < MAX_USERS_LISTED:
+                if acc.name.lower() not in on and len(shown) < MAX_USERS_LISTED:
                     shown.append(UserState(acc.name, False))
         total = self.store.count_accounts()
         return shown, max(0, total - len(shown))
+
+
+def _not_peer(name: str) -> Failed:
+    return Failed("punch", name, "not-peer", f"{name} cannot take part in hole punching")

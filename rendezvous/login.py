@@ -43,11 +43,26 @@ from rendezvous.hashqueue import HashQueue, Kind, Refusal
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import Limits, login_buckets, source_key
 from rendezvous.passwords import MIN_PASSWORD_CHARS, HashScheduler, Passwords
+from rendezvous.shared import (
+    AccountBook,
+    LocalAccountBook,
+    LocalClaims,
+    LocalTokenBook,
+    PresenceClaims,
+    SharedStoreDown,
+    Taken,
+    TokenBook,
+)
 from rendezvous.store import Account
 
 log = logging.getLogger("chathack.rendezvous")
 
 TOO_MANY_TRIES = "Too many failed attempts; connect again to retry"
+#: Said (with BYE) when a login needs the shared store and it does not answer.
+STORE_DOWN = (
+    "This server cannot reach the store it shares with the other servers, so it "
+    "cannot log you in now; try again in a moment (or another server)"
+)
 #: The flag of a password line refused before any hash (busy, pending, rate):
 #: not a wrong password, so a program sends the same one again a little later
 #: (``ERROR`` would read as "wrong", and a script would give up for good).
@@ -92,7 +107,15 @@ class Logins:
     """Logging in (password or resume token), registering, and ``::passwd``."""
 
     def __init__(
-        self, hub: Hub, passwords: Passwords, limits: Limits, clock: Callable[[], float]
+        self,
+        hub: Hub,
+        passwords: Passwords,
+        limits: Limits,
+        clock: Callable[[], float],
+        *,
+        accounts: AccountBook | None = None,
+        token_book: TokenBook | None = None,
+        claims: PresenceClaims | None = None,
     ) -> None:
         self.hub = hub
         self.passwords = passwords
@@ -106,6 +129,11 @@ class Logins:
         self.hashing = HashScheduler(self.hash_queue)
         self.tokens = ResumeTokens()
         self.login_rates = login_buckets(limits)
+        #: Accounts, resume tokens and login epochs: this process's own, or
+        #: shared with the other instances (rendezvous/shared.py).
+        self.accounts = accounts or LocalAccountBook(hub.store)
+        self.token_book = token_book or LocalTokenBook(self.tokens)
+        self.claims = claims or LocalClaims()
 
     @property
     def failed_logins(self) -> FailedLogins:
@@ -115,17 +143,28 @@ class Logins:
     def failed_logins(self, failed: FailedLogins) -> None:
         self.hash_queue.failed = failed
 
-    def logged_in(self, session: Session, account: Account, verb: str) -> None:
+    async def logged_in(self, session: Session, account: Account, verb: str) -> bool:
+        """Let ``session`` in as ``account``; False (and a BYE said) if the shared
+        store could not record it: the connection is then closed."""
+        try:
+            session.epoch = await self.claims.claim(account.name)
+            token = await self.token_book.issue(account.name, session.ip, trio.current_time())
+        except SharedStoreDown as e:
+            log.error("%s not logged in: %s", account.name, e)
+            session.say("BYE", STORE_DOWN)
+            return False
+        if session.closed:
+            return False
         self.hub.attach(session, account, self.clock())
         session.say(
             "OK", f"{verb} {account.name}. You are seen as {session.ip}. ::help lists the commands"
         )
         # Where this client's connection comes from, after any NAT (like STUN).
         session.tell(Seen(session.ip, session.remote_port or 0))
-        token = self.tokens.issue(account.name, session.ip, trio.current_time())
-        session.tell(TokenIssued(token, int(self.tokens.ttl)))
+        session.tell(TokenIssued(token, int(self.token_book.ttl)))
         self.hub.after_login(session, self.clock())  # then what waits for it (mail)
         log.info("%s logged in from %s", account.name, session.ip)
+        return True
 
     async def _verify(
         self, conn: Connection, session: Session, account: Account, secret: str
@@ -172,7 +211,11 @@ class Logins:
         """``::passwd``: the current password, then the new one."""
         assert session.name is not None
         step, session.passwd_step = session.passwd_step, None
-        account = self.hub.store.get_account(session.name)
+        try:
+            account = await self.accounts.get(session.name)
+        except SharedStoreDown as e:
+            session.tell(PasswdResult(False, f"{STORE_DOWN}: {e}"))
+            return
         if account is None:
             return
         if step == "old":
@@ -194,8 +237,12 @@ class Logins:
         if isinstance(pw_hash, Refusal):
             session.tell(PasswdResult(False, pw_hash.text))
             return
-        self.hub.store.set_password_hash(account.name, pw_hash)
-        self.tokens.revoke(account.name)
+        try:
+            await self.accounts.set_password_hash(account.name, pw_hash)
+            await self.token_book.revoke(account.name)
+        except SharedStoreDown as e:
+            session.tell(PasswdResult(False, f"{STORE_DOWN}: {e}"))
+            return
         session.tell(PasswdResult(True))
         log.info("%s changed its password", account.name)
 
@@ -211,11 +258,21 @@ class Logins:
         self, conn: Connection, session: Session, login: LoginState, event: object
     ) -> bool:
         """Advance the login dialogue by one event; False closes the connection."""
+        try:
+            return await self._step(conn, session, login, event)
+        except SharedStoreDown as e:
+            log.error("login from %s refused: %s", session.ip, e)
+            session.say("BYE", STORE_DOWN)
+            return False
+
+    async def _step(
+        self, conn: Connection, session: Session, login: LoginState, event: object
+    ) -> bool:
         match event:
             case Username(name):
                 login.name = name
-                login.account = self.hub.store.get_account(name)
-                lookalike = None if login.account else self.hub.store.find_lookalike(name)
+                login.account = await self.accounts.get(name)
+                lookalike = None if login.account else await self.accounts.lookalike(name)
                 if lookalike is not None:
                     session.say("ERROR", looks_like(name, lookalike))
                     login.name = None
@@ -226,11 +283,12 @@ class Logins:
                     session.say("PASSWORD", f"Password for {login.account.name}")
                 return True
             case Resume(name, token):
-                account = self.hub.store.get_account(name)
+                account = await self.accounts.get(name)
                 now = trio.current_time()
-                if account is not None and self.tokens.redeem(name, token, session.ip, now):
-                    self.logged_in(session, account, "Welcome back")
-                    return True
+                if account is not None and await self.token_book.redeem(
+                    name, token, session.ip, now
+                ):
+                    return await self.logged_in(session, account, "Welcome back")
                 session.say(
                     "ERROR",
                     "That resume token was refused (expired, used, or issued "
@@ -244,10 +302,8 @@ class Logins:
             case Password(secret) if login.name is not None:
                 account = await self._check_password(conn, session, login, secret)
                 if isinstance(account, Account):
-                    self.logged_in(
-                        session, account, "Registered" if login.account is None else "Welcome back"
-                    )
-                    return True
+                    verb = "Registered" if login.account is None else "Welcome back"
+                    return await self.logged_in(session, account, verb)
                 if account is Failed.WRONG and login.count_failure(self.limits):
                     session.say("BYE", TOO_MANY_TRIES)
                     return False
@@ -268,7 +324,6 @@ class Logins:
         self, conn: Connection, session: Session, login: LoginState, secret: str
     ) -> Account | Failed:
         assert login.name is not None
-        store = self.hub.store
         if login.account is None:
             if len(secret) < MIN_PASSWORD_CHARS:  # refused before any wait or hash
                 session.say(
@@ -280,15 +335,18 @@ class Logins:
             if isinstance(pw_hash, Refusal):
                 session.say(RETRY_FLAG, pw_hash.text)
                 return Failed.REFUSED
-            # Someone may have registered the name (or one like it) while we hashed.
-            if store.get_account(login.name) is not None:
-                session.say("ERROR", f"{login.name} was registered a moment ago; pick another name")
+            # Someone may have registered the name (or one like it) while we
+            # hashed, here or on another instance: register() decides, once.
+            made = await self.accounts.register(login.name, pw_hash, self.clock())
+            if isinstance(made, Taken):
+                if made.same:
+                    session.say(
+                        "ERROR", f"{login.name} was registered a moment ago; pick another name"
+                    )
+                else:
+                    session.say("ERROR", looks_like(login.name, made.registered))
                 return Failed.WRONG
-            lookalike = store.find_lookalike(login.name)
-            if lookalike is not None:
-                session.say("ERROR", looks_like(login.name, lookalike))
-                return Failed.WRONG
-            return store.create_account(login.name, pw_hash, self.clock())
+            return made
         await self._pace_login(conn, session, 1)
         checked = await self._verify(conn, session, login.account, secret)
         if isinstance(checked, Refusal):
@@ -300,5 +358,5 @@ class Logins:
             log.info("failed login for %s from %s", login.account.name, session.ip)
             return Failed.WRONG
         if new_hash is not None:
-            store.set_password_hash(login.account.name, new_hash)
+            await self.accounts.set_password_hash(login.account.name, new_hash)
         return login.account
