@@ -6,7 +6,9 @@ import argparse
 import gc
 import logging
 import os
+import re
 import signal
+import socket
 import ssl
 import sys
 from pathlib import Path
@@ -16,13 +18,20 @@ import trio
 
 from chathack import __version__
 from chathack.errors import sole_error
+from rendezvous.cluster_engine import DEFAULT_LEASE, ClusterEngine
+from rendezvous.cluster_store import AccountReplica, ClusterStore
 from rendezvous.limit_flags import (
     add_limit_flags,
     add_mail_flags,
     limits_from_args,
     mail_limits_from_args,
 )
+from rendezvous.limits import Limits
+from rendezvous.mailbox import MailLimits
+from rendezvous.redis_shared import RedisShared
+from rendezvous.redis_shared import connect as redis_connect
 from rendezvous.server import Server
+from rendezvous.shared import SharedStoreDown
 from rendezvous.store import SqliteStore, StoreError
 from rendezvous.tls import (
     TLSConfigError,
@@ -93,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument(
         "--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert (PEM)"
     )
+    cluster = p.add_argument_group(
+        "several instances",
+        "run this server as one of several sharing one Redis: accounts, who is online, "
+        "the relay and resume tokens are shared (docs/OPERATIONS.md)",
+    )
+    cluster.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share state through this Redis 7: redis://HOST:PORT/DB (rediss:// for TLS)",
+    )
+    cluster.add_argument(
+        "--instance-id",
+        metavar="ID",
+        help="this instance's name among the others, unique and stable (default: HOSTNAME-PORT)",
+    )
+    cluster.add_argument(
+        "--lease",
+        type=float,
+        default=DEFAULT_LEASE,
+        metavar="SECONDS",
+        help="how long the others wait for this instance before its users count as "
+        "offline; it closes its sessions when it cannot renew for this long "
+        "(default: %(default)s)",
+    )
     add_limit_flags(p)
     add_mail_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -113,6 +146,49 @@ async def run(server: Server, host: str, port: int) -> None:
                     log.info("every connection closed; exiting")
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def run_cluster(server: Server, engine: ClusterEngine, host: str, port: int) -> None:
+    """``run`` with this instance's part in the cluster around it."""
+    async with engine.shared.r:
+        await engine.load()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await run(server, host, port)
+            await engine.leave()
+            nursery.cancel_scope.cancel()
+
+
+def instance_id(args: argparse.Namespace) -> str:
+    given = args.instance_id or f"{socket.gethostname()}-{args.port}"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", given)[:64]
+    if args.instance_id is not None and cleaned != args.instance_id:
+        raise ValueError(
+            f"--instance-id {args.instance_id!r}: use letters, digits, '.', '_' and '-' "
+            "(64 at most)"
+        )
+    return cleaned
+
+
+def cluster_server(
+    args: argparse.Namespace, store: SqliteStore, limits: Limits, mail_limits: MailLimits
+) -> tuple[Server, ClusterEngine]:
+    """A server sharing accounts, presence, relay and tokens through ``--redis``."""
+    shared = RedisShared(redis_connect(args.redis))
+    replica = AccountReplica()
+    engine = ClusterEngine(shared, instance_id(args), replica, lease=args.lease)
+    cluster_store = ClusterStore(store, replica, engine.write, shared)
+    server = Server(
+        cluster_store,
+        limits=limits,
+        mail_limits=mail_limits,
+        cluster=engine,
+        accounts=shared,
+        token_book=shared,
+        claims=shared,
+    )
+    engine.bind(server.hub)
+    return server, engine
 
 
 def tls_from_args(args: argparse.Namespace, db: Path) -> ssl.SSLContext | None:
@@ -176,12 +252,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         try:
-            server = Server(store, limits=limits, mail_limits=mail_limits_from_args(args))
-            server.tls_context = tls_context
-            tune_gc()
-            trio.run(run, server, args.host, args.port)
+            if args.redis:
+                server, engine = cluster_server(args, store, limits, mail_limits_from_args(args))
+                server.tls_context = tls_context
+                tune_gc()
+                trio.run(run_cluster, server, engine, args.host, args.port)
+            else:
+                server = Server(store, limits=limits, mail_limits=mail_limits_from_args(args))
+                server.tls_context = tls_context
+                tune_gc()
+                trio.run(run, server, args.host, args.port)
         except BaseExceptionGroup as group:
             raise (sole_error(group) or group) from None
+    except SharedStoreDown as e:
+        print(
+            f"chathack-rendezvous: cannot use the Redis at {args.redis}: {e}. "
+            "Is it running, and is the URL right?",
+            file=sys.stderr,
+        )
+        return 2
+    except ValueError as e:
+        print(f"chathack-rendezvous: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(
             f"chathack-rendezvous: cannot listen on {args.host}:{args.port}: {e.strerror or e}. "

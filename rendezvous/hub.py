@@ -15,6 +15,7 @@ failing that, with the session's first line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -185,13 +186,17 @@ class Hub:
             self.store.record_seen(session.name, now)
             if self.cluster is not None and session.epoch:
                 self.cluster.withdraw(session.name, session.epoch)
-        for other_key in sorted(session.partners):
+        self.tell_partners_gone(session.name, session.partners)
+        session.partners.clear()
+
+    def tell_partners_gone(self, name: str, partners: Iterable[str]) -> None:
+        """``name`` went offline: its ``partners`` (here or elsewhere) are told."""
+        for other_key in sorted(partners):
             other = self.online.get(other_key)
             if other is not None:
-                self.partner_gone(other, session.name)
+                self.partner_gone(other, name)
             elif self.cluster is not None and (far := self.roster.get(other_key)) is not None:
-                self.cluster.send(far.instance, Gone(far.name, session.name))
-        session.partners.clear()
+                self.cluster.send(far.instance, Gone(far.name, name))
 
     def partner_gone(self, session: Session, name: str) -> None:
         """``name``, a partner of ``session``, went offline."""
@@ -280,14 +285,7 @@ class Hub:
                         f"There is no user named {name}: ::users lists who is registered",
                     )
                 )
-            raise RequestFailed(
-                Failed(
-                    request,
-                    name,
-                    "offline",
-                    f"{name} is offline: try again when ::users shows {name} online",
-                )
-            )
+            raise RequestFailed(offline(request, name))
         return target
 
     def address_of(self, session: Session, asker: str | None = None) -> PeerAddress:
@@ -492,3 +490,10 @@ class Hub:
 
 def _not_peer(name: str) -> Failed:
     return Failed("punch", name, "not-peer", f"{name} cannot take part in hole punching")
+
+
+def offline(request: str, name: str) -> Failed:
+    """The answer to ``request`` (connect, msg, punch) about ``name``, who is offline."""
+    return Failed(
+        request, name, "offline", f"{name} is offline: try again when ::users shows {name} online"
+    )

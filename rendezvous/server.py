@@ -73,6 +73,8 @@ from rendezvous.limits import (
 from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
 from rendezvous.mailbox import MailLimits
 from rendezvous.passwords import Passwords
+from rendezvous.roster import ClusterLink
+from rendezvous.shared import AccountBook, PresenceClaims, TokenBook
 from rendezvous.store import Store, StoreError
 from rendezvous.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from rendezvous.tls import TLSHandshakeError
@@ -111,15 +113,28 @@ class Server:
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         mail_limits: MailLimits | None = None,
+        *,
+        cluster: ClusterLink | None = None,
+        accounts: AccountBook | None = None,
+        token_book: TokenBook | None = None,
+        claims: PresenceClaims | None = None,
     ) -> None:
-        self.hub = Hub(store, mail_limits)
+        self.hub = Hub(store, mail_limits, cluster)
         self.passwords = passwords or Passwords()
         self.limits = limits or Limits()
         self.clock = clock
         self.connections: set[Connection] = set()
         self.admission = Admission(self.limits)
         #: The login dialogue: password checks, resume tokens, ``::passwd``.
-        self.logins = Logins(self.hub, self.passwords, self.limits, clock)
+        self.logins = Logins(
+            self.hub,
+            self.passwords,
+            self.limits,
+            clock,
+            accounts=accounts,
+            token_book=token_book,
+            claims=claims,
+        )
         self.chat_rates = chat_buckets(self.limits)
         self._no_connections = trio.Event()
         self._no_connections.set()

@@ -1,0 +1,321 @@
+"""The trio driver of one instance's part in a cluster (``--redis``).
+
+Tasks, all in the engine's nursery:
+
+* **publisher** -- what the hub queued (:class:`~rendezvous.roster.ClusterLink`
+  calls return at once): presence changes in order, then one ``PUBLISH`` per
+  destination instance carrying every operation queued for it since the
+  last round (a batch), all in one pipelined round trip. A batch no instance
+  received (``PUBLISH`` answers 0: that instance is gone) is bounced: its
+  relayed messages, calls and punches are answered ``FAILED ... offline``
+  here, as for a user who left, so the sender's peer takes the mailbox path.
+* **subscriber** -- this instance's channel, the presence channel and the
+  accounts channel, into :class:`~rendezvous.cluster_inbox.ClusterInbox` and
+  the account replica. After every (re)subscription a full resync.
+* **lease** -- every ``lease / 3`` seconds: renew this instance's lease,
+  forget the users of instances whose lease is gone, and now and then read
+  the whole presence (healing any missed event). An instance that could not
+  renew for a whole ``lease`` closes its sessions: another instance may have
+  taken its users over meanwhile, and a user is never served twice.
+* **writer** -- the store's background writes (login metadata, keys), in order.
+
+A Redis that does not answer costs the calls that needed it (logins, the
+cross-instance relay); sessions on this instance keep talking to each other
+until the lease runs out, and everything resumes by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+import trio
+
+from chathack.errors import RemoteProtocolError
+from chathack.server_events import Failure, format_server_event
+from rendezvous.cluster_inbox import ClusterInbox
+from rendezvous.cluster_store import AccountReplica
+from rendezvous.cluster_wire import (
+    MAX_BATCH,
+    BusOp,
+    Call,
+    Deliver,
+    PresenceRecord,
+    PunchFrom,
+    decode_batch,
+    decode_presence,
+    encode_batch,
+)
+from rendezvous.hub import Hub, offline
+from rendezvous.redis_shared import ACCOUNTS_CHANNEL, PREFIX, PRESENCE_CHANNEL, RedisShared
+from rendezvous.shared import SharedStoreDown
+
+log = logging.getLogger("chathack.rendezvous")
+
+#: Seconds an instance's lease lasts without renewal (renewed every third of it).
+DEFAULT_LEASE = 10.0
+#: Lease rounds between two full reads of the presence.
+RESYNC_EVERY = 10
+#: Seconds between attempts while Redis does not answer.
+RETRY_PAUSE = 0.5
+#: Background writes kept while Redis is away (older ones are dropped first).
+MAX_PENDING_WRITES = 100_000
+#: What the sessions of an instance that lost its lease are told.
+LEASE_LOST = (
+    "This server lost contact with the store it shares with the other servers; "
+    "reconnect (your client tries the next server)"
+)
+
+
+def instance_channel(instance: str) -> str:
+    return PREFIX + "inst:" + instance
+
+
+class ClusterEngine:
+    """One instance's cluster driver; the hub's :class:`~rendezvous.roster.ClusterLink`."""
+
+    def __init__(
+        self,
+        shared: RedisShared,
+        instance: str,
+        replica: AccountReplica,
+        *,
+        lease: float = DEFAULT_LEASE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.shared = shared
+        self.instance = instance
+        self.replica = replica
+        self.lease = lease
+        self.clock = clock
+        self.hub: Hub | None = None
+        self.inbox: ClusterInbox | None = None
+        self._ops: dict[str, list[BusOp]] = {}
+        self._presence: list[PresenceRecord | tuple[str, int]] = []
+        self._writes: list[Callable[[], Awaitable[None]]] = []
+        self._wake = trio.Event()
+        self._write_wake = trio.Event()
+        self._renewed_at = -math.inf  # trio clock of the last renewal
+        self._resync_now = True
+        #: What happened, for operators and tests: batches, bounces, bad messages...
+        self.counts: Counter[str] = Counter()
+
+    def bind(self, hub: Hub) -> None:
+        self.hub = hub
+        self.inbox = ClusterInbox(hub, self)
+
+    # -- ClusterLink: queue and return ---------------------------------------------
+    def send(self, instance: str, op: BusOp) -> None:
+        self._ops.setdefault(instance, []).append(op)
+        self._wake.set()
+
+    def announce(self, record: PresenceRecord) -> None:
+        self._presence.append(record)
+        self._wake.set()
+
+    def withdraw(self, name: str, epoch: int) -> None:
+        self._presence.append((name, epoch))
+        self._wake.set()
+
+    def write(self, call: Callable[[], Awaitable[None]]) -> None:
+        if len(self._writes) >= MAX_PENDING_WRITES:
+            self._writes.pop(0)
+            self.counts["writes dropped"] += 1
+        self._writes.append(call)
+        self._write_wake.set()
+
+    # -- the tasks -------------------------------------------------------------------
+    async def load(self) -> None:
+        """Fill the account replica (before the instance serves anyone)."""
+        async for name, pubkey, seen in self.shared.directory():
+            self.replica.put(name, pubkey, seen)
+        log.info("cluster: %d account(s) known; instance %s", len(self.replica), self.instance)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.hub is not None, "bind(hub) first"
+        await self.shared.renew_lease(self.instance, self.lease)
+        self._renewed_at = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._subscriber)
+            nursery.start_soon(self._publisher)
+            nursery.start_soon(self._writer)
+            nursery.start_soon(self._leaser)
+            task_status.started()
+
+    async def leave(self) -> None:
+        """A graceful stop: this instance's lease goes at once (its users'
+        records went with their sessions)."""
+        with trio.move_on_after(2), suppress(SharedStoreDown, OSError):
+            await self.shared.drop_lease(self.instance)
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            presence, self._presence = self._presence, []
+            ops, self._ops = self._ops, {}
+            try:
+                await self._publish_presence(presence)
+            except SharedStoreDown as e:
+                log.warning("cluster: presence not published (%s); retrying", e)
+                self._presence[:0] = presence
+                self._wake.set()
+                await trio.sleep(RETRY_PAUSE)
+            await self._publish_ops(ops)
+
+    async def _publish_presence(self, items: list[PresenceRecord | tuple[str, int]]) -> None:
+        while items:
+            item = items[0]
+            if isinstance(item, PresenceRecord):
+                if not await self.shared.set_presence(item):
+                    self.counts["presence superseded"] += 1
+            else:
+                await self.shared.drop_presence(item[0], self.instance, item[1])
+            items.pop(0)
+
+    async def _publish_ops(self, ops: dict[str, list[BusOp]]) -> None:
+        if not ops:
+            return
+        batches = [
+            (instance, queued[i : i + MAX_BATCH])
+            for instance, queued in ops.items()
+            for i in range(0, len(queued), MAX_BATCH)
+        ]
+        try:
+            async with self.shared.r.pipeline(transaction=False) as pipe:
+                for instance, batch in batches:
+                    pipe.publish(instance_channel(instance), encode_batch(batch))
+            received = list(pipe.results or ())
+        except Exception as e:  # coredis, OSError: Redis is away
+            log.warning("cluster: %d batch(es) not sent: %s", len(batches), e)
+            received = [0] * len(batches)
+        self.counts["batches"] += len(batches)
+        for (instance, batch), n in zip(batches, received, strict=False):
+            if not n:
+                self._bounce(instance, batch)
+
+    def _bounce(self, instance: str, batch: list[BusOp]) -> None:
+        """Nobody took ``batch`` for ``instance``: answer what needs an answer."""
+        assert self.hub is not None
+        self.counts["bounced"] += len(batch)
+        log.info("cluster: instance %s did not take %d operation(s)", instance, len(batch))
+        for op in batch:
+            match op:
+                case Deliver(to, _, origin) if origin is not None:
+                    self._fail(origin, "msg", to)
+                case Call(to, caller, _):
+                    self._fail(caller, "connect", to)
+                case PunchFrom(to, caller, _, _):
+                    self._fail(caller, "punch", to)
+
+    def _fail(self, name: str, request: str, about: str) -> None:
+        assert self.hub is not None
+        session = self.hub.session_of(name)
+        if session is not None:
+            session.outbox.send(format_server_event(Failure(offline(request, about))))
+
+    async def _writer(self) -> None:
+        while True:
+            await self._write_wake.wait()
+            self._write_wake = trio.Event()
+            while self._writes:
+                try:
+                    await self._writes[0]()
+                except SharedStoreDown as e:
+                    log.warning("cluster: a write waits for Redis (%s)", e)
+                    await trio.sleep(RETRY_PAUSE)
+                    continue
+                self._writes.pop(0)
+
+    async def _subscriber(self, *, task_status: trio.TaskStatus[None]) -> None:
+        channels = [instance_channel(self.instance), PRESENCE_CHANNEL, ACCOUNTS_CHANNEL]
+        started = False
+        while True:
+            try:
+                async with self.shared.r.pubsub(channels=channels) as pubsub:
+                    self._resync_now = True
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for message in pubsub:
+                        if message.get("type") == "message":
+                            self._dispatch(str(message["channel"]), message["data"])
+            except Exception as e:  # coredis, OSError: Redis is away
+                log.warning("cluster: subscription lost (%s); resubscribing", e)
+            if not started:
+                # Never subscribed: the instance must not start deaf.
+                raise SharedStoreDown("could not subscribe to the cluster's channels")
+            await trio.sleep(RETRY_PAUSE)
+
+    def _dispatch(self, channel: str, data: object) -> None:
+        assert self.inbox is not None
+        text = data if isinstance(data, str | bytes) else ""
+        now = self.clock()
+        try:
+            if channel == PRESENCE_CHANNEL:
+                self.inbox.presence(decode_presence(text), now)
+            elif channel == ACCOUNTS_CHANNEL:
+                if not self.replica.apply_message(str(text)):
+                    self.counts["bad account messages"] += 1
+            else:
+                self.counts["batches in"] += 1
+                self.inbox.apply(decode_batch(text), now)
+        except RemoteProtocolError as e:
+            self.counts["bad messages"] += 1
+            log.warning("cluster: dropped a malformed message on %s: %s", channel, e)
+        except Exception:
+            # A bug met on one message costs that message, never the instance.
+            self.counts["faults"] += 1
+            log.exception("cluster: fault while applying a message on %s", channel)
+
+    async def _leaser(self) -> None:
+        assert self.hub is not None and self.inbox is not None
+        rounds = 0
+        while True:
+            await trio.sleep(self.lease / 3)
+            try:
+                await self.shared.renew_lease(self.instance, self.lease)
+                self._renewed_at = trio.current_time()
+                far = sorted(self.hub.roster.instances())
+                dead = set(far) - await self.shared.live(far)
+                if dead:
+                    log.info("cluster: instance(s) %s gone", ", ".join(sorted(dead)))
+                    self.inbox.instances_dead(dead)
+                rounds += 1
+                if self._resync_now or rounds % RESYNC_EVERY == 0:
+                    await self._resync()
+            except SharedStoreDown as e:
+                self._resync_now = True
+                if trio.current_time() - self._renewed_at >= self.lease:
+                    self._drop_sessions(str(e))
+
+    async def _resync(self) -> None:
+        assert self.hub is not None and self.inbox is not None
+        records, bad = await self.shared.all_presence()
+        self.counts["bad presence records"] += bad
+        mine = {r.name.lower(): r for r in records if r.instance == self.instance}
+        for key, record in mine.items():
+            session = self.hub.online.get(key)
+            if session is None or session.epoch != record.epoch:
+                await self.shared.drop_presence(record.name, self.instance, record.epoch)
+        for session in list(self.hub.online.values()):
+            if session.name is not None and session.name.lower() not in mine:
+                self.hub.announce(session)  # forgotten while Redis was away
+        self.inbox.snapshot(records, self.clock())
+        self._resync_now = False
+
+    def _drop_sessions(self, why: str) -> None:
+        assert self.hub is not None
+        sessions = [s for s in self.hub.online.values() if not s.closed]
+        if not sessions:
+            return
+        log.error("cluster: lease lost (%s); closing %d session(s)", why, len(sessions))
+        self.counts["sessions dropped"] += len(sessions)
+        for session in sessions:
+            session.say("BYE", LEASE_LOST)
+            self.hub.detach(session, self.clock())
+            session.close()
