@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from chathack.errors import RemoteProtocolError
 from chathack.grammar import KEY_RE, MAX_LINE_BYTES, NAME_RE
+from chathack.text import is_safe
 
 #: An instance id: what ``--instance-id`` accepts (also part of Redis key names).
 INSTANCE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -159,6 +160,10 @@ def _line(v: object) -> str:
         raise _bad("not one line")
     if len(line.encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
         raise _bad("line too long")
+    if not is_safe(line[:-1]):
+        # Every line a server writes is neutralised: one that is not did not
+        # come from a chathack instance, and must not reach a terminal.
+        raise _bad("unneutralised text")
     return line
 
 

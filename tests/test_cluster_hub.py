@@ -193,7 +193,7 @@ def test_an_older_announcement_never_hides_a_newer_login(bus: Bus) -> None:
 
 
 def test_a_dead_instance_users_go_offline_for_everyone(bus: Bus) -> None:
-    alice, bob = bus.login("A", "alice"), bus.login("B", "bob")
+    alice, _bob = bus.login("A", "alice"), bus.login("B", "bob")
     bus.pump()
     do(bus, "A", alice, Connect("bob"))
     take(alice)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tests.fuzz.cluster_harnesses import cluster_messages
 from tests.fuzz.link_harnesses import conversation, handshake, link_frame, sealed
 from tests.fuzz.peer_harnesses import mail_payload, partner_frames, peer_server_events
 from tests.fuzz.protocol_harnesses import client_line, server_line
@@ -32,5 +33,6 @@ HARNESSES: dict[str, Harness] = {
         mail_payload,
         hub_lines,
         stored_rows,
+        cluster_messages,
     )
 }

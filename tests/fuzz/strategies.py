@@ -169,6 +169,50 @@ stored_bytes = st.builds(
     st.binary(max_size=60),
 )
 
+_cluster_names = st.sampled_from(["alice", "bob", "carol", "dave", "x" * 33, "", "b d"])
+_cluster_lines = st.sampled_from(
+    ["Servidor[OK]: hi\n", "carol: #ch1:abc\n", "bob: \x1b[2Jhi\n", "two\nlines\n", "no end"]
+)
+_cluster_ops = st.one_of(
+    st.tuples(st.just("D"), _cluster_names, _cluster_lines, st.none() | _cluster_names),
+    st.tuples(st.just("C"), _cluster_names, _cluster_names, _cluster_lines),
+    st.tuples(st.just("P"), _cluster_names, _cluster_names, st.just("203.0.113.5"), numbers),
+    st.tuples(st.sampled_from(["E", "G"]), _cluster_names, _cluster_names),
+    st.tuples(
+        st.just("T"),
+        _cluster_names,
+        st.integers(-1, 9),
+        st.lists(_cluster_names, max_size=3),
+        st.lists(_cluster_names, max_size=3),
+        st.none() | _cluster_names,
+    ),
+).map(list)
+_cluster_record = st.tuples(
+    _cluster_names,
+    st.sampled_from(["there", "here", "", "x/y"]),
+    st.integers(-1, 9),
+    st.sampled_from(["203.0.113.5", "::1", "evil host"]),
+    st.none() | st.integers(-1, 70000),
+    st.none() | st.integers(0, 65535),
+    st.none() | st.lists(words, max_size=2),
+    st.none() | st.just("mSOZnc9v2fqURD+yaLj6K3Xkz0JoPK4vP6hsu1dxMhM="),
+).map(list)
+_cluster_message = st.one_of(
+    st.builds(
+        lambda ops: bytes([0]) + _chunks(json.dumps(ops).encode()),
+        st.lists(_cluster_ops, max_size=4),
+    ),
+    st.builds(lambda r: bytes([1]) + _chunks(json.dumps(["here", r]).encode()), _cluster_record),
+    st.builds(
+        lambda n, i, e: bytes([1]) + _chunks(json.dumps(["left", n, i, e]).encode()),
+        _cluster_names,
+        st.sampled_from(["there", "here"]),
+        st.integers(0, 9),
+    ),
+    st.builds(lambda j: bytes([2]) + _chunks(json.dumps(j).encode()), json_values),
+)
+cluster_bytes = st.lists(_cluster_message, max_size=8).map(b"".join)
+
 #: For each harness, the grammar-shaped strategy (arbitrary bytes are tried besides).
 SHAPED: dict[str, st.SearchStrategy[bytes]] = {
     "client_line": client_bytes,
@@ -182,4 +226,5 @@ SHAPED: dict[str, st.SearchStrategy[bytes]] = {
     "mail_payload": mail_bytes,
     "hub_lines": hub_bytes,
     "stored_rows": stored_bytes,
+    "cluster_messages": cluster_bytes,
 }
