@@ -39,6 +39,16 @@ def host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
     return host, int(port)
 
 
+def host_ports(text: str, default_port: int) -> list[tuple[str, int]]:
+    """``HOST:PORT,HOST:PORT,...``: the instances of one service, in order."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT or a comma-separated list of them"
+        )
+    return [host_port(part, default_port) for part in parts]
+
+
 def user_name(text: str) -> str:
     try:
         return check_name(text)
@@ -146,10 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", type=user_name, metavar="NAME", help="your user name")
     p.add_argument(
         "--server",
-        type=lambda t: host_port(t, 7777),
+        type=lambda t: host_ports(t, 7777),
         default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
-        metavar="HOST:PORT",
-        help=f"the rendezvous (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the rendezvous; several instances of one service separated by commas are "
+        "tried in order, the next one when the current one fails "
+        f"(default: ${SERVER_ENV} or {DEFAULT_SERVER})",
     )
     p.add_argument(
         "--listen",
@@ -237,8 +249,9 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
     data_dir.chmod(0o700)
     config = PeerConfig(
         name=args.name,
-        server_host=args.server[0],
-        server_port=args.server[1],
+        server_host=args.server[0][0],
+        server_port=args.server[0][1],
+        more_servers=tuple(args.server[1:]),
         listen_host=args.listen[0],
         listen_port=args.listen[1],
         data_dir=data_dir,

@@ -24,3 +24,5 @@ class PeerConfig:
     tls_fingerprint: str | None = None  # the certificate's SHA-256, if known in advance
     tls_ca: Path | None = None  # verify the certificate with this CA instead of pinning
     timing: Timing | None = None  # the re-send timers' bounds (tests shrink them)
+    #: Other instances of the same service, tried in turn when one fails.
+    more_servers: tuple[tuple[str, int], ...] = ()

@@ -103,6 +103,7 @@ class PeerNode:
             (config.server_host, config.server_port),
             self._on_server_line,
             self._on_server_state,
+            config.more_servers,
         )
         if config.tls or config.tls_fingerprint or config.tls_ca:
             self.server.tls = TLSSettings(
@@ -216,7 +217,7 @@ class PeerNode:
             self.links.dialer = TcpDialer(self.me, self.epoch, self.server.local)
             accept = partial(self.links.accept, epoch=self.epoch)
             self.nursery.start_soon(partial(trio.serve_listeners, accept, [listener]))
-        reader = await self.server.login(self.nursery, source)
+        reader = await self.server.login_any(self.nursery, source)
         self.feed(rec.ServerState(self.server.state))
         self.nursery.start_soon(self.faults.contain, "the clock", self.clock.run)
         self.nursery.start_soon(
@@ -408,9 +409,7 @@ async def open_peer(config: PeerConfig, password_source: PasswordSource) -> Asyn
                 else "relay only"
             )
             node.emit(
-                System(
-                    f"Logged in as {node.me} at {config.server_host}:{config.server_port}; {where}"
-                )
+                System(f"Logged in as {node.me} at {format_endpoint(*node.server.server)}; {where}")
             )
             node.request_users()  # the notes' main menu: "Who do you want to talk to?"
             try:

@@ -43,7 +43,7 @@ from chathack.protocol import Command as ServerCommand
 from chathack.protocol import parse_endpoint as parse_host_port
 from chathack.server_events import Seen, TokenIssued, parse_server_event
 from peer.errors import LoginFailed, ServerUnreachable
-from peer.sockets import connect_from, resolve
+from peer.sockets import connect_from, resolve_all
 from peer.tls import HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT
 from peer.tls import CertificateMismatch, KnownServers, open_tls
 from peer.transport import LineReader, StreamWriter
@@ -116,8 +116,12 @@ class ServerLink:
         server: tuple[str, int],
         on_event: Callable[[ServerEvent], None],
         on_state: Callable[[str, str], None],
+        more_servers: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self.name = name
+        #: Instances of one service (``--server A,B,...``): tried in order, the
+        #: next one after a loss or a refusal to connect.
+        self.servers = [server, *(s for s in more_servers if s != server)]
         self.server = server
         self.on_event = on_event
         self.on_state = on_state  # (state word, a sentence for the user)
@@ -147,27 +151,54 @@ class ServerLink:
         return self.writer is not None and self.writer.send(data)
 
     # --------------------------------------------------------- connecting
+    def next_server(self) -> None:
+        """Move on to the next instance of the service (round robin)."""
+        i = self.servers.index(self.server) if self.server in self.servers else -1
+        self.server = self.servers[(i + 1) % len(self.servers)]
+
+    async def login_any(self, nursery: trio.Nursery, source: PasswordSource) -> LineReader:
+        """:meth:`login` on the first instance that answers, in order."""
+        for _ in range(len(self.servers) - 1):
+            try:
+                return await self.login(nursery, source)
+            except ServerUnreachable as e:
+                log.info("%s; trying the next server", e)
+                self._drop()
+                self.next_server()
+        return await self.login(nursery, source)
+
     async def _open(self) -> trio.SocketStream:
         host, port = self.server
         try:
+            # A name with several addresses (one per instance): each in turn.
             with trio.fail_after(CONNECT_TIMEOUT):
-                addr = await resolve(host, port)
-                if self.local is not None:
-                    try:
-                        return await connect_from(self.local, addr)
-                    except OSError as e:
-                        # The shared port is taken for this destination (a lingering old
-                        # connection): connect from any port; only hole punching suffers.
-                        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-                            raise
-                        log.info("shared port unavailable for the rendezvous: %s", e)
-                return await trio.open_tcp_stream(*addr)
+                addrs = await resolve_all(host, port)
+            last: OSError | trio.TooSlowError = OSError(f"no address for {host}")
+            for addr in addrs:
+                try:
+                    with trio.fail_after(CONNECT_TIMEOUT):
+                        return await self._connect(addr)
+                except (OSError, trio.TooSlowError) as e:
+                    last = e
+            raise last
         except (OSError, trio.TooSlowError) as e:
             why = "timed out" if isinstance(e, trio.TooSlowError) else (e.strerror or str(e))
             raise ServerUnreachable(
                 f"Cannot reach the rendezvous at {host}:{port} ({why}). "
                 "Check --server HOST:PORT and that chathack-rendezvous is running there."
             ) from e
+
+    async def _connect(self, addr: tuple[str, int]) -> trio.SocketStream:
+        if self.local is not None:
+            try:
+                return await connect_from(self.local, addr)
+            except OSError as e:
+                # The shared port is taken for this destination (a lingering old
+                # connection): connect from any port; only hole punching suffers.
+                if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise
+                log.info("shared port unavailable for the rendezvous: %s", e)
+        return await trio.open_tcp_stream(*addr)
 
     async def login(
         self, nursery: trio.Nursery, source: PasswordSource, token: str | None = None
@@ -340,18 +371,28 @@ class ServerLink:
             "Lost the rendezvous; reconnecting. Direct conversations go on; relayed messages wait.",
         )
         same_password = fixed_password(self._secret)
-
+        lost = self.server
+        if len(self.servers) > 1:
+            self.next_server()  # the instances are alike: the one that failed goes last
+        tried = 0
         while True:
             token, self.token = self.token, None  # single use, whatever happens
             try:
                 reader = await self.login(nursery, same_password, token)
             except ServerUnreachable as e:
-                log.info("%s; next try in %.1f s", e, delay)
                 self._drop()
+                tried += 1
+                if tried % len(self.servers):
+                    log.info("%s; trying the next server", e)
+                    self.next_server()
+                    continue
+                log.info("%s; next try in %.1f s", e, delay)
+                self.next_server()
                 await trio.sleep(delay * random.uniform(0.5, 1.0))  # backoff with jitter
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
-            self._set_state("online", "Reconnected to the rendezvous")
+            where = "" if self.server == lost else f" at {format_endpoint(*self.server)}"
+            self._set_state("online", f"Reconnected to the rendezvous{where}")
             return reader
 
     def _drop(self) -> None:

@@ -59,6 +59,20 @@ async def connect_from(local: tuple[str, int], remote: tuple[str, int]) -> trio.
     return trio.SocketStream(sock)
 
 
+async def resolve_all(host: str, port: int) -> list[tuple[str, int]]:
+    """Every address of ``host`` (numeric IPv4 ones first), without repeats."""
+    infos = await trio.socket.getaddrinfo(host, port, type=stdsocket.SOCK_STREAM)
+    infos.sort(key=lambda info: info[0] != stdsocket.AF_INET)
+    addrs: list[tuple[str, int]] = []
+    for info in infos:
+        addr = (str(info[4][0]), int(info[4][1]))
+        if addr not in addrs:
+            addrs.append(addr)
+    if not addrs:
+        raise OSError(errno.EHOSTUNREACH, f"no address for {host}")
+    return addrs
+
+
 async def resolve(host: str, port: int) -> tuple[str, int]:
     """``host`` as a numeric IPv4 address when it has one (else IPv6)."""
     infos = await trio.socket.getaddrinfo(host, port, type=stdsocket.SOCK_STREAM)
