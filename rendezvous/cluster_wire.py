@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from chathack.errors import RemoteProtocolError
 from chathack.grammar import KEY_RE, MAX_LINE_BYTES, NAME_RE
+from chathack.server_lines import parse_server_line
 from chathack.text import is_safe
 
 #: An instance id: what ``--instance-id`` accepts (also part of Redis key names).
@@ -164,6 +165,14 @@ def _line(v: object) -> str:
         # Every line a server writes is neutralised: one that is not did not
         # come from a chathack instance, and must not reach a terminal.
         raise _bad("unneutralised text")
+    parse_server_line(line[:-1])  # a server line or a relayed one, or RemoteProtocolError
+    return line
+
+
+def _call_line(v: object) -> str:
+    line = _line(v)
+    if not line.startswith("Servidor[CALL]: "):
+        raise _bad("a call carries a CALL line")
     return line
 
 
@@ -272,7 +281,7 @@ def _op(v: object) -> BusOp:
         case ["D", to, line, origin]:
             return Deliver(_name(to), _line(line), _opt_name(origin))
         case ["C", to, caller, line]:
-            return Call(_name(to), _name(caller), _line(line))
+            return Call(_name(to), _name(caller), _call_line(line))
         case ["P", to, caller, ip, port]:
             return PunchFrom(_name(to), _name(caller), _ip(ip), _int(port, 0, 65535))
         case ["E", to, by]:

@@ -40,7 +40,7 @@ lines = st.builds(
 )
 ops = st.one_of(
     st.builds(Deliver, names, lines, st.none() | names),
-    st.builds(Call, names, names, lines),
+    st.builds(Call, names, names, names.map(lambda n: f"Servidor[CALL]: {n} -\n")),
     st.builds(PunchFrom, names, names, st.sampled_from(["203.0.113.5", "2001:db8::1"]), ports),
     st.builds(Ended, names, names),
     st.builds(Gone, names, names),
@@ -93,8 +93,17 @@ def test_anything_else_is_refused_with_the_protocol_error(data: bytes | str) -> 
         "bob: two\nlines\n",
         "bob: no newline",
         "bob: \u202eevil\n",  # a bidi override, neutralised by every server
+        "S%rvidor[CALL]: carol -\n",  # no server line: the fuzzer's find
+        "Servidor[]: nothing\n",
     ],
 )
 def test_a_line_no_instance_would_write_never_reaches_a_user(line: str) -> None:
     with pytest.raises(RemoteProtocolError):
         decode_batch(encode_batch([Deliver("alice", line, None)]))
+
+
+def test_a_call_carries_a_call_line_and_nothing_else() -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_batch(encode_batch([Call("bob", "carol", "carol: hi\n")]))
+    ok = Call("bob", "carol", "Servidor[CALL]: carol -\n")
+    assert decode_batch(encode_batch([ok])) == [ok]
