@@ -28,10 +28,12 @@ from rendezvous.limit_flags import (
 )
 from rendezvous.limits import Limits
 from rendezvous.mailbox import MailLimits
+from rendezvous.redis_mail import RedisMailStore
 from rendezvous.redis_shared import RedisShared
 from rendezvous.redis_shared import connect as redis_connect
 from rendezvous.server import Server
 from rendezvous.shared import SharedStoreDown
+from rendezvous.shared_mailbox import SharedMailbox
 from rendezvous.store import SqliteStore, StoreError
 from rendezvous.tls import (
     TLSConfigError,
@@ -174,10 +176,14 @@ def cluster_server(
     args: argparse.Namespace, store: SqliteStore, limits: Limits, mail_limits: MailLimits
 ) -> tuple[Server, ClusterEngine]:
     """A server sharing accounts, presence, relay and tokens through ``--redis``."""
-    shared = RedisShared(redis_connect(args.redis))
+    client = redis_connect(args.redis)
+    shared = RedisShared(client)
     replica = AccountReplica()
     engine = ClusterEngine(shared, instance_id(args), replica, lease=args.lease)
     cluster_store = ClusterStore(store, replica, engine.write, shared)
+    mailbox = SharedMailbox(
+        RedisMailStore(client), cluster_store, lambda name: None, engine.nudge_far, mail_limits
+    )
     server = Server(
         cluster_store,
         limits=limits,
@@ -186,8 +192,9 @@ def cluster_server(
         accounts=shared,
         token_book=shared,
         claims=shared,
+        mailbox=mailbox,
     )
-    engine.bind(server.hub)
+    engine.bind(server.hub, mailbox)
     return server, engine
 
 

@@ -44,6 +44,7 @@ from rendezvous.cluster_wire import (
     BusOp,
     Call,
     Deliver,
+    Nudge,
     PresenceRecord,
     PunchFrom,
     decode_batch,
@@ -53,6 +54,7 @@ from rendezvous.cluster_wire import (
 from rendezvous.hub import Hub, offline
 from rendezvous.redis_shared import ACCOUNTS_CHANNEL, PREFIX, PRESENCE_CHANNEL, RedisShared
 from rendezvous.shared import SharedStoreDown
+from rendezvous.shared_mailbox import SharedMailbox
 
 log = logging.getLogger("chathack.rendezvous")
 
@@ -94,6 +96,8 @@ class ClusterEngine:
         self.clock = clock
         self.hub: Hub | None = None
         self.inbox: ClusterInbox | None = None
+        #: The cluster's mailbox, whose worker runs beside the engine's tasks.
+        self.mailbox: SharedMailbox | None = None
         self._ops: dict[str, list[BusOp]] = {}
         self._presence: list[PresenceRecord | tuple[str, int]] = []
         self._writes: list[Callable[[], Awaitable[None]]] = []
@@ -104,9 +108,17 @@ class ClusterEngine:
         #: What happened, for operators and tests: batches, bounces, bad messages...
         self.counts: Counter[str] = Counter()
 
-    def bind(self, hub: Hub) -> None:
+    def bind(self, hub: Hub, mailbox: SharedMailbox | None = None) -> None:
         self.hub = hub
         self.inbox = ClusterInbox(hub, self)
+        self.mailbox = mailbox
+        if mailbox is not None:
+            mailbox.online = hub.session_of
+
+    def nudge_far(self, name: str) -> None:
+        """Mail or a receipt waits for ``name``: the instance it is on delivers it."""
+        if self.hub is not None and (far := self.hub.roster.get(name)) is not None:
+            self.send(far.instance, Nudge(far.name))
 
     # -- ClusterLink: queue and return ---------------------------------------------
     def send(self, instance: str, op: BusOp) -> None:
@@ -144,6 +156,8 @@ class ClusterEngine:
             nursery.start_soon(self._publisher)
             nursery.start_soon(self._writer)
             nursery.start_soon(self._leaser)
+            if self.mailbox is not None:
+                nursery.start_soon(self.mailbox.run)
             task_status.started()
 
     async def leave(self) -> None:

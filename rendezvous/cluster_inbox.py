@@ -31,6 +31,7 @@ from rendezvous.cluster_wire import (
     Gone,
     Here,
     Left,
+    Nudge,
     PresenceEvent,
     PresenceRecord,
     PunchFrom,
@@ -86,6 +87,8 @@ class ClusterInbox:
             case Gone(_, by):
                 if session is not None and by.lower() in session.partners:
                     hub.partner_gone(session, by)
+            case Nudge(to):
+                hub.mailbox.nudge(to)
             case Takeover(to, epoch, partners, invited, current):
                 if session is None:
                     # The new session ended before its conversations arrived.

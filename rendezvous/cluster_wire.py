@@ -20,6 +20,7 @@ Two kinds of message travel between them, both as JSON text:
   ``PunchFrom`` the target's half of ``punch:``
   ``Ended``    the partner ended the conversation
   ``Gone``     the partner went offline
+  ``Nudge``    mail or a receipt was stored for the user: deliver it
   ``Takeover`` the user logged in on that instance: here are the
                conversations its old session had
 
@@ -113,6 +114,11 @@ class Gone:
 
 
 @dataclass(frozen=True, slots=True)
+class Nudge:
+    to: str  # mail or a receipt waits for ``to``: deliver it
+
+
+@dataclass(frozen=True, slots=True)
 class Takeover:
     to: str
     epoch: int  # of the new session: an older takeover is ignored
@@ -121,7 +127,7 @@ class Takeover:
     current: str | None
 
 
-BusOp = Deliver | Call | PunchFrom | Ended | Gone | Takeover
+BusOp = Deliver | Call | PunchFrom | Ended | Gone | Nudge | Takeover
 
 
 # -- checks ---------------------------------------------------------------
@@ -265,6 +271,8 @@ def _op_fields(op: BusOp) -> list[object]:
             return ["E", to, by]
         case Gone(to, by):
             return ["G", to, by]
+        case Nudge(to):
+            return ["N", to]
         case Takeover(to, epoch, partners, invited, current):
             return ["T", to, epoch, list(partners), list(invited), current]
     raise TypeError(f"not a bus operation: {op!r}")
@@ -288,6 +296,8 @@ def _op(v: object) -> BusOp:
             return Ended(_name(to), _name(by))
         case ["G", to, by]:
             return Gone(_name(to), _name(by))
+        case ["N", to]:
+            return Nudge(_name(to))
         case ["T", to, epoch, partners, invited, current]:
             return Takeover(
                 _name(to),

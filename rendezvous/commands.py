@@ -41,7 +41,7 @@ def _ping(hub: Hub, s: Session, arg: str, now: float) -> None:
 
 
 def _mailbox(hub: Hub, s: Session, arg: str, now: float) -> None:
-    s.say("MAILBOX", hub.mailbox.summary(s))
+    hub.mailbox.tell_summary(s)
 
 
 def _passwd(hub: Hub, s: Session, arg: str, now: float) -> None:

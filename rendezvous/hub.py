@@ -60,7 +60,7 @@ from chathack.server_events import (
 )
 from rendezvous.cluster_wire import Call, Deliver, Ended, Gone, PresenceRecord, PunchFrom
 from rendezvous.commands import run_command
-from rendezvous.mailbox import Mailbox, MailLimits
+from rendezvous.mailbox import Mailbox, MailLimits, MailService
 from rendezvous.prekeys import PrekeyDesk, PrekeyFailed
 from rendezvous.roster import ClusterLink, Roster
 from rendezvous.store import Account, Store
@@ -118,6 +118,7 @@ class Hub:
         store: Store,
         mail_limits: MailLimits | None = None,
         cluster: ClusterLink | None = None,
+        mailbox: MailService | None = None,
     ) -> None:
         self.store = store
         self.online: dict[str, Session] = {}  # lower-case name -> session
@@ -125,7 +126,10 @@ class Hub:
         #: and who is online there.
         self.cluster = cluster
         self.roster = Roster(cluster.instance if cluster is not None else "")
-        self.mailbox = Mailbox(store, store.mail, self.session_of, mail_limits)
+        #: One instance's mailbox (SQLite), or the cluster's (Redis) when given.
+        self.mailbox: MailService = mailbox or Mailbox(
+            store, store.mail, self.session_of, mail_limits
+        )
         self.prekeys = PrekeyDesk(store, self._tell_owner)
 
     # presence -------------------------------------------------------------

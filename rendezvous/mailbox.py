@@ -35,7 +35,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from chathack.protocol import (
     MAX_LINE_BYTES,
@@ -82,8 +82,9 @@ class MailLimits:
 
 
 @dataclass(slots=True)
-class _Flow:
-    """One session's deliveries: cursors in store order and what is in flight."""
+class Flow:
+    """One session's deliveries: cursors in store order and what is in flight
+    (the single-instance mailbox's and the cluster's, rendezvous/shared_mailbox.py)."""
 
     mail_cursor: int = 0
     mail_inflight: dict[tuple[str, str], int] = field(default_factory=dict)  # (origin, id) -> seq
@@ -134,7 +135,7 @@ class Mailbox:
         self.store = store
         self.online = online
         self.limits = limits or MailLimits()
-        self._flows: dict[Session, _Flow] = {}
+        self._flows: dict[Session, Flow] = {}
         self._next_purge = -math.inf
         self._grouping = False  # between begin_group and commit_group
         self._group: _Group | None = None  # mail waiting for one shared commit (made on need)
@@ -146,7 +147,7 @@ class Mailbox:
             return
         if self.online(session.name) is not session:  # replaced by a newer login
             return
-        self._flows[session] = _Flow()
+        self._flows[session] = Flow()
         self._pump(session)
 
     def started(self, session: Session) -> bool:
@@ -225,7 +226,7 @@ class Mailbox:
             account = self.accounts.get_account(to)
             if account is None:
                 return refuse("unknown", f"there is no user named {to}")
-            problem = self._check_text(me, msg_id, text, int(now))
+            problem = check_mail_text(self.limits, me, msg_id, text, int(now))
             if problem is not None:
                 return refuse(*problem)
             count, size = self.store.usage(account.name)
@@ -237,7 +238,7 @@ class Mailbox:
                 return refuse(
                     "full",
                     f"the mailbox of {account.name} is full ({count} messages, "
-                    f"{_size(size)}); try again later",
+                    f"{size_text(size)}); try again later",
                 )
             if group is not None:
                 group.add(session, to, msg_id, (account.name, me, msg_id, text, int(now)), nbytes)
@@ -249,19 +250,6 @@ class Mailbox:
             return refuse("unavailable", UNAVAILABLE)
         session.tell(MailStored(MailKey(to, msg_id)))
         self._pump_user(account.name)
-        return None
-
-    def _check_text(self, me: str, msg_id: str, text: str, stamp: int) -> tuple[str, str] | None:
-        """(code, reason) if ``text`` may not be stored, else None."""
-        if not text.strip():
-            return "bad-text", "empty message: there is nothing to store"
-        if has_controls(text):
-            return "bad-text", "control characters are not allowed in messages"
-        if len(text) > self.limits.max_chars:
-            return "too-big", f"the limit is {self.limits.max_chars} characters"
-        line = format_server_event(MailIn(MailItem(me, msg_id, stamp, text)))
-        if len(line) > MAX_LINE_BYTES:
-            return "too-big", f"the MAIL line would exceed {MAX_LINE_BYTES} bytes"
         return None
 
     # acknowledgements ---------------------------------------------------------
@@ -330,6 +318,10 @@ class Mailbox:
             self._pump(session)
 
     # delivery -----------------------------------------------------------------
+    def nudge(self, name: str) -> None:
+        """Mail or a receipt for ``name`` was stored: deliver it if ``name`` is here."""
+        self._pump_user(name)
+
     def _pump_user(self, name: str) -> None:
         session = self.online(name)
         if session is not None and session in self._flows:
@@ -389,20 +381,64 @@ class Mailbox:
         self._next_purge = now if more else now + self.limits.purge_every
 
     # ::mailbox ----------------------------------------------------------------
-    def summary(self, session: Session, most: int = 20) -> str:
+    def summary(self, session: Session) -> str:
         """The text of ``Servidor[MAILBOX]``: what waits for you, and yours for others."""
         assert session.name is not None
         count, size = self.store.usage(session.name)
-        out = self.store.waiting_from(session.name)
-        text = f"{count} waiting for you ({_size(size)}); {sum(n for _, n in out)} of yours waiting"
-        if out:
-            text += ": " + ", ".join(f"{name} {n}" for name, n in out[:most])
-            if len(out) > most:
-                text += f", +{len(out) - most} more"
-        return text
+        return summary_text(count, size, self.store.waiting_from(session.name))
+
+    def tell_summary(self, session: Session) -> None:
+        session.say("MAILBOX", self.summary(session))
 
 
-def _size(nbytes: int) -> str:
+class MailService(Protocol):
+    """What the hub asks of a mailbox: :class:`Mailbox` (one instance, SQLite) or
+    :class:`~rendezvous.shared_mailbox.SharedMailbox` (a cluster, Redis)."""
+
+    def start(self, session: Session) -> None: ...
+    def started(self, session: Session) -> bool: ...
+    def stop(self, session: Session) -> None: ...
+    def nudge(self, name: str) -> None: ...
+    def begin_group(self) -> None: ...
+    def commit_group(self) -> None: ...
+    def store_mail(self, session: Session, to: str, msg_id: str, text: str, now: float) -> None: ...
+    def ack(self, session: Session, keys: Iterable[MailKey], now: float) -> None: ...
+    def read(self, session: Session, keys: Iterable[MailKey], now: float) -> None: ...
+    def receipt_ack(self, session: Session, receipts: Iterable[Receipt]) -> None: ...
+    def tell_summary(self, session: Session) -> None: ...
+    def maybe_purge(self, now: float) -> None: ...
+    def purge(self, now: float) -> bool: ...
+
+
+def check_mail_text(
+    limits: MailLimits, me: str, msg_id: str, text: str, stamp: int
+) -> tuple[str, str] | None:
+    """(code, reason) if ``text`` may not be stored, else None."""
+    if not text.strip():
+        return "bad-text", "empty message: there is nothing to store"
+    if has_controls(text):
+        return "bad-text", "control characters are not allowed in messages"
+    if len(text) > limits.max_chars:
+        return "too-big", f"the limit is {limits.max_chars} characters"
+    line = format_server_event(MailIn(MailItem(me, msg_id, stamp, text)))
+    if len(line) > MAX_LINE_BYTES:
+        return "too-big", f"the MAIL line would exceed {MAX_LINE_BYTES} bytes"
+    return None
+
+
+def summary_text(count: int, nbytes: int, out: list[tuple[str, int]], most: int = 20) -> str:
+    """``N waiting for you (SIZE); M of yours waiting: bob 3, ...``"""
+    text = (
+        f"{count} waiting for you ({size_text(nbytes)}); {sum(n for _, n in out)} of yours waiting"
+    )
+    if out:
+        text += ": " + ", ".join(f"{name} {n}" for name, n in out[:most])
+        if len(out) > most:
+            text += f", +{len(out) - most} more"
+    return text
+
+
+def size_text(nbytes: int) -> str:
     if nbytes < 1024:
         return f"{nbytes} B"
     if nbytes < 1024 * 1024:

@@ -71,7 +71,7 @@ from rendezvous.limits import (
     chat_buckets,
 )
 from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
-from rendezvous.mailbox import MailLimits
+from rendezvous.mailbox import MailLimits, MailService
 from rendezvous.passwords import Passwords
 from rendezvous.roster import ClusterLink
 from rendezvous.shared import AccountBook, PresenceClaims, TokenBook
@@ -118,8 +118,9 @@ class Server:
         accounts: AccountBook | None = None,
         token_book: TokenBook | None = None,
         claims: PresenceClaims | None = None,
+        mailbox: MailService | None = None,
     ) -> None:
-        self.hub = Hub(store, mail_limits, cluster)
+        self.hub = Hub(store, mail_limits, cluster, mailbox)
         self.passwords = passwords or Passwords()
         self.limits = limits or Limits()
         self.clock = clock

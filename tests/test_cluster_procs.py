@@ -212,3 +212,34 @@ async def _register_or_bye(port: int, name: str) -> str:
             ):
                 line = await client.read_line()
         return line or "(closed)"
+
+
+def test_mail_stored_through_one_instance_is_delivered_through_another(cluster: Cluster) -> None:
+    bob = cluster.lab.peer("bob", cluster.instances["B"]).logged_in()  # registers his key
+    bob.send("::quit")
+    assert bob.wait() == 0
+
+    alice = cluster.lab.peer("alice", cluster.instances["A"]).logged_in()
+    alice.send("connect: bob")
+    alice.expect(r"bob is offline: what you type is kept for bob on the server")
+    for i in range(5):
+        alice.send(f"waiting {i}")
+    try:
+        for _ in range(5):
+            alice.expect(r"\* stored: message \S+ to bob")
+    except Exception:
+        print(alice.transcript.getvalue())
+        print(open(cluster.tmp / "redis" / "redis.log").read())
+        raise
+
+    bob = cluster.lab.peer("bob", cluster.instances["C"])  # another instance
+    for i in range(5):
+        bob.expect_line(f"alice: waiting {i}")
+    alice.expect(r"\* delivered: message \S+ to bob")  # the receipt crossed back to A
+    bob.send("::quit")
+    assert bob.wait() == 0
+    bob = cluster.lab.peer("bob", cluster.instances["A"]).logged_in()
+    bob.send("::quit")
+    assert bob.wait() == 0
+    for i in range(5):
+        assert bob.transcript.getvalue().count(f"alice: waiting {i}\n") == 0  # not again
