@@ -34,6 +34,7 @@ from rendezvous.redis_shared import connect as redis_connect
 from rendezvous.server import Server
 from rendezvous.shared import SharedStoreDown
 from rendezvous.shared_mailbox import SharedMailbox
+from rendezvous.shared_prekeys import RedisPrekeys, SharedPrekeys
 from rendezvous.store import SqliteStore, StoreError
 from rendezvous.tls import (
     TLSConfigError,
@@ -184,6 +185,7 @@ def cluster_server(
     mailbox = SharedMailbox(
         RedisMailStore(client), cluster_store, lambda name: None, engine.nudge_far, mail_limits
     )
+    prekeys = SharedPrekeys(RedisPrekeys(client), cluster_store, lambda name, event: None)
     server = Server(
         cluster_store,
         limits=limits,
@@ -193,8 +195,9 @@ def cluster_server(
         token_book=shared,
         claims=shared,
         mailbox=mailbox,
+        prekeys=prekeys,
     )
-    engine.bind(server.hub, mailbox)
+    engine.bind(server.hub, mailbox, prekeys)
     return server, engine
 
 

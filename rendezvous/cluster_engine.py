@@ -55,6 +55,7 @@ from rendezvous.hub import Hub, offline
 from rendezvous.redis_shared import ACCOUNTS_CHANNEL, PREFIX, PRESENCE_CHANNEL, RedisShared
 from rendezvous.shared import SharedStoreDown
 from rendezvous.shared_mailbox import SharedMailbox
+from rendezvous.shared_prekeys import SharedPrekeys
 
 log = logging.getLogger("chathack.rendezvous")
 
@@ -98,6 +99,7 @@ class ClusterEngine:
         self.inbox: ClusterInbox | None = None
         #: The cluster's mailbox, whose worker runs beside the engine's tasks.
         self.mailbox: SharedMailbox | None = None
+        self.prekeys: SharedPrekeys | None = None
         self._ops: dict[str, list[BusOp]] = {}
         self._presence: list[PresenceRecord | tuple[str, int]] = []
         self._writes: list[Callable[[], Awaitable[None]]] = []
@@ -108,12 +110,21 @@ class ClusterEngine:
         #: What happened, for operators and tests: batches, bounces, bad messages...
         self.counts: Counter[str] = Counter()
 
-    def bind(self, hub: Hub, mailbox: SharedMailbox | None = None) -> None:
+    def bind(
+        self,
+        hub: Hub,
+        mailbox: SharedMailbox | None = None,
+        prekeys: SharedPrekeys | None = None,
+    ) -> None:
+        """Serve ``hub``, with the cluster's mailbox and prekeys (whose workers run here)."""
         self.hub = hub
         self.inbox = ClusterInbox(hub, self)
         self.mailbox = mailbox
         if mailbox is not None:
             mailbox.online = hub.session_of
+        self.prekeys = prekeys
+        if prekeys is not None:
+            prekeys.tell_owner = hub.tell_owner
 
     def nudge_far(self, name: str) -> None:
         """Mail or a receipt waits for ``name``: the instance it is on delivers it."""
@@ -158,6 +169,8 @@ class ClusterEngine:
             nursery.start_soon(self._leaser)
             if self.mailbox is not None:
                 nursery.start_soon(self.mailbox.run)
+            if self.prekeys is not None:
+                nursery.start_soon(self.prekeys.run)
             task_status.started()
 
     async def leave(self) -> None:

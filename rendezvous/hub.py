@@ -53,7 +53,6 @@ from chathack.server_events import (
     Failure,
     PartnerGone,
     PeerInfo,
-    PrekeyStock,
     PunchNow,
     ServerFlagEvent,
     format_server_event,
@@ -61,7 +60,7 @@ from chathack.server_events import (
 from rendezvous.cluster_wire import Call, Deliver, Ended, Gone, PresenceRecord, PunchFrom
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits, MailService
-from rendezvous.prekeys import PrekeyDesk, PrekeyFailed
+from rendezvous.prekeys import PrekeyDesk, PrekeyFailed, PrekeyService
 from rendezvous.roster import ClusterLink, Roster
 from rendezvous.store import Account, Store
 
@@ -119,6 +118,7 @@ class Hub:
         mail_limits: MailLimits | None = None,
         cluster: ClusterLink | None = None,
         mailbox: MailService | None = None,
+        prekeys: PrekeyService | None = None,
     ) -> None:
         self.store = store
         self.online: dict[str, Session] = {}  # lower-case name -> session
@@ -130,7 +130,7 @@ class Hub:
         self.mailbox: MailService = mailbox or Mailbox(
             store, store.mail, self.session_of, mail_limits
         )
-        self.prekeys = PrekeyDesk(store, self._tell_owner)
+        self.prekeys: PrekeyService = prekeys or PrekeyDesk(store, self.tell_owner)
 
     # presence -------------------------------------------------------------
     def attach(self, session: Session, account: Account, now: float) -> None:
@@ -258,9 +258,9 @@ class Hub:
                     self.punch(session, name)
                 case PublishPrekeys(spk, opks):
                     assert session.name is not None
-                    session.tell(self.prekeys.publish(session.name, session.pubkey, spk, opks))
+                    self.prekeys.publish_for(session, spk, opks)
                 case AskPrekeys(name, count):
-                    session.tell(self.prekeys.hand_out(name, count))
+                    self.prekeys.hand_out_to(session, name, count)
                 case IdentityKey(pubkey):
                     self.register_key(session, pubkey)
                 case Username() | Password():
@@ -320,10 +320,14 @@ class Hub:
             return PeerAddress(session.name, None, None, tuple(extra))
         return PeerAddress(session.name, session.ip, session.port, tuple(extra))
 
-    def _tell_owner(self, name: str, event: PrekeyStock) -> None:
+    def tell_owner(self, name: str, event: ServerFlagEvent) -> None:
+        """Tell ``name`` (here, or on another instance) ``event``, if online."""
         owner = self.session_of(name)
         if owner is not None:
             owner.tell(event)
+        elif self.cluster is not None and (far := self.roster.get(name)) is not None:
+            line = format_server_event(event).decode("utf-8")
+            self.cluster.send(far.instance, Deliver(far.name, line))
 
     def register_key(self, session: Session, pubkey: str) -> None:
         """Record the identity key of ``session``'s user (the password proved who it is).
@@ -338,7 +342,7 @@ class Hub:
         changed = session.pubkey is not None
         self.store.set_pubkey(session.name, pubkey)
         if changed:
-            self.store.drop_prekeys(session.name)  # signed by the old key
+            self.prekeys.identity_changed(session.name)  # signed by the old key
         session.pubkey = pubkey
         self.announce(session)
         session.say(

@@ -73,6 +73,7 @@ from rendezvous.limits import (
 from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
 from rendezvous.mailbox import MailLimits, MailService
 from rendezvous.passwords import Passwords
+from rendezvous.prekeys import PrekeyService
 from rendezvous.roster import ClusterLink
 from rendezvous.shared import AccountBook, PresenceClaims, TokenBook
 from rendezvous.store import Store, StoreError
@@ -119,8 +120,9 @@ class Server:
         token_book: TokenBook | None = None,
         claims: PresenceClaims | None = None,
         mailbox: MailService | None = None,
+        prekeys: PrekeyService | None = None,
     ) -> None:
-        self.hub = Hub(store, mail_limits, cluster, mailbox)
+        self.hub = Hub(store, mail_limits, cluster, mailbox, prekeys)
         self.passwords = passwords or Passwords()
         self.limits = limits or Limits()
         self.clock = clock

@@ -224,13 +224,8 @@ def test_mail_stored_through_one_instance_is_delivered_through_another(cluster: 
     alice.expect(r"bob is offline: what you type is kept for bob on the server")
     for i in range(5):
         alice.send(f"waiting {i}")
-    try:
-        for _ in range(5):
-            alice.expect(r"\* stored: message \S+ to bob")
-    except Exception:
-        print(alice.transcript.getvalue())
-        print(open(cluster.tmp / "redis" / "redis.log").read())
-        raise
+    for _ in range(5):
+        alice.expect(r"\* stored: message \S+ to bob")
 
     bob = cluster.lab.peer("bob", cluster.instances["C"])  # another instance
     for i in range(5):
