@@ -27,6 +27,7 @@ from rendezvous.limit_flags import (
     mail_limits_from_args,
 )
 from rendezvous.limits import Limits
+from rendezvous.login_guard import RedisLoginGuard
 from rendezvous.mailbox import MailLimits
 from rendezvous.redis_mail import RedisMailStore
 from rendezvous.redis_shared import RedisShared
@@ -196,6 +197,7 @@ def cluster_server(
         claims=shared,
         mailbox=mailbox,
         prekeys=prekeys,
+        guard=RedisLoginGuard(client, limits.max_new_accounts),
     )
     engine.bind(server.hub, mailbox, prekeys)
     return server, engine

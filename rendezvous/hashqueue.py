@@ -73,6 +73,7 @@ MAX_SOURCES = 65536
 BUSY = "The server is busy checking passwords; try again in a few seconds"
 SOURCE_BUSY = "Too many password checks from your address are waiting; try again in a few seconds"
 NEW_ACCOUNTS = "Too many new accounts were registered in the last minute; try again in a minute"
+PENDING = "Another password attempt for {} is pending; try again in a few seconds"
 
 
 class Kind(Enum):
@@ -204,9 +205,7 @@ class HashQueue:
             if kind is Kind.REGISTER:
                 text = f"Someone is registering {account} right now; pick another name"
             else:
-                text = (
-                    f"Another password attempt for {account} is pending; try again in a few seconds"
-                )
+                text = PENDING.format(account)
             return self._refuse("account", text)
         refusal = self._over_bound(source)
         if refusal is not None:

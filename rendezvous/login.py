@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 
 import trio
 
@@ -39,9 +40,10 @@ from chathack.protocol import Command, Password, Resume, Username
 from chathack.server_events import PasswdResult, Seen, TokenIssued
 from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Connection
-from rendezvous.hashqueue import HashQueue, Kind, Refusal
+from rendezvous.hashqueue import NEW_ACCOUNTS, PENDING, HashQueue, Kind, Refusal
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import Limits, login_buckets, source_key
+from rendezvous.login_guard import LocalLoginGuard, LoginGuard, Pending
 from rendezvous.passwords import MIN_PASSWORD_CHARS, HashScheduler, Passwords
 from rendezvous.shared import (
     AccountBook,
@@ -116,6 +118,7 @@ class Logins:
         accounts: AccountBook | None = None,
         token_book: TokenBook | None = None,
         claims: PresenceClaims | None = None,
+        guard: LoginGuard | None = None,
     ) -> None:
         self.hub = hub
         self.passwords = passwords
@@ -123,8 +126,15 @@ class Logins:
         self.clock = clock
         #: Who hashes next (fair across addresses, one attempt per account), and the
         #: back-off after wrong passwords (``hash_queue.failed``), reserved in it.
+        #: With several instances the delays, the one pending attempt per account
+        #: and the registration rate are the shared ``guard``'s (rendezvous/login_guard.py),
+        #: and the queue here only orders this instance's hashing.
+        self.guard: LoginGuard = guard or LocalLoginGuard()
+        shared = guard is not None
         self.hash_queue = HashQueue(
-            passwords.workers, FailedLogins(), new_accounts_per_minute=limits.max_new_accounts
+            passwords.workers,
+            FailedLogins(base=0.0) if shared else FailedLogins(),
+            new_accounts_per_minute=0.0 if shared else limits.max_new_accounts,
         )
         self.hashing = HashScheduler(self.hash_queue)
         self.tokens = ResumeTokens()
@@ -170,7 +180,34 @@ class Logins:
         self, conn: Connection, session: Session, account: Account, secret: str
     ) -> tuple[bool, str | None] | Refusal:
         """Check ``secret`` against ``account`` in its turn, its back-off reserved
-        first; the verdict feeds the back-off. Or the refusal, before any hash."""
+        first (here and, with several instances, in the shared guard); the
+        verdict feeds the back-off. Or the refusal, before any hash."""
+        source = source_key(session.ip)
+        admitted = await self.guard.admit(account.name, source)
+        if isinstance(admitted, Pending):
+            return Refusal("account", PENDING.format(account.name))
+        verdict: bool | None = None
+        try:
+            if admitted > 0:
+                log.info(
+                    "%s from %s: waiting %.1f s after failed logins",
+                    account.name,
+                    session.ip,
+                    admitted,
+                )
+                with conn.interruptible():
+                    await trio.sleep(admitted)
+            checked = await self._verify_here(conn, session, account, secret)
+            if not isinstance(checked, Refusal):
+                verdict = checked[0]
+            return checked
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(SharedStoreDown):
+                await self.guard.verdict(account.name, source, verdict)
+
+    async def _verify_here(
+        self, conn: Connection, session: Session, account: Account, secret: str
+    ) -> tuple[bool, str | None] | Refusal:
         ticket = self.hashing.reserve(Kind.LOGIN, account.name, source_key(session.ip))
         if isinstance(ticket, Refusal):
             log.debug("%s from %s: refused (%s)", account.name, session.ip, ticket.reason)
@@ -195,6 +232,8 @@ class Logins:
         self, conn: Connection, session: Session, kind: Kind, name: str | None, secret: str
     ) -> str | Refusal:
         """Hash a new password (a registration of ``name``, or ``::passwd``) in its turn."""
+        if kind is Kind.REGISTER and not await self.guard.admit_registration():
+            return Refusal("new-accounts", NEW_ACCOUNTS)
         ticket = self.hashing.reserve(kind, name, source_key(session.ip))
         if isinstance(ticket, Refusal):
             log.debug("%s from %s: refused (%s)", name, session.ip, ticket.reason)
@@ -212,10 +251,16 @@ class Logins:
         assert session.name is not None
         step, session.passwd_step = session.passwd_step, None
         try:
-            account = await self.accounts.get(session.name)
+            await self._passwd_step(conn, session, step, secret)
         except SharedStoreDown as e:
-            session.tell(PasswdResult(False, f"{STORE_DOWN}: {e}"))
-            return
+            log.error("%s: ::passwd not done: %s", session.name, e)
+            session.tell(PasswdResult(False, STORE_DOWN))
+
+    async def _passwd_step(
+        self, conn: Connection, session: Session, step: str | None, secret: str
+    ) -> None:
+        assert session.name is not None
+        account = await self.accounts.get(session.name)
         if account is None:
             return
         if step == "old":
@@ -237,12 +282,8 @@ class Logins:
         if isinstance(pw_hash, Refusal):
             session.tell(PasswdResult(False, pw_hash.text))
             return
-        try:
-            await self.accounts.set_password_hash(account.name, pw_hash)
-            await self.token_book.revoke(account.name)
-        except SharedStoreDown as e:
-            session.tell(PasswdResult(False, f"{STORE_DOWN}: {e}"))
-            return
+        await self.accounts.set_password_hash(account.name, pw_hash)
+        await self.token_book.revoke(account.name)
         session.tell(PasswdResult(True))
         log.info("%s changed its password", account.name)
 

@@ -71,6 +71,7 @@ from rendezvous.limits import (
     chat_buckets,
 )
 from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
+from rendezvous.login_guard import LoginGuard
 from rendezvous.mailbox import MailLimits, MailService
 from rendezvous.passwords import Passwords
 from rendezvous.prekeys import PrekeyService
@@ -121,6 +122,7 @@ class Server:
         claims: PresenceClaims | None = None,
         mailbox: MailService | None = None,
         prekeys: PrekeyService | None = None,
+        guard: LoginGuard | None = None,
     ) -> None:
         self.hub = Hub(store, mail_limits, cluster, mailbox, prekeys)
         self.passwords = passwords or Passwords()
@@ -137,6 +139,7 @@ class Server:
             accounts=accounts,
             token_book=token_book,
             claims=claims,
+            guard=guard,
         )
         self.chat_rates = chat_buckets(self.limits)
         self._no_connections = trio.Event()
