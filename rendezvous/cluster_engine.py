@@ -65,6 +65,12 @@ DEFAULT_LEASE = 10.0
 RESYNC_EVERY = 10
 #: Seconds between attempts while Redis does not answer.
 RETRY_PAUSE = 0.5
+#: Seconds a batch no instance took is sent again before its operations are
+#: answered as for a user gone (``FAILED ... offline``), and between tries.
+CONFIRM_WINDOW = 2.0
+CONFIRM_STEP = 0.2
+#: Seconds before the first attempt to subscribe again after a loss (doubling).
+RESUBSCRIBE_FIRST = 0.02
 #: Background writes kept while Redis is away (older ones are dropped first).
 MAX_PENDING_WRITES = 100_000
 #: What the sessions of an instance that lost its lease are told.
@@ -101,6 +107,8 @@ class ClusterEngine:
         self.mailbox: SharedMailbox | None = None
         self.prekeys: SharedPrekeys | None = None
         self._ops: dict[str, list[BusOp]] = {}
+        #: Batches no instance took yet: (retry at, give up at, instance, batch).
+        self._unconfirmed: list[tuple[float, float, str, list[BusOp]]] = []
         self._presence: list[PresenceRecord | tuple[str, int]] = []
         self._writes: list[Callable[[], Awaitable[None]]] = []
         self._wake = trio.Event()
@@ -181,10 +189,13 @@ class ClusterEngine:
 
     async def _publisher(self) -> None:
         while True:
-            await self._wake.wait()
+            retry_at = min((at for at, _, _, _ in self._unconfirmed), default=math.inf)
+            with trio.move_on_at(retry_at):
+                await self._wake.wait()
             self._wake = trio.Event()
             presence, self._presence = self._presence, []
             ops, self._ops = self._ops, {}
+            due, self._unconfirmed = self._unconfirmed, []
             try:
                 await self._publish_presence(presence)
             except SharedStoreDown as e:
@@ -192,7 +203,7 @@ class ClusterEngine:
                 self._presence[:0] = presence
                 self._wake.set()
                 await trio.sleep(RETRY_PAUSE)
-            await self._publish_ops(ops)
+            await self._publish_ops(ops, due)
 
     async def _publish_presence(self, items: list[PresenceRecord | tuple[str, int]]) -> None:
         while items:
@@ -204,25 +215,39 @@ class ClusterEngine:
                 await self.shared.drop_presence(item[0], self.instance, item[1])
             items.pop(0)
 
-    async def _publish_ops(self, ops: dict[str, list[BusOp]]) -> None:
-        if not ops:
-            return
+    async def _publish_ops(
+        self, ops: dict[str, list[BusOp]], due: list[tuple[float, float, str, list[BusOp]]]
+    ) -> None:
+        now = trio.current_time()
         batches = [
-            (instance, queued[i : i + MAX_BATCH])
+            (now + CONFIRM_WINDOW, instance, queued[i : i + MAX_BATCH])
             for instance, queued in ops.items()
             for i in range(0, len(queued), MAX_BATCH)
         ]
+        # Batches no instance took earlier go again (first, in their order),
+        # until their window ends: an instance resubscribing after a Redis
+        # restart is deaf for a moment, not gone.
+        later = [(at, deadline, i, b) for at, deadline, i, b in due if at > now]
+        self._unconfirmed.extend(later)
+        batches[:0] = [(deadline, i, b) for at, deadline, i, b in due if at <= now]
+        if not batches:
+            return
         try:
             async with self.shared.r.pipeline(transaction=False) as pipe:
-                for instance, batch in batches:
+                for _, instance, batch in batches:
                     pipe.publish(instance_channel(instance), encode_batch(batch))
             received = list(pipe.results or ())
         except Exception as e:  # coredis, OSError: Redis is away
             log.warning("cluster: %d batch(es) not sent: %s", len(batches), e)
             received = [0] * len(batches)
         self.counts["batches"] += len(batches)
-        for (instance, batch), n in zip(batches, received, strict=False):
-            if not n:
+        now = trio.current_time()
+        for (deadline, instance, batch), n in zip(batches, received, strict=False):
+            if n:
+                continue
+            if now < deadline:
+                self._unconfirmed.append((now + CONFIRM_STEP, deadline, instance, batch))
+            else:
                 self._bounce(instance, batch)
 
     def _bounce(self, instance: str, batch: list[BusOp]) -> None:
@@ -261,10 +286,12 @@ class ClusterEngine:
     async def _subscriber(self, *, task_status: trio.TaskStatus[None]) -> None:
         channels = [instance_channel(self.instance), PRESENCE_CHANNEL, ACCOUNTS_CHANNEL]
         started = False
+        pause = RESUBSCRIBE_FIRST
         while True:
             try:
                 async with self.shared.r.pubsub(channels=channels) as pubsub:
                     self._resync_now = True
+                    pause = RESUBSCRIBE_FIRST
                     if not started:
                         started = True
                         task_status.started()
@@ -276,7 +303,9 @@ class ClusterEngine:
             if not started:
                 # Never subscribed: the instance must not start deaf.
                 raise SharedStoreDown("could not subscribe to the cluster's channels")
-            await trio.sleep(RETRY_PAUSE)
+            # Deaf until subscribed again: try at once, then back off.
+            await trio.sleep(pause)
+            pause = min(RETRY_PAUSE, pause * 2)
 
     def _dispatch(self, channel: str, data: object) -> None:
         assert self.inbox is not None

@@ -158,16 +158,31 @@ def test_a_name_registered_at_once_on_two_instances_exists_once(cluster: Cluster
         assert len(won) == 1 and len(lost) == 1, answers
 
 
-def test_a_redis_crash_loses_no_account_and_the_service_recovers(cluster: Cluster) -> None:
+def test_a_redis_crash_loses_nothing_acknowledged_and_the_service_recovers(
+    cluster: Cluster,
+) -> None:
+    dave = cluster.lab.peer("dave", cluster.instances["C"]).logged_in()  # registers his key
+    dave.send("::quit")
+    assert dave.wait() == 0
     alice = cluster.lab.peer("alice", cluster.instances["A"]).logged_in()
     cluster.lab.peer("bob", cluster.instances["B"]).logged_in()
     wait_online(alice, "bob")
+    alice.send("connect: dave")
+    alice.expect(r"dave is offline: what you type is kept for dave on the server")
+    for i in range(3):
+        alice.send(f"kept through the crash {i}")
+    for _ in range(3):
+        alice.expect(r"\* stored: message \S+ to dave")
 
     cluster.redis.kill(signal.SIGKILL)
     cluster.redis.start()  # same port, same directory: its append-only file
     # The accounts registered before the crash are there, on every instance.
     answer = trio.run(_register, cluster.instances["C"].port, "alice", "not-alices-password")
     assert "Wrong password for alice" in answer
+    # So is the mail STORED before it, delivered through another instance.
+    dave = cluster.lab.peer("dave", cluster.instances["B"])
+    for i in range(3):
+        dave.expect_line(f"alice: kept through the crash {i}")
     # Presence was in Redis too: the instances put it back by themselves.
     carol = cluster.lab.peer("carol", cluster.instances["C"]).logged_in()
     wait_online(carol, "alice", timeout=30)
