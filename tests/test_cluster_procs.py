@@ -253,3 +253,35 @@ def test_mail_stored_through_one_instance_is_delivered_through_another(cluster: 
     assert bob.wait() == 0
     for i in range(5):
         assert bob.transcript.getvalue().count(f"alice: waiting {i}\n") == 0  # not again
+
+
+def test_an_instance_that_cannot_renew_its_lease_closes_its_sessions_then_recovers(
+    cluster: Cluster,
+) -> None:
+    alice = cluster.lab.peer("alice", cluster.instances["A"]).logged_in()
+    cluster.redis.kill(signal.SIGKILL)
+    # Past its lease another instance might have taken alice over: A lets go.
+    alice.expect(r"Lost the rendezvous; reconnecting")
+    cluster.redis.start()
+    alice.expect(r"Reconnected to the rendezvous", timeout=40)
+    alice.send("::users")
+    alice.expect(r"\* Who do you want to talk to\? alice online")
+
+
+def test_a_message_to_a_user_whose_instance_died_is_kept_not_lost(cluster: Cluster) -> None:
+    alice = cluster.lab.peer("alice", cluster.instances["A"], extra=("--relay-only",)).logged_in()
+    bob = cluster.lab.peer("bob", cluster.instances["B"], extra=("--relay-only",)).logged_in()
+    wait_online(alice, "bob")
+    alice.send("connect: bob")
+    alice.expect_line("* Talking to bob (relayed)")
+    bob.expect(r"alice opened a conversation with you")
+    bob.send("::switch alice")
+    alice.send("first")
+    bob.expect_line("alice: first")
+
+    cluster.instances["B"].stop(signal.SIGKILL)
+    bob.stop()
+    alice.send("while bob's server is gone")
+    alice.expect(r"bob went offline|kept for bob on the server", timeout=30)
+    bob = cluster.lab.peer("bob", cluster.instances["C"], extra=("--relay-only",))
+    bob.expect_line("alice: while bob's server is gone", timeout=30)
