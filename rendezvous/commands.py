@@ -5,13 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chathack.errors import RemoteProtocolError
+from chathack.protocol import UserState
 from chathack.server_events import UsersInfo
+from rendezvous.mailbox import MailService
+from rendezvous.session import Session
 
-if TYPE_CHECKING:
-    from rendezvous.hub import Hub, Session
+
+class Hub(Protocol):
+    """What the commands ask of the hub (rendezvous/hub.py is one)."""
+
+    mailbox: MailService
+
+    def users(self) -> tuple[list[UserState], int]: ...
+    def end(self, session: Session, name: str | None) -> None: ...
+    def detach(self, session: Session, now: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from chathack.protocol import (
     MAX_LINE_BYTES,
@@ -47,10 +47,8 @@ from chathack.protocol import (
     has_controls,
 )
 from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored, format_server_event
+from rendezvous.session import Session
 from rendezvous.store import DELIVERED, READ, WAITING, MailStore, Store, StoreError
-
-if TYPE_CHECKING:
-    from rendezvous.hub import Session
 
 log = logging.getLogger("chathack.rendezvous")
 

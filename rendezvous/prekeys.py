@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from chathack.errors import RemoteProtocolError
 from chathack.prekeys import (
@@ -32,10 +32,8 @@ from chathack.prekeys import (
 )
 from chathack.replies import Failed
 from chathack.server_events import PrekeyBundle, PrekeyStock
+from rendezvous.session import Session
 from rendezvous.store import Store
-
-if TYPE_CHECKING:
-    from rendezvous.hub import Session
 
 
 class PrekeyFailed(Exception):

@@ -35,7 +35,6 @@ import trio
 
 from chathack.protocol import MailItem, MailKey, Receipt, Refusal
 from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored
-from rendezvous.hub import Session
 from rendezvous.mailbox import (
     UNAVAILABLE,
     Flow,
@@ -45,6 +44,7 @@ from rendezvous.mailbox import (
     summary_text,
 )
 from rendezvous.redis_mail import Duplicate, Full, RedisMailStore, Stored
+from rendezvous.session import Session
 from rendezvous.shared import SharedStoreDown
 from rendezvous.store import DELIVERED, READ, Store
 

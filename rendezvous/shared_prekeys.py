@@ -33,9 +33,9 @@ from chathack.prekeys import (
     parse_spk,
 )
 from chathack.server_events import PrekeyBundle, PrekeyStock, ServerFlagEvent
-from rendezvous.hub import Session
 from rendezvous.prekeys import check_publisher, unknown_user
 from rendezvous.redis_shared import PREFIX, guarded
+from rendezvous.session import Session
 from rendezvous.shared import SharedStoreDown
 from rendezvous.store import Store
 
