@@ -145,6 +145,7 @@ async def login(host: str, port: int, name: str, password: str, tls: bool = Fals
         conn = await Conn.open(host, port, name, tls)
         try:
             await conn.send(f"username: {name}\npassword: {password}\n".encode())
+            retries = 0
             while True:
                 lines = await conn.read_lines()
                 for i, line in enumerate(lines):
@@ -153,6 +154,13 @@ async def login(host: str, port: int, name: str, password: str, tls: bool = Fals
                         return conn
                     if line.startswith((b"Servidor[ERROR]", b"Servidor[BYE]")):
                         raise LoginError(f"{name}: {line.decode(errors='replace')}")
+                    if line.startswith(b"Servidor[RETRY]"):
+                        # Refused before any hash (every benchmark client is one
+                        # address: the per-address queue fills): the same
+                        # password a little later, as chathack-peer does.
+                        retries += 1
+                        await trio.sleep(min(0.05 * retries, 1.0))
+                        await conn.send(f"password: {password}\n".encode())
         except BaseException:
             conn.close()
             raise

@@ -101,8 +101,10 @@ def server_argv(
     log_level: str,
     max_conns: int,
     tls: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     cli_args = ["--host", HOST, "--port", "0", "--db", str(db), "--log-level", log_level]
+    cli_args += extra
     if tls:
         cli_args.append("--tls")  # a self-signed certificate made beside the db
     for flag, value in load_test_limits(max_conns).items():
@@ -130,8 +132,11 @@ async def rendezvous(
     cprofile_out: Path | None = None,
     log_level: str = "info",
     tls: bool = False,
+    extra: tuple[str, ...] = (),
+    name: str = "rendezvous",
 ) -> AsyncIterator[Rendezvous]:
-    log = workdir / "rendezvous.log"
+    """``extra``: more flags (``--redis URL``...); ``name``: of its log file."""
+    log = workdir / f"{name}.log"
     argv = server_argv(
         db,
         cheap_argon2=cheap_argon2,
@@ -139,6 +144,7 @@ async def rendezvous(
         log_level=log_level,
         max_conns=nofile - 1024,
         tls=tls,
+        extra=extra,
     )
     fd = output_file(log)
     try:

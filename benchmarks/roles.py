@@ -46,8 +46,11 @@ class Role:
         async def one(i: int, name: str) -> None:
             async with limit:
                 t0 = time.monotonic_ns()
+                # "ports": where each name logs in, when the instances of a
+                # cluster share the load (the scale-out scenario).
+                port = self.spec.get("ports", {}).get(name, self.port)
                 conns[i] = await login(
-                    self.host, self.port, name, self.password, self.spec.get("tls", False)
+                    self.host, port, name, self.password, self.spec.get("tls", False)
                 )
                 lat[bucket(time.monotonic_ns() - t0)] += 1
 

@@ -17,7 +17,16 @@ from pathlib import Path
 import trio
 
 from benchmarks.report import Result, Row, markdown, save, table
-from benchmarks.scenarios import Settings, backlog, connect, direct, idle, logins, relay
+from benchmarks.scenarios import (
+    Settings,
+    backlog,
+    connect,
+    direct,
+    idle,
+    logins,
+    relay,
+    scaleout,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +39,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[Result]]] = {
     "relay-tls": relay.run_tls,
     "direct": direct.run,
     "backlog": backlog.run,
+    "scaleout": scaleout.run,
 }
 #: File descriptors this process (and the generators it starts) may open.
 NOFILE = 65536
@@ -40,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.run",
         description="Benchmark chathack against real chathack-rendezvous processes on "
         "127.0.0.1: idle capacity, logins, connect: lookups, relay, direct links, "
-        "offline backlog. Prints a table and saves JSON in benchmarks/results/.",
+        "offline backlog, several instances on Redis (scaleout). Prints a table and saves "
+        "JSON in benchmarks/results/.",
     )
     p.add_argument(
         "--quick",

@@ -56,6 +56,8 @@ class Window:
     generator_cpu_max_s: float = 0.0
     #: Cores the machine kept busy in the second before the load started.
     busy_before: float = 0.0
+    #: CPU seconds of other processes watched by name (more instances, Redis).
+    watched_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def others_cpu_s(self) -> float:
@@ -123,9 +125,12 @@ async def measure(
     warmup: float,
     seconds: float,
     on_start: Callable[[], Awaitable[object]] | None = None,
+    watch: dict[str, int] | None = None,
 ) -> Window:
     """Wait for a quiet machine, start the load (after ``on_start``), let it
-    settle for ``warmup`` s, then measure ``seconds`` s."""
+    settle for ``warmup`` s, then measure ``seconds`` s; ``watch``: more
+    processes (name -> pid) whose CPU the window records."""
+    watch = watch or {}
     busy_before = await quiet_machine()
     if on_start is not None:
         await on_start()
@@ -133,9 +138,14 @@ async def measure(
     await trio.sleep(warmup)
     first = await pool.command("mark")
     t0, cpu0, busy0 = time.monotonic(), server.cpu_ticks(), procstat.machine_busy_seconds()
+    watched0 = {name: procstat.cpu_ticks(pid) for name, pid in watch.items()}
     await trio.sleep(seconds)
     last = await pool.command("mark")
     t1, cpu1, busy1 = time.monotonic(), server.cpu_ticks(), procstat.machine_busy_seconds()
+    watched = {
+        name: (procstat.cpu_ticks(pid) - watched0[name]) / procstat.CLK_TCK
+        for name, pid in watch.items()
+    }
     marks = [m["mark"] for m in last]
     gen_cpu = [b["cpu_s"] - a["cpu_s"] for a, b in zip(first, last, strict=True)]
     return Window(
@@ -148,4 +158,5 @@ async def measure(
         machine_busy_s=busy1 - busy0,
         generator_cpu_max_s=max(gen_cpu),
         busy_before=busy_before,
+        watched_cpu_s=watched,
     )
