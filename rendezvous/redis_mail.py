@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import coredis
+import coredis.exceptions
 from coredis.tokens import PureToken
 
 from rendezvous.redis_shared import PREFIX, guarded
+from rendezvous.shared import SharedStoreDown
 from rendezvous.store import StoredMail, StoredReceipt
 
 # A receipt is added by this Lua function, shared by the scripts below.
@@ -239,19 +241,15 @@ class RedisMailStore:
                     pipe.evalsha(self._store.sha, args=args)
             return pipe.results or ()
 
-        await self._load()
-        return [_outcome(v) for v in await guarded(run)]
-
-    async def _load(self) -> None:
-        """Make sure the scripts are in Redis's cache (a restarted Redis forgot them)."""
-        loaded = await guarded(
-            lambda: self.r.script_exists(
-                [s.sha for s in (self._store, self._advance, self._drop_receipts, self._purge)]
-            )
-        )
-        if not all(loaded):
-            for script in (self._store, self._advance, self._drop_receipts, self._purge):
-                await guarded(lambda script=script: self.r.script_load(script.script))
+        try:
+            results = await run()
+        except coredis.exceptions.NoScriptError:
+            # A Redis that started since (or never saw it) has no copy: send it, once.
+            await guarded(lambda: self.r.script_load(self._store.script))
+            results = await guarded(run)
+        except (coredis.exceptions.RedisError, OSError, TimeoutError) as e:
+            raise SharedStoreDown(f"Redis: {type(e).__name__}: {e}") from e
+        return [_outcome(v) for v in results]
 
     async def advance(
         self, me: str, keys: list[tuple[str, str]], state: int, stamp: int
@@ -275,13 +273,7 @@ class RedisMailStore:
         await guarded(lambda: self._drop_receipts(args=args))
 
     async def waiting(self, recipient: str, after: int, limit: int) -> list[StoredMail]:
-        key = self.prefix + "mq:" + recipient.lower()
-        seqs = await guarded(
-            lambda: self.r.zrange(
-                key, f"({after}", "+inf", sortby=PureToken.BYSCORE, offset=0, count=limit
-            )
-        )
-        rows = await self._rows("m:", [int(s) for s in seqs])
+        rows = await self._rows_after("mq:", "m:", recipient, after, limit)
         return [
             StoredMail(
                 seq,
@@ -297,18 +289,24 @@ class RedisMailStore:
         ]
 
     async def receipts(self, owner: str, after: int, limit: int) -> list[StoredReceipt]:
-        key = self.prefix + "rq:" + owner.lower()
-        seqs = await guarded(
-            lambda: self.r.zrange(
-                key, f"({after}", "+inf", sortby=PureToken.BYSCORE, offset=0, count=limit
-            )
-        )
-        rows = await self._rows("r:", [int(s) for s in seqs])
+        rows = await self._rows_after("rq:", "r:", owner, after, limit)
         return [
             StoredReceipt(seq, h["owner"], h["peer"], h["msg_id"], h["flag"], int(h["stamp"]))
             for seq, h in rows
             if "flag" in h
         ]
+
+    async def _rows_after(
+        self, queue: str, kind: str, name: str, after: int, limit: int
+    ) -> list[tuple[int, dict[str, str]]]:
+        """The rows ``name``'s queue holds after ``after`` (store order), at most ``limit``."""
+        key = self.prefix + queue + name.lower()
+        seqs = await guarded(
+            lambda: self.r.zrange(
+                key, f"({after}", "+inf", sortby=PureToken.BYSCORE, offset=0, count=limit
+            )
+        )
+        return await self._rows(kind, [int(s) for s in seqs])
 
     async def _rows(self, kind: str, seqs: list[int]) -> list[tuple[int, dict[str, str]]]:
         if not seqs:

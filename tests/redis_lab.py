@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
+import coredis
 import pytest
 
 from benchmarks.redis_proc import RedisServer
+from rendezvous.redis_shared import connect
 
 
 @contextmanager
@@ -25,4 +27,16 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-__all__ = ["RedisServer", "redis_server"]
+@asynccontextmanager
+async def clients(server: RedisServer, n: int = 2) -> AsyncIterator[list[coredis.Redis[str]]]:
+    """``n`` clients of ``server``, each with its own connections (``n``
+    instances), on an emptied database."""
+    async with AsyncExitStack() as stack:
+        made = [connect(server.url) for _ in range(n)]
+        for client in made:
+            await stack.enter_async_context(client)
+        await made[0].flushdb()
+        yield made
+
+
+__all__ = ["RedisServer", "clients", "redis_server"]

@@ -9,34 +9,22 @@ from the guard's answer (Redis's clock), never measured with sleeps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
 from rendezvous.accounts import BASE_DELAY
 from rendezvous.login_guard import Pending, RedisLoginGuard
-from rendezvous.redis_shared import connect as redis_connect
-from tests.redis_lab import RedisServer, redis_server
+from tests.redis_lab import RedisServer, clients
 
 SOURCE, OTHER_SOURCE = "203.0.113.7", "198.51.100.9"
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
 @pytest.fixture
 async def guards(redis: RedisServer) -> AsyncIterator[tuple[RedisLoginGuard, RedisLoginGuard]]:
-    async with AsyncExitStack() as stack:
-        clients = [redis_connect(redis.url) for _ in range(2)]
-        for client in clients:
-            await stack.enter_async_context(client)
-        await clients[0].flushdb()
-        yield RedisLoginGuard(clients[0], 3), RedisLoginGuard(clients[1], 3)
+    async with clients(redis) as (one, two):
+        yield RedisLoginGuard(one, 3), RedisLoginGuard(two, 3)
 
 
 async def fail(guard: RedisLoginGuard, account: str, source: str) -> float:

@@ -9,24 +9,16 @@ once, in one trio nursery, and exactly one may win.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from rendezvous.redis_shared import RedisShared
-from rendezvous.redis_shared import connect as redis_connect
 from rendezvous.shared import LocalAccountBook, LocalClaims, LocalTokenBook, Taken
 from rendezvous.store import Account, SqliteStore
-from tests.redis_lab import RedisServer, redis_server
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+from tests.redis_lab import RedisServer, clients
 
 
 class Pair:
@@ -61,12 +53,8 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         store.close()
         return
     server: RedisServer = request.getfixturevalue("redis")
-    async with AsyncExitStack() as stack:
-        clients = [redis_connect(server.url) for _ in range(2)]
-        for client in clients:
-            await stack.enter_async_context(client)
-        await clients[0].flushdb()
-        yield Pair(RedisShared(clients[0]), RedisShared(clients[1]))
+    async with clients(server) as (one, two):
+        yield Pair(RedisShared(one), RedisShared(two))
 
 
 async def test_a_registered_name_is_found_by_every_instance(pair: Pair) -> None:

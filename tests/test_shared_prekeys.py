@@ -4,31 +4,19 @@ cap holds; a new identity key drops what the old one signed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
-from rendezvous.redis_shared import connect as redis_connect
 from rendezvous.shared_prekeys import RedisPrekeys
-from tests.redis_lab import RedisServer, redis_server
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as server:
-        yield server
+from tests.redis_lab import RedisServer, clients
 
 
 @pytest.fixture
 async def desks(redis: RedisServer) -> AsyncIterator[tuple[RedisPrekeys, RedisPrekeys]]:
-    async with AsyncExitStack() as stack:
-        clients = [redis_connect(redis.url) for _ in range(2)]
-        for client in clients:
-            await stack.enter_async_context(client)
-        await clients[0].flushdb()
-        yield RedisPrekeys(clients[0]), RedisPrekeys(clients[1])
+    async with clients(redis) as (one, two):
+        yield RedisPrekeys(one), RedisPrekeys(two)
 
 
 async def test_each_one_time_prekey_goes_to_one_sender_across_instances(
