@@ -40,6 +40,8 @@ from benchmarks.scenarios.relay import TARGET_PAIRS, TEXT_BYTES, WARMUP, WINDOW
 
 #: The judged target: a same-instance relay with --redis against SQLite only.
 TARGET_RATIO = 1.1
+#: Interleaved runs of each same-instance relay (the judged figure is their medians').
+ROUNDS = 3
 #: Users on the instance that is killed in the failover measurement.
 FAILOVER_USERS = 50
 #: Mail lines stored in the mailbox measurement, and how many in flight at once.
@@ -54,8 +56,18 @@ async def run(settings: Settings) -> Result:
     work = settings.workdir("scaleout")
     redis = RedisServer(work / "redis")
     try:
-        base = await _relay(settings, work / "sqlite", pairs, redis=None, across=False)
-        same = await _relay(settings, work / "same", pairs, redis=redis, across=False)
+        # The two same-instance runs take turns, ROUNDS each: on a shared
+        # machine one run's CPU per message varies by a fifth; the medians
+        # of interleaved runs compare the code, not the moment.
+        bases, sames = [], []
+        for r in range(ROUNDS):
+            bases.append(
+                await _relay(settings, work / f"sqlite{r}", pairs, redis=None, across=False)
+            )
+            sames.append(
+                await _relay(settings, work / f"same{r}", pairs, redis=redis, across=False)
+            )
+        base, same = _median_run(bases), _median_run(sames)
         across = await _relay(settings, work / "across", pairs, redis=redis, across=True)
         stores = await _mailbox(work / "mail", redis)
         failover = await _failover(work / "failover", redis)
@@ -65,8 +77,20 @@ async def run(settings: Settings) -> Result:
     b_us, s_us = base[0].server_us_per(), same[0].server_us_per()
     ratio = s_us / b_us if b_us and s_us else None
     scen = f"scale-out, relay {pairs} pairs"
-    res.add(scen, "same instance, SQLite only: server CPU per message", b_us, "us")
-    res.add(scen, "same instance, --redis: server CPU per message", s_us, "us")
+    res.add(
+        scen,
+        "same instance, SQLite only: server CPU per message",
+        b_us,
+        "us",
+        note=f"median of {ROUNDS}: {_spread(bases)}",
+    )
+    res.add(
+        scen,
+        "same instance, --redis: server CPU per message",
+        s_us,
+        "us",
+        note=f"median of {ROUNDS}: {_spread(sames)}",
+    )
     res.add(
         scen,
         "same instance: --redis / SQLite only",
@@ -74,7 +98,8 @@ async def run(settings: Settings) -> Result:
         "x",
         f"<= {TARGET_RATIO}",
         verdict(ratio is not None and ratio <= TARGET_RATIO),
-        note="the relay between users of one instance never touches Redis",
+        note="medians of interleaved runs; the relay between users of one instance "
+        "never touches Redis",
     )
     res.add(scen, "same instance, --redis: msg/s", same[0].rate, "msg/s")
     w = across[0]
@@ -107,8 +132,8 @@ async def run(settings: Settings) -> Result:
         note=f"{len(failover)} of {FAILOVER_USERS} made it",
     )
     res.details = {
-        "sqlite": base[1],
-        "same": same[1],
+        "sqlite": [d for _, d in bases],
+        "same": [d for _, d in sames],
         "across": across[1],
         "mail_stores_per_s": rate,
         "failover_s": failover,
@@ -130,6 +155,17 @@ async def _accounts(url: str, names: list[str]) -> None:
                     {"name": name, "pw_hash": pw_hash, "created_at": now, "last_seen": now},
                 )
                 pipe.zadd("chathack:seen", {name: now})
+
+
+def _median_run(runs: list[tuple[Window, dict]]) -> tuple[Window, dict]:
+    """The run whose server CPU per message is the median."""
+    ranked = sorted(runs, key=lambda r: r[0].server_us_per() or 0.0)
+    return ranked[len(ranked) // 2]
+
+
+def _spread(runs: list[tuple[Window, dict]]) -> str:
+    values = sorted(r[0].server_us_per() or 0.0 for r in runs)
+    return "runs " + ", ".join(f"{v:.1f}" for v in values) + " us"
 
 
 def _ready(work: Path) -> None:
