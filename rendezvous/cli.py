@@ -178,6 +178,8 @@ def cluster_server(
     args: argparse.Namespace, store: SqliteStore, limits: Limits, mail_limits: MailLimits
 ) -> tuple[Server, ClusterEngine]:
     """A server sharing accounts, presence, relay and tokens through ``--redis``."""
+    if not args.lease > 0:
+        raise ValueError(f"--lease {args.lease:g}: give a number of seconds above 0")
     client = redis_connect(args.redis)
     shared = RedisShared(client)
     replica = AccountReplica()

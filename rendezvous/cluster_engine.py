@@ -117,6 +117,10 @@ class ClusterEngine:
         self._resync_now = True
         #: What happened, for operators and tests: batches, bounces, bad messages...
         self.counts: Counter[str] = Counter()
+        #: Lease rounds done, and a wake-up after each message and each round
+        #: (:meth:`progress`: how a test or a probe waits for the cluster).
+        self.rounds = 0
+        self._progress = trio.Event()
 
     def bind(
         self,
@@ -182,9 +186,11 @@ class ClusterEngine:
             task_status.started()
 
     async def leave(self) -> None:
-        """A graceful stop: this instance's lease goes at once (its users'
-        records went with their sessions)."""
+        """A graceful stop: its users' records go (their sessions ended), then
+        its lease, at once: the others need not wait for it to expire."""
         with trio.move_on_after(2), suppress(SharedStoreDown, OSError):
+            presence, self._presence = self._presence, []
+            await self._publish_presence(presence)
             await self.shared.drop_lease(self.instance)
 
     async def _publisher(self) -> None:
@@ -327,10 +333,18 @@ class ClusterEngine:
             # A bug met on one message costs that message, never the instance.
             self.counts["faults"] += 1
             log.exception("cluster: fault while applying a message on %s", channel)
+        self._progressed()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def progress(self) -> None:
+        """Until the next message applied or lease round done."""
+        await self._progress.wait()
 
     async def _leaser(self) -> None:
         assert self.hub is not None and self.inbox is not None
-        rounds = 0
         while True:
             await trio.sleep(self.lease / 3)
             try:
@@ -341,18 +355,28 @@ class ClusterEngine:
                 if dead:
                     log.info("cluster: instance(s) %s gone", ", ".join(sorted(dead)))
                     self.inbox.instances_dead(dead)
-                rounds += 1
-                if self._resync_now or rounds % RESYNC_EVERY == 0:
+                self.rounds += 1
+                if self._resync_now or self.rounds % RESYNC_EVERY == 0:
                     await self._resync()
             except SharedStoreDown as e:
                 self._resync_now = True
                 if trio.current_time() - self._renewed_at >= self.lease:
                     self._drop_sessions(str(e))
+            self._progressed()
 
     async def _resync(self) -> None:
         assert self.hub is not None and self.inbox is not None
         records, bad = await self.shared.all_presence()
         self.counts["bad presence records"] += bad
+        # Records left by instances that died (SIGKILL: nobody withdrew them)
+        # are not presence: forget them, here and in Redis.
+        others = sorted({r.instance for r in records if r.instance != self.instance})
+        live = await self.shared.live(others)
+        for record in [r for r in records if r.instance != self.instance]:
+            if record.instance not in live:
+                await self.shared.drop_presence(record.name, record.instance, record.epoch)
+                self.counts["presence of dead instances dropped"] += 1
+        records = [r for r in records if r.instance == self.instance or r.instance in live]
         mine = {r.name.lower(): r for r in records if r.instance == self.instance}
         for key, record in mine.items():
             session = self.hub.online.get(key)
