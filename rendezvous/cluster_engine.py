@@ -53,7 +53,7 @@ from rendezvous.cluster_wire import (
 )
 from rendezvous.hub import Hub, offline
 from rendezvous.redis_shared import ACCOUNTS_CHANNEL, PREFIX, PRESENCE_CHANNEL, RedisShared
-from rendezvous.shared import SharedStoreDown
+from rendezvous.shared import SharedStoreDown, SharedStoreFault
 from rendezvous.shared_mailbox import SharedMailbox
 from rendezvous.shared_prekeys import SharedPrekeys
 
@@ -214,11 +214,14 @@ class ClusterEngine:
     async def _publish_presence(self, items: list[PresenceRecord | tuple[str, int]]) -> None:
         while items:
             item = items[0]
-            if isinstance(item, PresenceRecord):
-                if not await self.shared.set_presence(item):
-                    self.counts["presence superseded"] += 1
-            else:
-                await self.shared.drop_presence(item[0], self.instance, item[1])
+            try:
+                if isinstance(item, PresenceRecord):
+                    if not await self.shared.set_presence(item):
+                        self.counts["presence superseded"] += 1
+                else:
+                    await self.shared.drop_presence(item[0], self.instance, item[1])
+            except SharedStoreFault as e:
+                self._fault("a presence change was refused", e)  # dropped, not retried
             items.pop(0)
 
     async def _publish_ops(
@@ -283,11 +286,20 @@ class ClusterEngine:
             while self._writes:
                 try:
                     await self._writes[0]()
+                except SharedStoreFault as e:
+                    self._fault("a background write was refused", e)
                 except SharedStoreDown as e:
                     log.warning("cluster: a write waits for Redis (%s)", e)
                     await trio.sleep(RETRY_PAUSE)
                     continue
+                except Exception as e:
+                    self._fault("a background write failed", e)
                 self._writes.pop(0)
+
+    def _fault(self, what: str, e: BaseException) -> None:
+        """A bug or damaged data met by a task: it costs that item, never the instance."""
+        self.counts["faults"] += 1
+        log.error("cluster: %s: %s", what, e, exc_info=e)
 
     async def _subscriber(self, *, task_status: trio.TaskStatus[None]) -> None:
         channels = [instance_channel(self.instance), PRESENCE_CHANNEL, ACCOUNTS_CHANNEL]
@@ -362,6 +374,8 @@ class ClusterEngine:
                 self._resync_now = True
                 if trio.current_time() - self._renewed_at >= self.lease:
                     self._drop_sessions(str(e))
+            except Exception as e:
+                self._fault("a lease round failed", e)
             self._progressed()
 
     async def _resync(self) -> None:

@@ -31,8 +31,7 @@ import coredis
 import coredis.exceptions
 from coredis.tokens import PureToken
 
-from rendezvous.redis_shared import PREFIX, guarded
-from rendezvous.shared import SharedStoreDown
+from rendezvous.redis_shared import PREFIX, guarded, store_error
 from rendezvous.store import StoredMail, StoredReceipt
 
 # A receipt is added by this Lua function, shared by the scripts below.
@@ -248,7 +247,7 @@ class RedisMailStore:
             await guarded(lambda: self.r.script_load(self._store.script))
             results = await guarded(run)
         except (coredis.exceptions.RedisError, OSError, TimeoutError) as e:
-            raise SharedStoreDown(f"Redis: {type(e).__name__}: {e}") from e
+            raise store_error(e) from e
         return [_outcome(v) for v in results]
 
     async def advance(

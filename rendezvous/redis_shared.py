@@ -39,7 +39,7 @@ from chathack.errors import RemoteProtocolError
 from rendezvous.accounts import TOKEN_TTL
 from rendezvous.cluster_wire import PresenceRecord, decode_record, encode_record
 from rendezvous.lookalike import skeleton
-from rendezvous.shared import SharedStoreDown, Taken
+from rendezvous.shared import SharedStoreDown, SharedStoreFault, Taken
 from rendezvous.store import Account
 
 PREFIX = "chathack:"
@@ -78,7 +78,11 @@ return 1
 # Presence records are JSON arrays: [name, instance, epoch, ...].
 _PRESENCE_SET = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and tonumber(cjson.decode(cur)[3]) > tonumber(ARGV[2]) then return 0 end
+local ok, rec = pcall(cjson.decode, cur or 'null')
+-- A record that is not one (damaged) is replaced.
+if ok and type(rec) == 'table' and tonumber(rec[3]) and tonumber(rec[3]) > tonumber(ARGV[2]) then
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], '["here",' .. ARGV[3] .. ']')
 return 1
@@ -87,7 +91,8 @@ return 1
 _PRESENCE_DEL = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
-local rec = cjson.decode(cur)
+local ok, rec = pcall(cjson.decode, cur)
+if not ok or type(rec) ~= 'table' then return 0 end
 if rec[2] ~= ARGV[2] or tonumber(rec[3]) ~= tonumber(ARGV[3]) then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[2], cjson.encode({'left', rec[1], rec[2], rec[3]}))
@@ -106,12 +111,30 @@ def connect(url: str) -> coredis.Redis[str]:
     )
 
 
+#: Replies of a Redis that cannot take writes for now (out of memory under
+#: ``noeviction``, a failing disk, loading, a replica): an outage, not a fault.
+_UNAVAILABLE = ("OOM", "MISCONF", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY")
+
+
+def store_error(e: BaseException) -> SharedStoreDown:
+    """What a failed Redis call means to the rendezvous: down (try again) or a fault."""
+    text = f"Redis: {type(e).__name__}: {e}"
+    if isinstance(e, coredis.exceptions.ConnectionError | OSError | TimeoutError):
+        return SharedStoreDown(text)
+    if isinstance(e, coredis.exceptions.ResponseError) and str(e).startswith(_UNAVAILABLE):
+        return SharedStoreDown(text)
+    if isinstance(e, coredis.exceptions.TimeoutError):
+        return SharedStoreDown(text)
+    return SharedStoreFault(text)
+
+
 async def guarded(call: Callable[[], Awaitable[T]]) -> T:
-    """Run one Redis call; a lost or unreachable Redis becomes :class:`SharedStoreDown`."""
+    """Run one Redis call; a lost or unreachable Redis becomes :class:`SharedStoreDown`,
+    a refused command :class:`~rendezvous.shared.SharedStoreFault`."""
     try:
         return await call()
     except (coredis.exceptions.RedisError, OSError, TimeoutError) as e:
-        raise SharedStoreDown(f"Redis: {type(e).__name__}: {e}") from e
+        raise store_error(e) from e
 
 
 def _digest(token: str) -> str:
@@ -212,7 +235,7 @@ class RedisShared:
             async with self.r.pipeline(transaction=False) as pipe:
                 yield pipe
         except (coredis.exceptions.RedisError, OSError, TimeoutError) as e:
-            raise SharedStoreDown(f"Redis: {type(e).__name__}: {e}") from e
+            raise store_error(e) from e
 
     # -- TokenBook --------------------------------------------------------------
     async def issue(self, name: str, source: str, now: float) -> str:

@@ -41,6 +41,12 @@ class SharedStoreDown(Exception):
     """The shared store (Redis) did not answer: the instance cannot promise anything now."""
 
 
+class SharedStoreFault(SharedStoreDown):
+    """The shared store refused a command (a script error, a value of the wrong
+    shape): a bug or damaged data, not an outage, so trying again does not help;
+    the user is answered as for an outage, the operator reads the log."""
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """Why a registration failed: the name, or one reading like it, is someone's."""
@@ -132,6 +138,7 @@ __all__ = [
     "LocalTokenBook",
     "PresenceClaims",
     "SharedStoreDown",
+    "SharedStoreFault",
     "Taken",
     "TokenBook",
 ]

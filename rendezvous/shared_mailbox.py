@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -45,7 +45,7 @@ from rendezvous.mailbox import (
 )
 from rendezvous.redis_mail import Duplicate, Full, RedisMailStore, Stored
 from rendezvous.session import Session
-from rendezvous.shared import SharedStoreDown
+from rendezvous.shared import SharedStoreDown, SharedStoreFault
 from rendezvous.store import DELIVERED, READ, Store
 
 log = logging.getLogger("chathack.rendezvous")
@@ -174,12 +174,12 @@ class SharedMailbox:
             try:
                 pending, self._pending = self._pending, []
                 jobs, self._jobs = self._jobs, []
-                await self._store(pending)
+                await _contained(self._store(pending), "store")
                 for kind, session, what, stamp in jobs:
-                    await self._do(kind, session, what, stamp)
+                    await _contained(self._do(kind, session, what, stamp), kind)
                 pumps, self._to_pump = self._to_pump, {}
                 for session in pumps:
-                    await self._pump(session)
+                    await _contained(self._pump(session), "delivery")
             finally:
                 self._busy = False
             if not self._queued():
@@ -298,7 +298,18 @@ class SharedMailbox:
                     flow.receipt_inflight[(r.flag, r.peer.lower(), r.msg_id)] = r.seq
                     flow.receipt_cursor = r.seq
                     session.tell(MailReceipt(r.flag, MailKey(r.peer, r.msg_id)))
+        except SharedStoreFault as e:
+            log.error("mailbox: delivery to %s failed: %s", session.name, e)  # not retried
         except SharedStoreDown as e:
             log.warning("mailbox: delivery to %s waits for Redis (%s)", session.name, e)
             await trio.sleep(RETRY_PAUSE)
             self._pump_later(session)
+
+
+async def _contained(work: Awaitable[None], what: str) -> None:
+    """A bug (or damaged data) met doing ``what`` costs that piece of work,
+    never the instance: logged, and the worker goes on."""
+    try:
+        await work
+    except Exception:
+        log.exception("mailbox: %s failed", what)

@@ -167,6 +167,9 @@ class SharedPrekeys:
                     log.error("prekeys: %s not done: %s", type(job).__name__, e)
                     if not isinstance(job, _Drop):
                         job.session.say("ERROR", UNAVAILABLE_NOW)
+                except Exception:
+                    # A bug or damaged data costs this request, never the instance.
+                    log.exception("prekeys: %s failed", type(job).__name__)
 
     async def _do(self, job: _Publish | _HandOut | _Drop) -> None:
         match job:

@@ -101,3 +101,14 @@ async def test_a_dead_instances_users_are_forgotten_everywhere(
     async with connect(redis.url) as client:  # (clients() would empty the database)
         assert await client.hget(PREFIX + "presence", "bob") is None
     assert a.hub.roster.get("bob") is None
+
+
+async def test_a_damaged_presence_record_is_replaced_not_a_dead_end(
+    nodes: dict[str, Node], redis: RedisServer
+) -> None:
+    a, b = nodes["A"], nodes["B"]
+    async with connect(redis.url) as client:
+        await client.hset(PREFIX + "presence", {"bob": "not a record"})
+    await b.login("bob")
+    await a.until(lambda: a.hub.roster.get("bob") is not None)
+    assert a.engine.counts["faults"] == 0 and b.engine.counts["faults"] == 0
