@@ -115,6 +115,7 @@ class ClusterEngine:
         self._write_wake = trio.Event()
         self._renewed_at = -math.inf  # trio clock of the last renewal
         self._resync_now = True
+        self._reload_directory = False
         #: What happened, for operators and tests: batches, bounces, bad messages...
         self.counts: Counter[str] = Counter()
         #: Lease rounds done, and a wake-up after each message and each round
@@ -309,6 +310,8 @@ class ClusterEngine:
             try:
                 async with self.shared.r.pubsub(channels=channels) as pubsub:
                     self._resync_now = True
+                    # Deaf for a while: accounts registered meanwhile were missed.
+                    self._reload_directory = started
                     pause = RESUBSCRIBE_FIRST
                     if not started:
                         started = True
@@ -380,6 +383,9 @@ class ClusterEngine:
 
     async def _resync(self) -> None:
         assert self.hub is not None and self.inbox is not None
+        if self._reload_directory:
+            await self.load()
+            self._reload_directory = False
         records, bad = await self.shared.all_presence()
         self.counts["bad presence records"] += bad
         # Records left by instances that died (SIGKILL: nobody withdrew them)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 import trio
+from coredis.tokens import PureToken
 
 from chathack.protocol import Msg, UserLine
 from rendezvous.cluster_engine import ClusterEngine
@@ -112,3 +113,18 @@ async def test_a_damaged_presence_record_is_replaced_not_a_dead_end(
     await b.login("bob")
     await a.until(lambda: a.hub.roster.get("bob") is not None)
     assert a.engine.counts["faults"] == 0 and b.engine.counts["faults"] == 0
+
+
+async def test_accounts_registered_while_deaf_are_learnt_after_resubscribing(
+    nodes: dict[str, Node], redis: RedisServer
+) -> None:
+    a = nodes["A"]
+    async with connect(redis.url) as client:
+        # An account whose announcement this instance missed (it was deaf).
+        await client.hset(PREFIX + "acct:zed", {"name": "Zed", "pw_hash": "h", "last_seen": 5})
+        await client.zadd(PREFIX + "seen", {"zed": 5.0})
+        assert a.hub.store.get_account("zed") is None
+        await client.client_kill(type_=PureToken.PUBSUB)  # every subscriber loses its link
+    await a.until(lambda: a.hub.store.get_account("zed") is not None)
+    account = a.hub.store.get_account("ZED")
+    assert account is not None and account.name == "Zed"
