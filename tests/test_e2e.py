@@ -257,3 +257,30 @@ def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab)
         assert again.exitstatus == 0
     finally:
         again.close(force=True)
+
+
+def test_a_peer_given_several_servers_logs_in_on_the_first_that_answers(world: Lab) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    server = world.rendezvous()
+    alice = world.peer("alice", f"{dead},{server.address}").logged_in()
+    alice.send("::users")
+    alice.expect_line("* Who do you want to talk to? alice online")
+    assert f"Logged in as alice at {server.address}" in alice.transcript.getvalue()
+
+
+def test_the_server_list_is_checked_before_anything_starts() -> None:
+    import argparse
+
+    from peer.cli import host_ports
+
+    assert host_ports("a.example:7777, 127.0.0.1:7778,[2001:db8::1]:9", 7777) == [
+        ("a.example", 7777),
+        ("127.0.0.1", 7778),
+        ("2001:db8::1", 9),
+    ]
+    assert host_ports("solo", 7777) == [("solo", 7777)]
+    for bad in ("a:1,,b:2", "a:1,", "a:notaport"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            host_ports(bad, 7777)
