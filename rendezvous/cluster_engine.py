@@ -238,6 +238,11 @@ class ClusterEngine:
         # until their window ends: an instance resubscribing after a Redis
         # restart is deaf for a moment, not gone.
         later = [(at, deadline, i, b) for at, deadline, i, b in due if at > now]
+        # An instance with a batch still waiting gets nothing newer before it:
+        # its operations keep their order (a CALL before the lines after it).
+        waiting = {i: at for at, _, i, _ in later}
+        later += [(waiting[i], d, i, b) for d, i, b in batches if i in waiting]
+        batches = [(d, i, b) for d, i, b in batches if i not in waiting]
         self._unconfirmed.extend(later)
         batches[:0] = [(deadline, i, b) for at, deadline, i, b in due if at <= now]
         if not batches:
