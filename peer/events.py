@@ -30,11 +30,17 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A line this user sent to ``partner`` (the terminal UI shows it formatted)."""
+    """A line this user sent to ``partner`` (the terminal UI shows it formatted).
+
+    ``msg_id`` names it in later :class:`Delivery` events; ``state`` is where
+    it stands now: ``sent`` (on its way to the partner), ``waiting`` (no
+    path yet: it goes when one opens), or ``queued`` (for the mailbox)."""
 
     partner: str
     text: str
     at: float
+    msg_id: str | None = None
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,8 +123,8 @@ class Mailroom:
 
     def send(
         self, name: str, text: str, now: float, out: list[Effect], msg_id: str | None = None
-    ) -> bool:
-        """Keep ``text`` for ``name`` on the server; False if impossible (said why)."""
+    ) -> str | None:
+        """Keep ``text`` for ``name`` on the server: its id; None if impossible (said why)."""
         keys = self.keys
         if name.lower() in keys.blocked:
             out.append(
@@ -132,7 +132,7 @@ class Mailroom:
                     f"{name}'s key changed: check it with ::whois {name}, then ::trust {name}", name
                 )
             )
-            return False
+            return None
         key = keys.known_key(name)
         if key is None:
             out.append(
@@ -142,11 +142,11 @@ class Mailroom:
                     name,
                 )
             )
-            return False
+            return None
         msg_id = msg_id or self.new_id()
         self.history.add_outgoing(name, text, now, msg_id, UNSEALED)
         self._queue(Unsealed(name, msg_id, text, now), out)
-        return True
+        return msg_id
 
     def _queue(self, mail: Unsealed, out: list[Effect]) -> None:
         self._unsealed.setdefault(mail.name.lower(), []).append(mail)

@@ -116,20 +116,27 @@ class UserCommands:
         if talk.plain and not talk.plain_ok:
             out.append(_error(unencrypted(talk.partner), talk.partner))
             return
+        msg_id: str | None = None
+        state = "sent"
         if talk.plain:
             out.append(ToServer(Msg(talk.partner, text)))
         elif talk.offline:
-            if not self.mail.send(talk.partner, text, wall, out):
+            msg_id = self.mail.send(talk.partner, text, wall, out)
+            if msg_id is None:
                 return
+            state = "queued"
         else:
             try:
                 chat = talk.conv.send_text(text, wall)
             except RemoteProtocolError as e:
                 out.append(_error(str(e)))
                 return
-            self.mail.history.add_outgoing(talk.partner, text, wall, chat_id(chat))
+            msg_id = chat_id(chat)
+            self.mail.history.add_outgoing(talk.partner, text, wall, msg_id)
             convs.send_frame(talk, chat, out)
-        out.append(Show(Outgoing(talk.partner, text, wall)))
+            if talk.link is None and convs.server != "online":
+                state = "waiting"  # no path now: it goes when one opens
+        out.append(Show(Outgoing(talk.partner, text, wall, msg_id, state)))
 
     def _end(self, name: str | None, out: list[Effect]) -> None:
         convs = self.convs
