@@ -203,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="where this user's files live (default: a per-user data folder)",
     )
     p.add_argument(
+        "--ui",
+        choices=["line", "windows"],
+        default="line",
+        help="the terminal UI: one scrollback (line) or a window per conversation, as in "
+        "irssi (windows; Alt-1..9, Ctrl-N/Ctrl-P) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-bell",
+        action="store_true",
+        help="the windowed UI does not ring the terminal bell for messages elsewhere",
+    )
+    p.add_argument(
         "--plain",
         action="store_true",
         help="plain line mode even on a terminal (the default when stdin is a pipe)",
@@ -272,6 +284,10 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
             from peer.plain import run_plain
 
             return await run_plain(node)
+        if args.ui == "windows":
+            from peer.windows_ui import run_windows
+
+            return await run_windows(node, bell=not args.no_bell)
         from peer.tty import run_tty
 
         return await run_tty(node, data_dir / "input-history")

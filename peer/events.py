@@ -82,11 +82,14 @@ class Status:
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A sent message moved on: ``stored`` on the server (partner offline),
-    ``delivered``, ``read``, or ``expired`` unread."""
+    ``delivered``, ``read``, or ``expired`` unread. ``live``: a message of a
+    live conversation, acknowledged by the partner's machine (the windowed
+    UI marks it; the line UIs say nothing, as before)."""
 
     partner: str
     msg_id: str
     state: str
+    live: bool = False
 
 
 UIEvent = Incoming | Outgoing | System | ServerNotice | UsersList | Status | Delivery

@@ -36,6 +36,8 @@ def plain_line(event: UIEvent) -> str | None:
             return f"* {level}: {neutralise(text)}"
         case ServerNotice(flag, text):
             return f"Servidor[{flag}]: {neutralise(text)}"
+        case Delivery(live=True):
+            return None
         case Delivery(partner, msg_id, state):
             return f"* {state}: message {msg_id} to {partner}"
         case UsersList(users, more):

@@ -134,6 +134,8 @@ def render_event(event: UIEvent, me: str) -> RenderableType | None:
             return users_menu(event, me)
         case Status():
             return None
+        case Delivery(live=True):
+            return None  # the line UI shows no mark per live message
         case Delivery(partner, _msg_id, state):
             return Text(
                 f"  ✓ {DELIVERY_WORDS.get(state, state)} ({neutralise(partner)})",

@@ -26,7 +26,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -34,8 +34,6 @@ from typing import Protocol, TextIO
 import trio
 from prompt_toolkit import PromptSession
 from prompt_toolkit import prompt as pt_prompt
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
@@ -44,7 +42,7 @@ from prompt_toolkit.styles import Style
 from rich.console import Console
 
 from chathack.protocol import UserState
-from peer.commands import COMPLETION_WORDS, PEER_COMMANDS
+from peer.completion import ChatCompleter
 from peer.events import Status, System, UIEvent, UsersList
 from peer.render import THEME, render_event, status_parts
 
@@ -69,9 +67,6 @@ TOOLBAR_STYLE = Style.from_dict(
         "chat.warning": "bold ansiyellow",
     }
 )
-_HELP = {c.name: c.help for c in PEER_COMMANDS}
-# After these, the rest of the line is a user name.
-_NAME_PREFIXES = ("connect:", "::switch ")
 
 
 class Node(Protocol):
@@ -86,34 +81,6 @@ class Node(Protocol):
     def status(self) -> Status: ...
     async def handle_input(self, line: str) -> bool: ...
     async def quit(self) -> None: ...
-
-
-class ChatCompleter(Completer):
-    """Command words at the start of a line, user names after ``connect:``/``::switch``."""
-
-    def __init__(self, users: Callable[[], Sequence[UserState]]) -> None:
-        self._users = users
-
-    def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
-        before = document.text_before_cursor
-        for prefix in _NAME_PREFIXES:
-            if before.lower().startswith(prefix):
-                yield from self._names(before[len(prefix) :].lstrip())
-                return
-        if " " in before:
-            return  # chat text: nothing to complete
-        for word in COMPLETION_WORDS:
-            if word.startswith(before.lower()):
-                yield Completion(word, -len(before), display_meta=_HELP.get(word.strip(), ""))
-
-    def _names(self, partial: str) -> Iterable[Completion]:
-        if " " in partial:
-            return
-        # Online people first: they are the ones a conversation can start with now.
-        for user in sorted(self._users(), key=lambda u: (not u.online, u.name.lower())):
-            if user.name.lower().startswith(partial.lower()):
-                meta = "online" if user.online else "offline"
-                yield Completion(user.name, -len(partial), display_meta=meta)
 
 
 def _open_history(history_file: Path | None) -> tuple[History, str | None]:

@@ -39,7 +39,7 @@ from peer.core.mailroom import Mailroom
 from peer.core.records import CloseLink, Effect, LinkInfo, Show, StopUpgrade
 from peer.core.security import Keys, PathId
 from peer.core.talk import LinkState, Talk
-from peer.events import Incoming, PathName, Status, System
+from peer.events import Delivery, Incoming, PathName, Status, System
 
 #: Messages of a conversation shown again when it reopens.
 REOPEN_LINES = 3
@@ -269,7 +269,9 @@ class Conversations:
                 self.send_frame(talk, got.ack, out)
             case Ack():
                 for chat in talk.conv.receive_ack(frame):
-                    self.mail.history.advance(talk.partner, chat_id(chat), "delivered")
+                    msg_id = chat_id(chat)
+                    if self.mail.history.advance(talk.partner, msg_id, "delivered"):
+                        out.append(Show(Delivery(talk.partner, msg_id, "delivered", live=True)))
             case Bye():
                 if talk.open:
                     self.close_talk(talk, f"{talk.partner} ended the conversation", out)

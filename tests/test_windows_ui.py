@@ -1,0 +1,186 @@
+"""The windowed UI (peer/windows_ui.py) in a real terminal, as a person uses
+it: tests/windows_harness.py (``run_windows`` over a fake node) in a tmux
+pane of the test's own, 80x24; keys typed with ``send-keys``, the screen read
+with ``capture-pane``, the bell found in the bytes the program wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.tmux import Tmux
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "tests" / "windows_harness.py"
+BAR_HOME = "1:home"
+
+
+class UI:
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        os.mkfifo(tmp / "control")
+        os.environ.setdefault("PYTHONPATH", str(ROOT))
+        self.term = Tmux(tmp, [sys.executable, str(HARNESS), str(tmp)])
+
+    def control(self, line: str) -> None:
+        with (self.dir / "control").open("w", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def record(self) -> list[str]:
+        path = self.dir / "record"
+        return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+    def bar(self) -> str:
+        return next(line for line in self.term.lines() if BAR_HOME in line)
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> Iterator[UI]:
+    the_ui = UI(tmp_path)
+    try:
+        the_ui.term.wait_for(BAR_HOME)
+        yield the_ui
+    finally:
+        the_ui.term.close()
+
+
+def test_a_message_elsewhere_rings_and_counts_unread_without_moving_you(ui: UI) -> None:
+    ui.control("say bob hello alice")
+    ui.term.wait_for("2:bob direct(1)")
+    assert "[home]" in ui.term.screen()  # still in the home window
+    assert b"\a" in ui.term.written()
+    ui.term.keys("M-2")
+    screen = ui.term.wait_for("[bob]")
+    assert "<bob> hello alice" in screen
+    assert "(1)" not in ui.bar()
+
+
+def test_typed_lines_go_to_the_window_they_are_typed_in(ui: UI) -> None:
+    ui.control("say bob one")
+    ui.term.wait_for("2:bob")
+    ui.control("say carol two")
+    ui.term.wait_for("3:carol")
+    ui.term.keys("M-2")
+    ui.term.wait_for("[bob]")
+    ui.term.type("for bob")
+    ui.term.keys("Enter")
+    ui.term.wait_for("<alice> for bob")
+    ui.term.keys("C-n")
+    ui.term.wait_for("[carol]")
+    ui.term.type("for carol")
+    ui.term.keys("Enter")
+    ui.term.wait_for("<alice> for carol")
+    assert ui.record() == ["send bob 'for bob'", "send carol 'for carol'"]
+    # At home chat text goes nowhere, and says why.
+    ui.term.keys("M-1")
+    ui.term.wait_for("[home]")
+    ui.term.type("lost?")
+    ui.term.keys("Enter")
+    ui.term.wait_for("This is the home window")
+    assert len(ui.record()) == 2
+
+
+def test_a_messages_mark_changes_on_its_own_line(ui: UI) -> None:
+    ui.control("say bob hi")
+    ui.term.keys("M-2")
+    ui.term.wait_for("[bob]")
+    ui.term.type("how are you")
+    ui.term.keys("Enter")
+    screen = ui.term.wait_for("<alice> how are you  ✓")
+    before = len([line for line in screen.splitlines() if line.strip()])
+    ui.control("deliver bob m1 delivered")
+    screen = ui.term.wait_for("<alice> how are you  ✓✓")
+    assert len([line for line in screen.splitlines() if line.strip()]) == before
+    ui.control("deliver bob m1 read")
+    ui.term.wait_for("<alice> how are you  read")
+
+
+def test_the_users_menu_numbers_and_completion(ui: UI) -> None:
+    ui.control("users")
+    ui.term.wait_for("2. bob (online)")
+    ui.term.type("3")
+    ui.term.keys("Enter")
+    ui.term.wait_for("[carol]")  # connect: carol, and her window comes up
+    assert ui.record() == ["input 'connect: carol'"]
+    ui.term.type("::whois b")
+    ui.term.keys("Tab")
+    ui.term.wait_for("::whois bob")
+    ui.term.keys("C-u")
+    ui.term.type("thanks b")
+    ui.term.keys("Tab")
+    ui.term.wait_for("thanks bob")
+
+
+def test_a_narrow_terminal_and_back_keeps_the_screen_whole(ui: UI) -> None:
+    ui.control("say bob " + "a long line that has to wrap " * 4)
+    ui.term.keys("M-2")
+    ui.term.wait_for("[bob]")
+    ui.term.resize(60)
+    screen = ui.term.wait_until(
+        lambda s: all(len(line) <= 60 for line in s.splitlines()) and "[bob]" in s,
+        "the screen redrawn at 60 columns",
+    )
+    assert BAR_HOME in screen
+    ui.term.resize(80)
+    ui.term.wait_until(lambda s: "[bob]" in s and BAR_HOME in s, "the screen back at 80")
+
+
+def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
+    ui.term.type("::passwd")
+    ui.term.keys("Enter")
+    ui.term.wait_for("Current password:")
+    ui.term.type("old-secret")
+    ui.term.keys("Enter")
+    ui.term.wait_for("New password:")
+    ui.term.type("new-secret")
+    ui.term.keys("Enter")
+    ui.term.type("new-secret")
+    ui.term.keys("Enter")
+    ui.term.wait_for("Password changed")
+    assert "secret" not in ui.term.screen()
+    assert ui.record() == ["passwd old-secret new-secret"]
+    ui.term.keys("C-c")
+    ui.term.wait_until(lambda s: "EXIT 0" in s, "the program gone")
+    assert "quit" in ui.record()[-1] or "input '::quit'" in ui.record()
+
+
+def test_the_real_peer_in_windows_talks_with_a_partner(tmp_path: Path) -> None:
+    from tests.procs import command, lab
+
+    with lab(tmp_path) as world:
+        server = world.rendezvous()
+        bob = world.peer("bob", server).logged_in()
+        bob.send("::quit")  # registered, with a key
+        bob.wait()
+        term = Tmux(
+            tmp_path,
+            [
+                command("chathack-peer"), "alice", "--ui", "windows",
+                "--server", server.address, "--listen", "127.0.0.1:0",
+                "--data-dir", str(tmp_path / "peer-alice"),
+            ],
+            env={"CHATHACK_PASSWORD": "pw-alice-secret"},
+        )  # fmt: skip
+        try:
+            term.wait_for("rendezvous: online")
+            bob = world.peer("bob", server).logged_in()
+            bob.send("connect: alice")
+            bob.expect(r"Talking to alice")
+            bob.send("hello from bob")
+            term.wait_for("2:bob")
+            term.keys("M-2")
+            term.wait_for("<bob> hello from bob")
+            term.type("hi bob, from the windows")
+            term.keys("Enter")
+            bob.expect_line("alice: hi bob, from the windows")
+            # bob's machine acknowledged it: the mark on the line says so.
+            term.wait_until(
+                lambda s: "hi bob, from the windows  ✓✓" in s, "alice's message marked delivered"
+            )
+        finally:
+            term.close()
