@@ -187,7 +187,10 @@ class Conversations:
         before_this_run: bool = False,
     ) -> None:
         """The last ``n`` messages with ``name``, oldest first, with their states."""
-        for e in self.mail.history.last(name, n, before_this_run):
+        entries = self.mail.history.last(name, n, before_this_run)
+        if not entries and label == "history":
+            out.append(_info(f"No messages with {name} yet", name))
+        for e in entries:
             who = self.me if e.outgoing else e.partner
             state = f" [{e.state}]" if e.outgoing else ""
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))

@@ -202,13 +202,15 @@ def _trust(keys: Keys, name: str, presented: bytes, out: list[Effect]) -> bool:
     return False
 
 
-def describe(keys: Keys, name: str) -> list[str]:
-    """``::whois NAME``."""
+def describe(keys: Keys, name: str, known: bool = True) -> list[str]:
+    """``::whois NAME``; ``known``: NAME is among the users this peer heard of."""
     mine = bytes(keys.identity.verify_key)
     vouched = keys.vouched.get(name.lower())
     pinned = keys.pins.get(name)
     lines = [f"you: {fingerprint(mine)}"]
     if vouched is None and pinned is None:
+        if not known:
+            return [*lines, f"{name}: no user named {name} in the users list (::users)"]
         return [*lines, f"{name}: no key known yet (connect: {name} first)"]
     if vouched is not None:
         lines.append(f"{name} (as the rendezvous vouches): {fingerprint(vouched)}")

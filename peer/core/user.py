@@ -91,7 +91,8 @@ class UserCommands:
             case Trust(name):
                 self._trust(name, out)
             case Whois(name):
-                lines = security.describe(convs.keys, name)
+                known = any(u.name.lower() == name.lower() for u in self.directory.users)
+                lines = security.describe(convs.keys, name, known)
                 out.extend(Show(System(line, about=name)) for line in lines)
             case ShowHistory(name, count):
                 convs.show_history(name, count, out)

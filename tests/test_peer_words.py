@@ -1,0 +1,47 @@
+"""What the peer says in its own words when a command finds nothing
+(issue 14's list): every command answers, and never suggests the impossible.
+Synchronous, on :class:`tests.core_world.World` (a real hub and real cores)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peer.core import records as rec
+from tests.core_world import World
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def said(world: World, name: str, command: rec.UserCommand) -> list[str]:
+    peer = world.peers[name]
+    before = len(peer.notices())
+    world.type(name, command)
+    world.pump()
+    return peer.notices()[before:]
+
+
+def test_history_with_nobody_says_so(world: World) -> None:
+    world.add("alice")
+    world.add("eve")
+    world.pump()
+    assert said(world, "alice", rec.ShowHistory("eve", 10)) == ["No messages with eve yet"]
+
+
+def test_whois_of_a_name_nobody_has_does_not_suggest_connecting(world: World) -> None:
+    world.add("alice")
+    world.add("bob")
+    world.type("alice", rec.ListUsers())
+    world.pump()
+    lines = said(world, "alice", rec.Whois("nobody"))
+    assert not any("connect: nobody" in line for line in lines)
+    assert any("no user named nobody" in line for line in lines)
+    lines = said(world, "alice", rec.Whois("bob"))
+    assert any("connect: bob" in line for line in lines)  # bob exists: that is the way
