@@ -204,18 +204,20 @@ class TLSTransport(_BareSocket):
             await trio.lowlevel.wait_writable(self.sock)
             self._push()
 
-    async def _pull(self) -> None:
-        """Wait for ciphertext and hand it to TLS (an end of stream too)."""
+    async def _pull(self) -> bytes:
+        """Wait for ciphertext and hand it to TLS (an end of stream too); what came."""
         data = await self._recv_bytes()
         if data:
             self._in.write(data)
         else:
             self._in.write_eof()
+        return data
 
     # -- the handshake ------------------------------------------------------
     async def handshake(self, timeout: float) -> None:  # noqa: ASYNC109
         """The server side of the handshake, within ``timeout`` seconds; on
         failure the socket is closed and TLSHandshakeError says why."""
+        first = b""
         try:
             with trio.fail_after(timeout):
                 while True:
@@ -224,11 +226,17 @@ class TLSTransport(_BareSocket):
                         break
                     except ssl.SSLWantReadError:
                         await self._push_all()
-                        await self._pull()
+                        data = await self._pull()
+                        first = first or data[:16]
                 await self._push_all()
         except ssl.SSLError as e:
-            with contextlib.suppress(trio.BrokenResourceError):
-                self._push()  # the alert, if the socket takes it
+            with contextlib.suppress(trio.BrokenResourceError, OSError):
+                if _plain_line(first):
+                    # A client speaking the protocol in clear (a peer without
+                    # --tls, nc): tell it, in clear, what to do instead.
+                    self._send_now(PLAIN_CLIENT_HINT)
+                else:
+                    self._push()  # the alert, if the socket takes it
             self.close()
             raise TLSHandshakeError(f"TLS handshake failed: {ssl_error_reason(e)}") from e
         except (trio.TooSlowError, trio.BrokenResourceError) as e:
@@ -284,3 +292,16 @@ class TLSTransport(_BareSocket):
 
 
 Transport = SocketTransport | TLSTransport | StreamTransport
+
+
+#: The one line a client that speaks in clear to a TLS rendezvous is sent.
+PLAIN_CLIENT_HINT = (
+    b"Servidor[BYE]: This server speaks TLS: start chathack-peer with --tls "
+    b"(with nc: openssl s_client -quiet -connect HOST:PORT)\n"
+)
+
+
+def _plain_line(first: bytes) -> bool:
+    """Whether a connection's first bytes are a protocol line in clear, not a
+    TLS record (which starts with 0x16, a handshake)."""
+    return bool(first) and first[:1].isalpha() and first.isascii()

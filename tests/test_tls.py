@@ -57,7 +57,7 @@ from rendezvous.tls import (
     load_or_create_certificate,
     server_context,
 )
-from rendezvous.transport import TLSTransport
+from rendezvous.transport import PLAIN_CLIENT_HINT, TLSTransport
 from tests.helpers import DEADLINE
 
 HOST = "127.0.0.1"
@@ -440,9 +440,13 @@ async def test_a_plain_tcp_client_fails_cleanly(cert_a: tuple[Path, Path]) -> No
         with trio.fail_after(DEADLINE):
             raw = await trio.open_tcp_stream(HOST, server.port)
             await raw.send_all(b"username: alice\n")
+            received = b""
             with suppress(trio.BrokenResourceError):  # a reset ends it as cleanly as EOF
-                assert await raw.receive_some() == b""
+                while data := await raw.receive_some():
+                    received += data
             await raw.aclose()
+        # One line in clear that says what to do, then the end: nothing else.
+        assert received == PLAIN_CLIENT_HINT
         outcome = await server.next_outcome()
         assert isinstance(outcome, TLSHandshakeError)
         assert "does not speak TLS" in str(outcome)

@@ -53,3 +53,13 @@ def test_a_plain_client_cannot_talk_to_a_tls_rendezvous(world: Lab) -> None:
     server = world.rendezvous("--tls")
     plain = world.peer("carol", server)  # no --tls
     assert plain.wait() == 2
+    # ... and is told why, in words it can act on (not "closed the connection").
+    assert "speaks TLS" in plain.output and "--tls" in plain.output
+
+
+def test_a_line_sent_in_clear_to_a_tls_rendezvous_is_answered_in_clear(world: Lab) -> None:
+    server = world.rendezvous("--tls")
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(b"username: carol\n")
+        answer = s.makefile("rb").readline()
+    assert answer.startswith(b"Servidor[BYE]: This server speaks TLS")
