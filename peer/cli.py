@@ -7,7 +7,8 @@ import getpass
 import logging
 import os
 import sys
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import platformdirs
@@ -229,10 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextmanager
+def _terminal_restored() -> Iterator[None]:
+    """Put the terminal back as it was if the block is left early (Ctrl-C)."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except Exception:  # not a terminal (or no termios): nothing to restore
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        with suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        sys.stderr.write("\n")
+        raise
+
+
 def interactive_password(name: str) -> PasswordSource:
     async def source(prompt: str, is_new: bool, attempt: int) -> str:
         if attempt > MAX_PROMPTS:
-            raise LoginFailed(prompt)
+            reason = prompt.splitlines()[0] if "\n" in prompt else "Not logged in"
+            raise LoginFailed(f"{reason} ({MAX_PROMPTS} tries): start chathack-peer again to retry")
 
         def ask() -> str:
             while True:
@@ -243,7 +265,10 @@ def interactive_password(name: str) -> PasswordSource:
                     return secret
                 print("The two passwords differ; try again.", file=sys.stderr)
 
-        return await trio.to_thread.run_sync(ask)
+        # Ctrl-C leaves at once: the question is abandoned in its thread, and
+        # the echo that getpass turned off is turned back on here.
+        with _terminal_restored():
+            return await trio.to_thread.run_sync(ask, abandon_on_cancel=True)
 
     return source
 

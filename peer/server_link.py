@@ -234,6 +234,7 @@ class ServerLink:
         else:
             self.send(format_client_event(Username(self.name)))
         attempt, asked_name, last_error, sent_password = 0, 0, "", False
+        registering = False  # a new account: every password is asked twice
         retries = 0  # refusals before any hash (Servidor[RETRY]): the same password again
         while True:
             with trio.move_on_after(REPLY_TIMEOUT) as scope:
@@ -262,8 +263,10 @@ class ServerLink:
                     self.send(format_client_event(Password(self._secret)))
                 case ServerLine("PASSWORD", text):
                     attempt += 1
-                    prompt = f"{last_error}. {text}" if last_error else text
-                    secret = await source(prompt, text.startswith("New user"), attempt)
+                    # The reason on a line of its own, then the question.
+                    prompt = f"{last_error}\n{text}" if last_error else text
+                    registering = registering or text.startswith("New user")
+                    secret = await source(prompt, registering, attempt)
                     self._secret = secret
                     self.send(format_client_event(Password(secret)))
                     sent_password, last_error, retries = True, "", 0

@@ -108,3 +108,71 @@ async def test_resume_tokens_survive_a_graceful_restart(
             assert passwords.verified == 0  # the token of the first run, not the password
             assert second.hub.store.take_tokens() == []  # read back once, then forgotten
             nursery.cancel_scope.cancel()
+
+
+class Answers:
+    """A password source that answers from a list and records what it was asked."""
+
+    def __init__(self, *secrets: str) -> None:
+        self.secrets = list(secrets)
+        self.asked: list[tuple[str, bool, int]] = []
+
+    async def __call__(self, prompt: str, is_new: bool, attempt: int) -> str:
+        self.asked.append((prompt, is_new, attempt))
+        return self.secrets.pop(0)
+
+
+async def test_a_refused_new_password_is_asked_again_as_a_new_one() -> None:
+    server = Server(SqliteStore(":memory:"), passwords=Passwords(fast_hasher()))
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        cfg = PeerConfig("newbie", "127.0.0.1", port, "127.0.0.1", 0)
+        answers = Answers("short", "long-enough-now")
+        async with open_peer(cfg, answers):
+            pass
+        nursery.cancel_scope.cancel()
+    # The second question is still a registration: a typo must be caught by
+    # asking twice again, or it would lock the user out.
+    assert [is_new for _, is_new, _ in answers.asked] == [True, True]
+    first, second = answers.asked[0][0], answers.asked[1][0]
+    assert first.startswith("New user newbie")
+    assert second.splitlines()[0].startswith("Password too short")  # the reason, on its own line
+
+
+async def test_wrong_passwords_read_as_a_reason_then_a_question() -> None:
+    from peer.errors import LoginFailed
+    from rendezvous.limits import Limits
+
+    # Two tries per connection: the back-off after wrong passwords stays short.
+    server = Server(
+        SqliteStore(":memory:"),
+        passwords=Passwords(fast_hasher()),
+        limits=Limits(max_login_tries=2),
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        cfg = PeerConfig("dave", "127.0.0.1", port, "127.0.0.1", 0)
+        async with open_peer(cfg, fixed_password("daves-real-password")):
+            pass
+        answers = Answers(*(f"wrong-one-{i}" for i in range(10)))
+        with pytest.raises(LoginFailed) as failed:
+            async with open_peer(cfg, answers):
+                pass
+        nursery.cancel_scope.cancel()
+    prompts = [p for p, _, _ in answers.asked]
+    assert prompts[1].splitlines() == ["Wrong password for dave", "Password for dave"]
+    assert str(failed.value).startswith("Wrong password for dave")
+    assert not str(failed.value).endswith("Password for dave")  # no question left hanging
+
+
+async def test_the_terminal_prompt_gives_up_with_the_reason_not_the_question() -> None:
+    from peer.cli import MAX_PROMPTS, interactive_password
+    from peer.errors import LoginFailed
+
+    source = interactive_password("dave")
+    with pytest.raises(LoginFailed) as failed:
+        await source("Wrong password for dave\nPassword for dave", False, MAX_PROMPTS + 1)
+    assert str(failed.value).startswith("Wrong password for dave")
+    assert "Password for dave" not in str(failed.value)

@@ -158,3 +158,31 @@ def test_resize_redraws_the_toolbar(tty: Harness) -> None:
     tty.wait_for_text(READY)
     tty.child.sendcontrol("d")
     assert tty.exit_code() == 0
+
+
+def test_ctrl_c_at_the_password_prompt_leaves_at_once(tmp_path: Path) -> None:
+    from tests.procs import Rendezvous, command
+
+    server = Rendezvous(tmp_path / "db.sqlite3")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "CHATHACK_PASSWORD"}
+        env["TERM"] = "xterm-256color"
+        child = pexpect.spawn(
+            command("chathack-peer"),
+            ["zoe", "--server", server.address, "--data-dir", str(tmp_path / "zoe")],
+            env=env,
+            dimensions=(24, 80),
+            timeout=TIMEOUT,
+            encoding="utf-8",
+        )
+        try:
+            child.expect("choose a password")
+            child.sendcontrol("c")
+            child.expect(pexpect.EOF)  # at once, not after an Enter
+            child.close()
+            assert child.exitstatus != 0 or child.signalstatus is not None
+            assert "Traceback" not in (child.before or "")
+        finally:
+            child.close(force=True)
+    finally:
+        server.stop()
