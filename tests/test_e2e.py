@@ -248,7 +248,8 @@ def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab)
     try:
         again.expect("Password for zed: ")
         again.sendline("not-it")
-        again.expect("Wrong password for zed. Password for zed: ")
+        # The reason on its own line, then the question.
+        again.expect("Wrong password for zed\r?\nPassword for zed: ")
         again.sendline("s3cret-password")
         wait_for_text(again, "zed · no conversation")
         again.sendcontrol("d")
