@@ -41,7 +41,12 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import HSplit, Layout, Window
 from prompt_toolkit.layout.controls import BufferControl, FormattedTextControl
-from prompt_toolkit.layout.processors import ConditionalProcessor, PasswordProcessor
+from prompt_toolkit.layout.processors import (
+    ConditionalProcessor,
+    Processor,
+    Transformation,
+    TransformationInput,
+)
 from prompt_toolkit.styles import Style
 
 from chathack.protocol import UserState
@@ -89,6 +94,13 @@ class Node(Protocol):
     async def handle_input(self, line: str) -> bool: ...
     async def send(self, name: str, text: str) -> bool: ...
     async def quit(self) -> None: ...
+
+
+class Hidden(Processor):
+    """Show nothing of what is typed (a password: not even its length)."""
+
+    def apply_transformation(self, ti: TransformationInput) -> Transformation:
+        return Transformation([], source_to_display=lambda i: 0, display_to_source=lambda i: 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +177,7 @@ class WindowsUI:
         messages = FormattedTextControl(
             self._messages, focusable=False, get_cursor_position=self._bottom
         )
-        hidden = ConditionalProcessor(
-            PasswordProcessor(), Condition(lambda: self._secret is not None)
-        )
+        hidden = ConditionalProcessor(Hidden(), Condition(lambda: self._secret is not None))
         return HSplit(
             [
                 Window(messages, wrap_lines=True),

@@ -135,6 +135,9 @@ def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
     ui.term.keys("Enter")
     ui.term.wait_for("Current password:")
     ui.term.type("old-secret")
+    typed = ui.term.wait_for("Current password:")
+    prompt_line = next(line for line in typed.splitlines() if "Current password:" in line)
+    assert prompt_line.strip() == "Current password:"  # nothing echoed, not even stars
     ui.term.keys("Enter")
     ui.term.wait_for("New password:")
     ui.term.type("new-secret")
