@@ -135,9 +135,6 @@ def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
     ui.term.keys("Enter")
     ui.term.wait_for("Current password:")
     ui.term.type("old-secret")
-    typed = ui.term.wait_for("Current password:")
-    prompt_line = next(line for line in typed.splitlines() if "Current password:" in line)
-    assert prompt_line.strip() == "Current password:"  # nothing echoed, not even stars
     ui.term.keys("Enter")
     ui.term.wait_for("New password:")
     ui.term.type("new-secret")
@@ -145,7 +142,9 @@ def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
     ui.term.type("new-secret")
     ui.term.keys("Enter")
     ui.term.wait_for("Password changed")
-    assert "secret" not in ui.term.screen()
+    # Nothing of them was ever drawn: not the text, not even stars.
+    written = ui.term.written()
+    assert b"secret" not in written and b"***" not in written
     assert ui.record() == ["passwd old-secret new-secret"]
     ui.term.keys("C-c")
     ui.term.wait_until(lambda s: "EXIT 0" in s, "the program gone")
