@@ -22,6 +22,7 @@ PEER_COMMANDS: tuple[PeerCommand, ...] = (
     PeerCommand("::trust", "::trust NAME", "accept NAME's new identity key, after checking it"),
     PeerCommand("::passwd", "::passwd", "change your password (asked without echo)"),
     PeerCommand("::netcheck", "::netcheck", "your public endpoint, your NAT, paths, relay delay"),
+    PeerCommand("::reconnect", "::reconnect", "the rendezvous is lost: try again now"),
     PeerCommand("::help", "::help", "this list"),
     PeerCommand("::quit", "::quit", "leave chathack (Ctrl-D does the same)"),
 )

@@ -77,6 +77,7 @@ class Status:
     partner: str | None
     path: PathName | None
     server: str  # "online" or a word saying what is wrong
+    retry_in: float | None = None  # reconnecting: seconds until the next try
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -140,7 +141,11 @@ class PeerNode:
         return self.server.state
 
     def status(self) -> Status:
-        return self.state.convs.status()
+        status = self.state.convs.status()
+        retry_at = self.server.retry_at
+        if retry_at is None:
+            return status
+        return replace(status, retry_in=max(0.0, retry_at - trio.current_time()))
 
     def unacknowledged(self) -> int:
         """How many sent messages the partners have not confirmed yet."""
@@ -337,6 +342,13 @@ class PeerNode:
             case Local("::help"):
                 for text in help_lines():
                     self.emit(System(text))
+            case Local("::reconnect"):
+                if self.server.retry_now():
+                    self.emit(System("Trying the rendezvous again now"))
+                elif self.server.state == "online":
+                    self.emit(System("Connected to the rendezvous already"))
+                else:
+                    self.emit(System("Already trying the rendezvous; wait for the answer"))
             case Local():
                 await self.netcheck()
             case rec.Quit():

@@ -98,6 +98,7 @@ class Screen:
         self.active = 0
         self.users: tuple[UserState, ...] = ()
         self.server = "connecting"
+        self.retry_in: float | None = None  # reconnecting: seconds to the next try
         self._mention = re.compile(rf"(?<![\w.-]){re.escape(me)}(?![\w-])", re.IGNORECASE)
 
     # -- windows ---------------------------------------------------------------
@@ -169,8 +170,8 @@ class Screen:
                 self._notice(about, neutralise(text), level, now)
             case UsersList(users):
                 self.users = users
-            case Status(_me, partner, path, server):
-                self.server = server
+            case Status(_me, partner, path, server, retry_in):
+                self.server, self.retry_in = server, retry_in
                 if partner is not None and path is not None:
                     self.window_of(partner).path = path
         return []
@@ -214,6 +215,12 @@ class Screen:
             label = window.title if window.path is None else f"{window.title} {window.path}"
             out.append((i, label, window.unread, window.named, i == self.active))
         return out
+
+    def rendezvous(self) -> str:
+        """The rendezvous's state, for the bar: a countdown while reconnecting."""
+        if self.server != "online" and self.retry_in is not None:
+            return f"{self.server} in {self.retry_in:.0f} s (::reconnect to try now)"
+        return self.server
 
     def menu_pick(self, typed: str) -> str | None:
         """A number typed at home while the users list shows: that user's name."""

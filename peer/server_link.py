@@ -139,6 +139,9 @@ class ServerLink:
         self.tls: TLSSettings | None = None  # None: plain TCP
         self._last_rx = 0.0
         self._pongs: dict[str, trio.Event] = {}
+        #: While reconnecting: when the next try starts (trio time); None otherwise.
+        self.retry_at: float | None = None
+        self._retry_now = trio.Event()
 
     def local_port(self) -> int | None:
         """The port our end of the session uses (None while disconnected)."""
@@ -391,12 +394,28 @@ class ServerLink:
                     continue
                 log.info("%s; next try in %.1f s", e, delay)
                 self.next_server()
-                await trio.sleep(delay * random.uniform(0.5, 1.0))  # backoff with jitter
+                await self._pause(delay * random.uniform(0.5, 1.0))  # backoff with jitter
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             where = "" if self.server == lost else f" at {format_endpoint(*self.server)}"
             self._set_state("online", f"Reconnected to the rendezvous{where}")
             return reader
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next try, or until :meth:`retry_now`."""
+        self.retry_at = trio.current_time() + seconds
+        self._set_state("reconnecting", f"Reconnecting in {seconds:.0f} s (::reconnect to try now)")
+        with trio.move_on_after(seconds):
+            await self._retry_now.wait()
+        self._retry_now = trio.Event()
+        self.retry_at = None
+
+    def retry_now(self) -> bool:
+        """Cut the countdown short: the next try starts now; False if none is waiting."""
+        if self.retry_at is None:
+            return False
+        self._retry_now.set()
+        return True
 
     def _drop(self) -> None:
         """Forget the current connection, resetting it so no TIME_WAIT holds our port."""

@@ -146,7 +146,7 @@ def bar_fragments(screen: Screen) -> StyleAndTextTuples:
             else ("class:bar.unread" if unread else "class:bar")
         )
         out.append((style, text))
-    out.append(("class:bar", f"  rendezvous: {screen.server} "))
+    out.append(("class:bar", f"  rendezvous: {screen.rendezvous()} "))
     return out
 
 
@@ -320,6 +320,13 @@ class WindowsUI:
             with suppress(RuntimeError):  # the loop just closed: the UI is ending
                 loop.call_soon_threadsafe(self._drain)
 
+    async def tick(self) -> None:
+        """While the rendezvous is away, the bar's countdown moves every second."""
+        while True:
+            await trio.sleep(1.0)
+            if self.node.status().server != "online":
+                self.post(self.node.status())
+
     async def pump_events(self) -> None:
         async for event in self.node.events:
             self.post(event)
@@ -394,6 +401,7 @@ async def run_windows(node: Node, *, bell: bool = True) -> int:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ui.pump_events)
+            nursery.start_soon(ui.tick)
             actor_done = trio.Event()
 
             async def actor() -> None:

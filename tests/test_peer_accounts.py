@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from peer import server_link
+from peer.events import System
 from peer.node import PeerConfig, fixed_password, open_peer
 from rendezvous.passwords import Passwords, fast_hasher
 from rendezvous.server import Server
@@ -176,3 +177,31 @@ async def test_the_terminal_prompt_gives_up_with_the_reason_not_the_question() -
         await source("Wrong password for dave\nPassword for dave", False, MAX_PROMPTS + 1)
     assert str(failed.value).startswith("Wrong password for dave")
     assert "Password for dave" not in str(failed.value)
+
+
+async def test_reconnect_now_instead_of_waiting_out_the_countdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A countdown far longer than the test: only ::reconnect can bring the peer back in time.
+    monkeypatch.setattr(server_link, "BACKOFF_FIRST", 120.0)
+    store = SqliteStore(":memory:")
+    async with trio.open_nursery() as nursery:
+        first = Server(store, passwords=Passwords(fast_hasher()))
+        listeners = await nursery.start(first.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        cfg = PeerConfig("alice", "127.0.0.1", port, "127.0.0.1", 0)
+        async with open_peer(cfg, fixed_password("alice-pw-1")) as node:
+            w = Watcher(node)
+            nursery.start_soon(w.run)
+            first.stop_accepting()
+            cut(first)
+            countdown = await w.system("Reconnecting in")
+            assert isinstance(countdown, System) and "::reconnect to try now" in countdown.text
+            assert node.status().retry_in is not None and node.status().retry_in > 60
+            second = Server(store, passwords=Passwords(fast_hasher()))
+            await nursery.start(second.serve, "127.0.0.1", port)
+            await node.handle_input("::reconnect")
+            with trio.fail_after(10):
+                await w.system("Reconnected to the rendezvous")
+            assert node.status().retry_in is None
+        nursery.cancel_scope.cancel()

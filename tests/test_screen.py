@@ -113,6 +113,10 @@ def test_the_bar_follows_the_path_and_the_rendezvous() -> None:
     s.feed(Status("alice", "bob", "punched", "reconnecting"))
     assert "bob punched" in [label for _, label, _, _, _ in s.bar()]
     assert s.server == "reconnecting"
+    s.feed(Status("alice", "bob", "punched", "reconnecting", retry_in=6.6))
+    assert s.rendezvous() == "reconnecting in 7 s (::reconnect to try now)"
+    s.feed(Status("alice", "bob", "punched", "online"))
+    assert s.rendezvous() == "online"
 
 
 def test_hostile_text_is_shown_harmless() -> None:

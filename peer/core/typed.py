@@ -80,7 +80,7 @@ def _command(word: str, arg: str) -> Typed:
             # The UIs ask for the passwords themselves (no echo in a terminal);
             # a line reaching here came from elsewhere.
             return Problem("::passwd asks for the passwords itself: type it alone on a line")
-        case "::help" | "::netcheck":
+        case "::help" | "::netcheck" | "::reconnect":
             return Local(word)
         case "::quit":
             return Quit()
@@ -108,5 +108,5 @@ def parse_typed(line: str) -> Typed:
 
 #: Every word of :data:`peer.commands.PEER_COMMANDS` has a meaning above.
 HANDLED = {"::users", "::end", "::switch", "::whois", "::trust", "::history", "::passwd"}
-HANDLED |= {"::help", "::netcheck", "::quit", "connect:"}
+HANDLED |= {"::help", "::netcheck", "::reconnect", "::quit", "connect:"}
 assert {c.name for c in PEER_COMMANDS} == HANDLED, "every command needs a meaning"
