@@ -312,7 +312,9 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
         if args.ui == "windows":
             from peer.windows_ui import run_windows
 
-            return await run_windows(node, bell=not args.no_bell)
+            return await run_windows(
+                node, bell=not args.no_bell, history_file=data_dir / "input-history"
+            )
         from peer.tty import run_tty
 
         return await run_tty(node, data_dir / "input-history")

@@ -1,12 +1,15 @@
-"""Tab completion for the terminal UIs: command words, and user names
-wherever a name may go (after ``connect:``, ``::whois``...) and in chat text."""
+"""What both terminal UIs share for the input line: Tab completion (command
+words, a user name wherever one may go, nicks in chat text) and the history
+of typed lines."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from chathack.protocol import UserState
 from peer.commands import COMPLETION_WORDS, PEER_COMMANDS
@@ -54,3 +57,15 @@ class ChatCompleter(Completer):
             if user.name.lower().startswith(partial.lower()):
                 meta = "online" if user.online else "offline"
                 yield Completion(user.name, -len(partial), display_meta=meta)
+
+
+def open_history(history_file: Path | None) -> tuple[History, str | None]:
+    """The history to use, and a warning to show if the file cannot be used."""
+    if history_file is None:
+        return InMemoryHistory(), None
+    try:
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+        history_file.touch(exist_ok=True)
+    except OSError as exc:
+        return InMemoryHistory(), f"history is not saved: {exc.strerror} ({history_file})"
+    return FileHistory(str(history_file)), None

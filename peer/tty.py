@@ -35,14 +35,14 @@ import trio
 from prompt_toolkit import PromptSession
 from prompt_toolkit import prompt as pt_prompt
 from prompt_toolkit.formatted_text import StyleAndTextTuples
-from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.history import History
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.shortcuts import CompleteStyle
 from prompt_toolkit.styles import Style
 from rich.console import Console
 
 from chathack.protocol import UserState
-from peer.completion import ChatCompleter
+from peer.completion import ChatCompleter, open_history
 from peer.events import Status, System, UIEvent, UsersList
 from peer.render import THEME, render_event, status_parts
 
@@ -81,18 +81,6 @@ class Node(Protocol):
     def status(self) -> Status: ...
     async def handle_input(self, line: str) -> bool: ...
     async def quit(self) -> None: ...
-
-
-def _open_history(history_file: Path | None) -> tuple[History, str | None]:
-    """The history to use, and a warning to show if the file cannot be used."""
-    if history_file is None:
-        return InMemoryHistory(), None
-    try:
-        history_file.parent.mkdir(parents=True, exist_ok=True)
-        history_file.touch(exist_ok=True)
-    except OSError as exc:
-        return InMemoryHistory(), f"history is not saved: {exc.strerror} ({history_file})"
-    return FileHistory(str(history_file)), None
 
 
 @contextmanager
@@ -363,7 +351,7 @@ class _TtyUI:
 
 async def run_tty(node: Node, history_file: Path | None) -> int:
     """Run the terminal UI until the user quits (0) or the node ends (1)."""
-    history, warning = _open_history(history_file)
+    history, warning = open_history(history_file)
     try:
         with _keys_wait_for_the_prompt(), patch_stdout(raw=True), _logging_above_prompt():
             ui = _TtyUI(node, history)

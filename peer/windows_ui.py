@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -38,6 +39,7 @@ from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.data_structures import Point
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.history import History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import HSplit, Layout, Window
 from prompt_toolkit.layout.controls import BufferControl, FormattedTextControl
@@ -50,7 +52,7 @@ from prompt_toolkit.layout.processors import (
 from prompt_toolkit.styles import Style
 
 from chathack.protocol import UserState
-from peer.completion import ChatCompleter
+from peer.completion import ChatCompleter, open_history
 from peer.core import records as rec
 from peer.core.typed import parse_typed
 from peer.events import Status, System, UIEvent
@@ -79,6 +81,8 @@ STYLE = Style.from_dict(
 QUIT_SECONDS = 5.0
 #: Lines typed but not yet acted on, at most.
 TYPED_BUFFER = 64
+#: Seconds between two refreshes of the users list while the home window shows.
+USERS_REFRESH = 15
 
 
 class Node(Protocol):
@@ -93,6 +97,7 @@ class Node(Protocol):
     def status(self) -> Status: ...
     async def handle_input(self, line: str) -> bool: ...
     async def send(self, name: str, text: str) -> bool: ...
+    def request_users(self) -> None: ...
     async def quit(self) -> None: ...
 
 
@@ -151,7 +156,7 @@ def bar_fragments(screen: Screen) -> StyleAndTextTuples:
 
 
 class WindowsUI:
-    def __init__(self, node: Node, *, bell: bool = True) -> None:
+    def __init__(self, node: Node, *, bell: bool = True, history: History | None = None) -> None:
         self.node = node
         self.screen = Screen(node.me, bell=bell)
         self._inbox: queue.SimpleQueue[UIEvent] = queue.SimpleQueue()
@@ -163,6 +168,7 @@ class WindowsUI:
             complete_while_typing=False,
             multiline=False,
             accept_handler=self._accept,
+            history=history or InMemoryHistory(),
         )
         self.app: Application[int] = Application(
             layout=Layout(self._layout(), focused_element=self.input),
@@ -321,11 +327,17 @@ class WindowsUI:
                 loop.call_soon_threadsafe(self._drain)
 
     async def tick(self) -> None:
-        """While the rendezvous is away, the bar's countdown moves every second."""
+        """While the rendezvous is away, the bar's countdown moves every second;
+        while the home window shows, its users list is asked again now and then."""
+        seconds = 0
         while True:
             await trio.sleep(1.0)
-            if self.node.status().server != "online":
-                self.post(self.node.status())
+            seconds += 1
+            status = self.node.status()
+            if status.server != "online":
+                self.post(status)
+            elif self.screen.active == 0 and seconds % USERS_REFRESH == 0:
+                self.node.request_users()
 
     async def pump_events(self) -> None:
         async for event in self.node.events:
@@ -392,9 +404,12 @@ class WindowsUI:
                 loop.call_soon_threadsafe(go)
 
 
-async def run_windows(node: Node, *, bell: bool = True) -> int:
+async def run_windows(node: Node, *, bell: bool = True, history_file: Path | None = None) -> int:
     """Run the windowed UI until the user quits (0) or the node ends (1)."""
-    ui = WindowsUI(node, bell=bell)
+    history, warning = open_history(history_file)
+    ui = WindowsUI(node, bell=bell, history=history)
+    if warning:
+        ui.post(System(warning, "warning"))
     ui._trio_token = trio.lowlevel.current_trio_token()
     for event in (node.status(),):
         ui.post(event)

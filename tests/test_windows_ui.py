@@ -186,3 +186,17 @@ def test_the_real_peer_in_windows_talks_with_a_partner(tmp_path: Path) -> None:
             )
         finally:
             term.close()
+
+
+def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
+    ui.control("say bob hi")
+    ui.term.keys("M-2")
+    ui.term.wait_for("[bob]")
+    ui.term.type("a line worth repeating")
+    ui.term.keys("Enter")
+    ui.term.wait_for("<alice> a line worth repeating")
+    ui.term.keys("Up")
+    ui.term.wait_until(
+        lambda s: any(line.startswith("[bob] a line worth repeating") for line in s.splitlines()),
+        "the line back in the input",
+    )

@@ -65,6 +65,9 @@ class FakeNode:
         self.emit(Outgoing(name, text, time.time(), f"m{self._sent}", "sent"))
         return True
 
+    def request_users(self) -> None:
+        self.emit(UsersList(USERS))
+
     async def change_password(self, old: str, new: str) -> bool:
         self._note(f"passwd {old} {new}")
         self.emit(System("Password changed"))
