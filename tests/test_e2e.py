@@ -113,7 +113,7 @@ def test_users_menu_and_errors_for_unknown_or_offline_users(world: Lab) -> None:
     dave.send("::users")
     dave.expect_line("* Who do you want to talk to? dave online, erin offline")
     dave.send("connect: nobody")
-    dave.expect(r"Servidor\[ERROR\]: There is no user named nobody")
+    dave.expect(r"\* error: There is no user named nobody")  # the program's own words
     dave.send("connect: erin")
     dave.expect(r"erin is offline: what you type is kept for erin on the server")
     dave.send("::frobnicate")

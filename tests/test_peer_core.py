@@ -63,7 +63,9 @@ def test_a_connect_the_rendezvous_refuses_says_why_and_opens_nothing(world: Worl
     world.pump()
     assert alice.answers == [rec.Answered("connect", "ghost", False)]
     assert alice.state.active is None and not alice.state.talks
-    [notice] = [e for e in alice.ui if isinstance(e, ServerNotice)]
+    # Said in the program's own words (a System line), not as a raw server line.
+    assert not [e for e in alice.ui if isinstance(e, ServerNotice)]
+    [notice] = [e for e in alice.ui if isinstance(e, System) and e.level == "error"]
     assert "ghost" in notice.text and notice.about == "ghost"
 
 
@@ -77,7 +79,7 @@ def test_a_connect_nobody_answers_ends_at_its_deadline(world: World) -> None:
     assert alice.answers == []
     world.advance(2.0)
     assert alice.answers == [rec.Answered("connect", "bob", False)]
-    assert any("did not answer in time" in e.text for e in alice.ui if isinstance(e, ServerNotice))
+    assert any("did not answer in time" in e.text for e in alice.ui if isinstance(e, System))
 
 
 # ------------------------------------------------------------- bug 2

@@ -45,3 +45,17 @@ def test_whois_of_a_name_nobody_has_does_not_suggest_connecting(world: World) ->
     assert any("no user named nobody" in line for line in lines)
     lines = said(world, "alice", rec.Whois("bob"))
     assert any("connect: bob" in line for line in lines)  # bob exists: that is the way
+
+
+def test_a_refused_connect_is_told_in_the_programs_words(world: World) -> None:
+    from peer.events import ServerNotice
+
+    world.add("alice")
+    world.pump()
+    peer = world.peers["alice"]
+    before = len(peer.ui)
+    world.connect("alice", "nobody")
+    world.pump()
+    new = peer.ui[before:]
+    assert not any(isinstance(e, ServerNotice) for e in new)  # no raw Servidor[ERROR]
+    assert any("There is no user named nobody" in t for t in peer.notices())

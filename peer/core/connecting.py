@@ -26,7 +26,7 @@ from peer.core.directory import Directory
 from peer.core.records import Answered, Effect, Show, ToServer
 from peer.core.requests import DIRECT_GRACE, PLAIN_RECHECK, PendingConnect, Requests
 from peer.core.talk import Talk
-from peer.events import ServerNotice, System
+from peer.events import System
 
 NOT_ONLINE = "Not connected to the rendezvous: cannot look anybody up"
 
@@ -69,7 +69,7 @@ class Connector:
             waiting.activate = waiting.activate or activate
             return  # asked already: that answer ends both
         if self.convs.server != "online":
-            out.append(Show(ServerNotice("ERROR", NOT_ONLINE, name)))
+            out.append(Show(System(NOT_ONLINE, "error", name)))
             out.append(Answered("connect", name, False))
             return
         self.requests.connect(name, now, activate).consent = talk is not None
@@ -145,7 +145,7 @@ class Connector:
         pending = self.requests.connects.get(name.lower())
         if pending is None:
             return False
-        out.append(Show(ServerNotice("ERROR", reason, name)))
+        out.append(Show(System(reason, "error", name)))
         self.over(pending, False, out)
         return True
 
@@ -154,7 +154,7 @@ class Connector:
             match pending.stage:
                 case "asking":
                     why = "The rendezvous did not answer in time"
-                    out.append(Show(ServerNotice("ERROR", why, pending.name)))
+                    out.append(Show(System(why, "error", pending.name)))
                     self.over(pending, False, out)
                 case "recheck":
                     again = self.requests.connect(pending.name, now, pending.activate)
