@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from chathack.protocol import UserState
+from chathack.protocol import MAX_TEXT_CHARS, UserState
 from chathack.text import neutralise
 from peer.events import (
     Delivery,
@@ -239,3 +239,21 @@ def _local(at: float) -> time.struct_time:
 def _day(at: float) -> tuple[int, int, int]:
     t = _local(at)
     return t.tm_year, t.tm_mon, t.tm_mday
+
+
+def split_message(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """``text`` (a long paste) as messages of at most ``limit`` characters:
+    one per pasted line, a line too long cut at its last space before the
+    limit (or at the limit, for a word that long); blank lines dropped."""
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit + 1)
+            if cut <= 0:
+                cut = limit
+            out.append(line[:cut].rstrip())
+            line = line[cut:].lstrip()
+        if line:
+            out.append(line)
+    return out

@@ -56,7 +56,7 @@ from peer.completion import ChatCompleter, open_history
 from peer.core import records as rec
 from peer.core.typed import parse_typed
 from peer.events import Status, System, UIEvent
-from peer.screen import Line, Screen
+from peer.screen import Line, Screen, split_message
 
 log = logging.getLogger("chathack.peer.windows")
 
@@ -114,6 +114,7 @@ class Typed:
 
     line: str
     partner: str | None
+    chat: bool = False  # a piece of a long paste: text for the partner, whatever it says
 
 
 def line_fragments(line: Line) -> StyleAndTextTuples:
@@ -163,6 +164,7 @@ class WindowsUI:
         self._typed_send, self._typed = trio.open_memory_channel[Typed](TYPED_BUFFER)
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._secret: list[str] | None = None  # a ::passwd dialogue's answers so far
+        self._split: list[str] | None = None  # a long paste, offered as these messages
         self.input = Buffer(
             completer=ChatCompleter(lambda: tuple(self.node.known_users)),
             complete_while_typing=False,
@@ -200,6 +202,8 @@ class WindowsUI:
         if self._secret is not None:
             asks = ("Current password: ", "New password: ", "New password again: ")
             return [("bold", asks[len(self._secret)])]
+        if self._split is not None:
+            return [("bold", f"send it as {len(self._split)} messages? (y/n) ")]
         return [("bold", f"[{self.screen.current.title}] ")]
 
     def _messages(self) -> StyleAndTextTuples:
@@ -259,8 +263,22 @@ class WindowsUI:
                 answers, self._secret = self._secret, None
                 self._typed_line("\0passwd\0" + "\0".join(answers))
             return False  # clear the input, keep nothing in the history
+        if self._split is not None:
+            chunks, self._split = self._split, None
+            if text.strip().lower() in ("y", "yes"):
+                for chunk in chunks:
+                    self._typed_line(chunk, chat=True)
+            else:
+                self._say("not sent")
+            return False
         if self._local(text.strip()):
             return False
+        if not text.lstrip().startswith(("::", "connect:", "msg:")):
+            chunks = split_message(text)
+            if len(chunks) > 1:
+                self._split = chunks
+                self._say(f"That is {len(text):,} characters, too long for one message", "warning")
+                return False
         self._typed_line(text)
         return False
 
@@ -288,8 +306,8 @@ class WindowsUI:
     def _say(self, text: str, level: str = "info") -> None:
         self._feed_now(System(text, level))  # type: ignore[arg-type]
 
-    def _typed_line(self, line: str) -> None:
-        typed = Typed(line, self.screen.route())
+    def _typed_line(self, line: str, *, chat: bool = False) -> None:
+        typed = Typed(line, self.screen.route(), chat)
         token = self._trio_token
         if token is None:
             return
@@ -370,7 +388,7 @@ class WindowsUI:
             else:
                 await self.node.change_password(old, new)  # type: ignore[attr-defined]
             return True
-        parsed = parse_typed(line)
+        parsed = rec.Send(None, line) if typed.chat else parse_typed(line)
         if isinstance(parsed, rec.Send) and parsed.name is None:
             if typed.partner is None:
                 self.post(

@@ -162,3 +162,12 @@ def test_unread_counts_what_arrived_where_you_were_not_since_you_last_looked(
         assert window.partner is not None
         assert window.unread == expected.get(window.partner, 0)
     assert s.current.unread == 0
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"]), max_size=9000), st.integers(5, 3000))
+def test_a_long_paste_splits_into_messages_that_keep_every_word(text: str, limit: int) -> None:
+    from peer.screen import split_message
+
+    chunks = split_message(text, limit)
+    assert all(0 < len(c) <= limit for c in chunks)
+    assert "".join("".join(c.split()) for c in chunks) == "".join(text.split())

@@ -200,3 +200,19 @@ def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
         lambda s: any(line.startswith("[bob] a line worth repeating") for line in s.splitlines()),
         "the line back in the input",
     )
+
+
+def test_a_paste_too_long_for_one_message_is_offered_as_several(ui: UI) -> None:
+    ui.control("say bob hi")
+    ui.term.keys("M-2")
+    ui.term.wait_for("[bob]")
+    words = " ".join(f"word{i:05d}" for i in range(900))  # ~9,000 characters
+    ui.term.type(words)
+    ui.term.keys("Enter")
+    ui.term.wait_for("send it as 5 messages? (y/n)")
+    assert ui.record() == []  # nothing sent before the answer
+    ui.term.type("y")
+    ui.term.keys("Enter")
+    ui.term.wait_until(lambda s: len(ui.record()) == 5, "five messages sent")
+    sent = [line.split(" ", 2)[2] for line in ui.record()]
+    assert " ".join(text.strip("'") for text in sent) == words
