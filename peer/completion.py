@@ -1,18 +1,21 @@
-"""What both terminal UIs share for the input line: Tab completion (command
-words, a user name wherever one may go, nicks in chat text) and the history
-of typed lines."""
+"""What both terminal UIs share: what they ask of the node (:class:`UINode`),
+and for the input line Tab completion (command words, a user name wherever
+one may go, nicks in chat text) and the history of typed lines."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
+import trio
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from chathack.protocol import UserState
 from peer.commands import COMPLETION_WORDS, PEER_COMMANDS
+from peer.events import Status, UIEvent
 
 _HELP = {c.name: c.help for c in PEER_COMMANDS}
 # After these, the next word is a user name.
@@ -25,6 +28,20 @@ _NAME_PREFIXES = (
     "::history ",
     "::end ",
 )
+
+
+class UINode(Protocol):
+    """What a terminal UI needs from :class:`peer.node.PeerNode`."""
+
+    @property
+    def me(self) -> str: ...
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[UIEvent]: ...
+    @property
+    def known_users(self) -> Sequence[UserState]: ...
+    def status(self) -> Status: ...
+    async def handle_input(self, line: str) -> bool: ...
+    async def quit(self) -> None: ...
 
 
 class ChatCompleter(Completer):

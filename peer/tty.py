@@ -26,10 +26,10 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 
 import trio
 from prompt_toolkit import PromptSession
@@ -42,7 +42,7 @@ from prompt_toolkit.styles import Style
 from rich.console import Console
 
 from chathack.protocol import UserState
-from peer.completion import ChatCompleter, open_history
+from peer.completion import ChatCompleter, UINode, open_history
 from peer.events import Status, System, UIEvent, UsersList
 from peer.render import THEME, render_event, status_parts
 
@@ -67,20 +67,6 @@ TOOLBAR_STYLE = Style.from_dict(
         "chat.warning": "bold ansiyellow",
     }
 )
-
-
-class Node(Protocol):
-    """What the UI needs from :class:`peer.node.PeerNode`."""
-
-    @property
-    def me(self) -> str: ...
-    @property
-    def events(self) -> trio.MemoryReceiveChannel[UIEvent]: ...
-    @property
-    def known_users(self) -> Sequence[UserState]: ...
-    def status(self) -> Status: ...
-    async def handle_input(self, line: str) -> bool: ...
-    async def quit(self) -> None: ...
 
 
 @contextmanager
@@ -133,7 +119,7 @@ def _keys_wait_for_the_prompt() -> Iterator[None]:
 
 
 class _TtyUI:
-    def __init__(self, node: Node, history: History) -> None:
+    def __init__(self, node: UINode, history: History) -> None:
         self.node = node
         self.status = node.status()
         self.users: tuple[UserState, ...] = tuple(node.known_users)
@@ -349,7 +335,7 @@ class _TtyUI:
             terminal.flush()
 
 
-async def run_tty(node: Node, history_file: Path | None) -> int:
+async def run_tty(node: UINode, history_file: Path | None) -> int:
     """Run the terminal UI until the user quits (0) or the node ends (1)."""
     history, warning = open_history(history_file)
     try:

@@ -27,7 +27,6 @@ import logging
 import queue
 import sys
 import time
-from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +50,10 @@ from prompt_toolkit.layout.processors import (
 )
 from prompt_toolkit.styles import Style
 
-from chathack.protocol import UserState
-from peer.completion import ChatCompleter, open_history
+from peer.completion import ChatCompleter, UINode, open_history
 from peer.core import records as rec
 from peer.core.typed import parse_typed
-from peer.events import Status, System, UIEvent
+from peer.events import System, UIEvent
 from peer.screen import Line, Screen, split_message
 
 log = logging.getLogger("chathack.peer.windows")
@@ -85,20 +83,11 @@ TYPED_BUFFER = 64
 USERS_REFRESH = 15
 
 
-class Node(Protocol):
-    """What this UI needs from :class:`peer.node.PeerNode`."""
+class Node(UINode, Protocol):
+    """What this UI needs from :class:`peer.node.PeerNode` besides the line UI's."""
 
-    @property
-    def me(self) -> str: ...
-    @property
-    def events(self) -> trio.MemoryReceiveChannel[UIEvent]: ...
-    @property
-    def known_users(self) -> Sequence[UserState]: ...
-    def status(self) -> Status: ...
-    async def handle_input(self, line: str) -> bool: ...
     async def send(self, name: str, text: str) -> bool: ...
     def request_users(self) -> None: ...
-    async def quit(self) -> None: ...
 
 
 class Hidden(Processor):
