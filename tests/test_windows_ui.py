@@ -39,6 +39,13 @@ class UI:
         return next(line for line in self.term.lines() if BAR_HOME in line)
 
 
+def in_bobs_window(ui: UI) -> None:
+    """bob says hi; his window (number 2) becomes the one we look at."""
+    ui.control("say bob hi")
+    ui.term.keys("M-2")
+    ui.term.wait_for("[bob]")
+
+
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[UI]:
     the_ui = UI(tmp_path)
@@ -86,9 +93,7 @@ def test_typed_lines_go_to_the_window_they_are_typed_in(ui: UI) -> None:
 
 
 def test_a_messages_mark_changes_on_its_own_line(ui: UI) -> None:
-    ui.control("say bob hi")
-    ui.term.keys("M-2")
-    ui.term.wait_for("[bob]")
+    in_bobs_window(ui)
     ui.term.type("how are you")
     ui.term.keys("Enter")
     screen = ui.term.wait_for("<alice> how are you  ✓")
@@ -189,9 +194,7 @@ def test_the_real_peer_in_windows_talks_with_a_partner(tmp_path: Path) -> None:
 
 
 def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
-    ui.control("say bob hi")
-    ui.term.keys("M-2")
-    ui.term.wait_for("[bob]")
+    in_bobs_window(ui)
     ui.term.type("a line worth repeating")
     ui.term.keys("Enter")
     ui.term.wait_for("<alice> a line worth repeating")
@@ -203,9 +206,7 @@ def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
 
 
 def test_a_paste_too_long_for_one_message_is_offered_as_several(ui: UI) -> None:
-    ui.control("say bob hi")
-    ui.term.keys("M-2")
-    ui.term.wait_for("[bob]")
+    in_bobs_window(ui)
     words = " ".join(f"word{i:05d}" for i in range(900))  # ~9,000 characters
     ui.term.type(words)
     ui.term.keys("Enter")
