@@ -247,12 +247,14 @@ class WindowsUI:
     def _accept(self, buffer: Buffer) -> bool:
         text = buffer.text
         if self._secret is not None:
+            buffer.reset()  # before the buffer files its text in the history: not a password
             self._secret.append(text)
             if len(self._secret) == 3:
                 answers, self._secret = self._secret, None
                 self._typed_line("\0passwd\0" + "\0".join(answers))
-            return False  # clear the input, keep nothing in the history
+            return False
         if self._split is not None:
+            buffer.reset()  # a y/n answer is not worth recalling
             chunks, self._split = self._split, None
             if text.strip().lower() in ("y", "yes"):
                 for chunk in chunks:

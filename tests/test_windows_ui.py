@@ -150,6 +150,14 @@ def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
     # Nothing of them was ever drawn: not the text, not even stars.
     written = ui.term.written()
     assert b"secret" not in written and b"***" not in written
+    # Nor kept in the input history (a file in the data folder): Up recalls ::passwd.
+    ui.term.keys("Up")
+    ui.term.wait_until(
+        lambda s: any(line.startswith("[home] ::passwd") for line in s.splitlines()),
+        "the last line typed that was not a password",
+    )
+    assert b"secret" not in ui.term.written()
+    ui.term.keys("C-u")
     assert ui.record() == ["passwd old-secret new-secret"]
     ui.term.keys("C-c")
     ui.term.wait_until(lambda s: "EXIT 0" in s, "the program gone")
