@@ -285,3 +285,16 @@ def test_a_message_to_a_user_whose_instance_died_is_kept_not_lost(cluster: Clust
     alice.expect(r"bob went offline|kept for bob on the server", timeout=30)
     bob = cluster.lab.peer("bob", cluster.instances["C"], extra=("--relay-only",))
     bob.expect_line("alice: while bob's server is gone", timeout=30)
+
+
+def test_a_login_on_another_instance_ends_the_first_session(cluster: Cluster) -> None:
+    first = cluster.lab.peer("alice", cluster.instances["A"]).logged_in()
+    bob = cluster.lab.peer("bob", cluster.instances["C"]).logged_in()
+    wait_online(bob, "alice")
+    second = cluster.lab.peer("alice", cluster.instances["B"]).logged_in()
+    first.expect(r"logged in elsewhere|You logged in again")  # the kick crossed instances
+    second.send("::users")
+    second.expect(r"\* Who do you want to talk to\? .*alice online")
+    bob.send("connect: alice")
+    bob.expect(r"Talking to alice")
+    second.expect(r"bob opened a conversation with you")  # the new session, on B, is alice
