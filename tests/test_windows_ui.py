@@ -42,6 +42,7 @@ class UI:
 def in_bobs_window(ui: UI) -> None:
     """bob says hi; his window (number 2) becomes the one we look at."""
     ui.control("say bob hi")
+    ui.term.wait_for("2:bob")  # the window exists before the key that goes there
     ui.term.keys("M-2")
     ui.term.wait_for("[bob]")
 
@@ -123,6 +124,7 @@ def test_the_users_menu_numbers_and_completion(ui: UI) -> None:
 
 def test_a_narrow_terminal_and_back_keeps_the_screen_whole(ui: UI) -> None:
     ui.control("say bob " + "a long line that has to wrap " * 4)
+    ui.term.wait_for("2:bob")
     ui.term.keys("M-2")
     ui.term.wait_for("[bob]")
     ui.term.resize(60)
