@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from chathack.grammar import KEY_RE, NAME_RE
 from rendezvous.store import Account, SavedToken, SqliteStore
@@ -158,11 +159,8 @@ class ClusterStore:
         self.local.close()
 
 
-class SharedWrites:
+class SharedWrites(Protocol):
     """What :class:`ClusterStore` writes to the shared store (RedisShared has these)."""
 
-    async def record(self, name: str, fields: dict[str, str | float | int]) -> None:
-        raise NotImplementedError
-
-    async def set_pubkey(self, name: str, pubkey: str) -> None:
-        raise NotImplementedError
+    async def record(self, name: str, fields: dict[str, str | float | int]) -> None: ...
+    async def set_pubkey(self, name: str, pubkey: str) -> None: ...
