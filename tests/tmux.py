@@ -57,6 +57,10 @@ class Tmux:
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "t")
 
+    def screen_with_colours(self) -> str:
+        """The screen with its colours, as ANSI escapes (for screenshots)."""
+        return self._tmux("capture-pane", "-e", "-p", "-t", "t")
+
     def lines(self) -> list[str]:
         return self.screen().splitlines()
 
