@@ -150,8 +150,9 @@ class Screen:
         return f"chathack {self.me}" + (f" ({n})" if n else "")
 
     # -- events ----------------------------------------------------------------
-    def feed(self, event: UIEvent, now: float | None = None) -> list[Effect]:
-        now = time.time() if now is None else now
+    def feed(self, event: UIEvent, now: float) -> list[Effect]:
+        """Take ``event``; ``now`` (wall-clock seconds) stamps the lines it makes
+        itself (notices): the model reads no clock."""
         match event:
             case Incoming(origin, text, at, path):
                 window = self.window_of(origin)

@@ -79,6 +79,8 @@ STYLE = Style.from_dict(
 QUIT_SECONDS = 5.0
 #: Lines typed but not yet acted on, at most.
 TYPED_BUFFER = 64
+#: Lines of a window drawn (older ones scrolled away; ::history has them all).
+SHOWN_LINES = 500
 #: Seconds between two refreshes of the users list while the home window shows.
 USERS_REFRESH = 15
 
@@ -198,7 +200,7 @@ class WindowsUI:
     def _messages(self) -> StyleAndTextTuples:
         out: StyleAndTextTuples = []
         window = self.screen.current
-        for line in window.lines[-500:]:
+        for line in window.lines[-SHOWN_LINES:]:
             out.extend(line_fragments(line))
             out.append(("", "\n"))
         if window.partner is None and self.screen.users:
@@ -209,8 +211,13 @@ class WindowsUI:
         return out
 
     def _bottom(self) -> Point:
-        text = "".join(t for _, t, *_ in self._messages())
-        return Point(0, max(0, text.count("\n") - 1))
+        """The last line drawn (the window scrolls to keep it in view), counted
+        as :meth:`_messages` draws them: no second rendering per redraw."""
+        window = self.screen.current
+        lines = min(len(window.lines), SHOWN_LINES)
+        if window.partner is None and self.screen.users:
+            lines += 1 + len(self.screen.users)
+        return Point(0, max(0, lines - 1))
 
     def _keys(self) -> KeyBindings:
         kb = KeyBindings()
@@ -319,7 +326,7 @@ class WindowsUI:
 
     def _feed_now(self, event: UIEvent) -> None:
         try:
-            effects = self.screen.feed(event)
+            effects = self.screen.feed(event, time.time())
         except Exception:  # a bug of ours must not end the chat
             log.debug("cannot show %r", event, exc_info=True)
             return
@@ -366,7 +373,13 @@ class WindowsUI:
 
     async def act_on_lines(self) -> int:
         async for typed in self._typed:
-            if not await self._act(typed):
+            try:
+                keep = await self._act(typed)
+            except Exception as exc:  # a bug of ours costs that line, not the chat
+                log.debug("acting on %r failed", typed.line, exc_info=True)
+                self.post(System(f"that line could not be handled: {exc}", "error"))
+                continue
+            if not keep:
                 return 0
         return 0
 

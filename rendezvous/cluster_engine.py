@@ -36,7 +36,7 @@ from contextlib import suppress
 import trio
 
 from chathack.errors import RemoteProtocolError
-from chathack.server_events import Failure, format_server_event
+from chathack.server_events import Failure
 from rendezvous.cluster_inbox import ClusterInbox
 from rendezvous.cluster_store import AccountReplica
 from rendezvous.cluster_wire import (
@@ -283,7 +283,7 @@ class ClusterEngine:
         assert self.hub is not None
         session = self.hub.session_of(name)
         if session is not None:
-            session.outbox.send(format_server_event(Failure(offline(request, about))))
+            session.tell(Failure(offline(request, about)))
 
     async def _writer(self) -> None:
         while True:

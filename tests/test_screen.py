@@ -19,8 +19,8 @@ T = time.mktime((2026, 12, 4, 12, 0, 0, 0, 0, -1))
 
 def test_each_partner_gets_a_window_and_a_message_never_moves_you() -> None:
     s = Screen("alice")
-    assert s.feed(Incoming("bob", "hi", T, "direct")) == [Bell()]
-    assert s.feed(Incoming("carol", "hey alice!", T, "relayed")) == [Bell()]
+    assert s.feed(Incoming("bob", "hi", T, "direct"), T) == [Bell()]
+    assert s.feed(Incoming("carol", "hey alice!", T, "relayed"), T) == [Bell()]
     assert [w.title for w in s.windows] == ["home", "bob", "carol"]
     assert s.active == 0 and s.route() is None  # still home: chat text goes nowhere
     bar = {label: (unread, named) for _, label, unread, named, _ in s.bar()}
@@ -30,12 +30,12 @@ def test_each_partner_gets_a_window_and_a_message_never_moves_you() -> None:
 
 def test_typed_lines_go_to_the_window_you_are_in_and_only_there() -> None:
     s = Screen("alice")
-    s.feed(Incoming("bob", "one", T, "direct"))
-    s.feed(Incoming("carol", "two", T, "direct"))
+    s.feed(Incoming("bob", "one", T, "direct"), T)
+    s.feed(Incoming("carol", "two", T, "direct"), T)
     assert s.go_to("BOB") and s.route() == "bob"
     assert s.current.unread == 0 and s.unread_total() == 1
     # carol writes while you are in bob's window: you stay there.
-    s.feed(Incoming("carol", "three", T, "direct"))
+    s.feed(Incoming("carol", "three", T, "direct"), T)
     assert s.route() == "bob" and s.windows[2].unread == 2
     s.step(1)
     assert s.route() == "carol" and s.windows[2].unread == 0
@@ -46,39 +46,39 @@ def test_typed_lines_go_to_the_window_you_are_in_and_only_there() -> None:
 
 def test_the_active_window_takes_messages_without_a_bell() -> None:
     s = Screen("alice")
-    s.feed(Incoming("bob", "one", T, "direct"))
+    s.feed(Incoming("bob", "one", T, "direct"), T)
     s.go(1)
-    assert s.feed(Incoming("bob", "two", T, "direct")) == []
+    assert s.feed(Incoming("bob", "two", T, "direct"), T) == []
     assert s.current.unread == 0
-    assert Screen("alice", bell=False).feed(Incoming("bob", "x", T, "direct")) == []
+    assert Screen("alice", bell=False).feed(Incoming("bob", "x", T, "direct"), T) == []
 
 
 def test_your_messages_marks_change_on_their_own_line() -> None:
     s = Screen("alice")
-    s.feed(Outgoing("bob", "are you there", T, "m1", "waiting"))
-    s.feed(Outgoing("bob", "hello?", T, "m2", "sent"))
+    s.feed(Outgoing("bob", "are you there", T, "m1", "waiting"), T)
+    s.feed(Outgoing("bob", "hello?", T, "m2", "sent"), T)
     [first, second] = [line for line in s.window_of("bob").lines if line.kind == "out"]
     assert (first.mark, second.mark) == ("…", "✓")
-    s.feed(Delivery("bob", "m1", "delivered"))
-    s.feed(Delivery("bob", "m2", "read"))
+    s.feed(Delivery("bob", "m1", "delivered"), T)
+    s.feed(Delivery("bob", "m2", "read"), T)
     assert (first.mark, second.mark) == ("✓✓", "read")
     lines_before = len(s.window_of("bob").lines)
-    s.feed(Delivery("bob", "m1", "expired"))
+    s.feed(Delivery("bob", "m1", "expired"), T)
     assert first.mark == "not delivered"
     assert len(s.window_of("bob").lines) == lines_before  # no new line: the mark moved
 
 
 def test_a_receipt_for_a_message_not_on_screen_is_said_once_in_its_window() -> None:
     s = Screen("alice")
-    s.feed(Delivery("bob", "old-1", "read"), now=T)
+    s.feed(Delivery("bob", "old-1", "read"), T)
     [notice] = [line for line in s.window_of("bob").lines if line.kind == "notice"]
     assert notice.text == "your message old-1: read"
 
 
 def test_notices_go_to_the_window_they_concern_or_home() -> None:
     s = Screen("alice")
-    s.feed(System("bob went offline", "warning", "bob"), now=T)
-    s.feed(ServerNotice("ERROR", "There is no user named nobody"), now=T)
+    s.feed(System("bob went offline", "warning", "bob"), T)
+    s.feed(ServerNotice("ERROR", "There is no user named nobody"), T)
     assert [line.text for line in s.window_of("bob").lines if line.kind == "notice"] == [
         "bob went offline"
     ]
@@ -88,9 +88,9 @@ def test_notices_go_to_the_window_they_concern_or_home() -> None:
 
 def test_a_day_separator_comes_before_the_first_line_of_each_day() -> None:
     s = Screen("alice")
-    s.feed(Incoming("bob", "late", T, "direct"))
-    s.feed(Incoming("bob", "later", T + 60, "direct"))
-    s.feed(Incoming("bob", "next day", T + 86400, "direct"))
+    s.feed(Incoming("bob", "late", T, "direct"), T)
+    s.feed(Incoming("bob", "later", T + 60, "direct"), T)
+    s.feed(Incoming("bob", "next day", T + 86400, "direct"), T)
     kinds = [line.kind for line in s.window_of("bob").lines]
     assert kinds == ["day", "in", "in", "day", "in"]
     assert s.window_of("bob").lines[3].text.startswith("Saturday 05 December 2026")
@@ -98,30 +98,30 @@ def test_a_day_separator_comes_before_the_first_line_of_each_day() -> None:
 
 def test_the_users_list_is_live_and_its_numbers_work_at_home() -> None:
     s = Screen("alice")
-    s.feed(UsersList((UserState("alice", True), UserState("bob", False))))
-    s.feed(UsersList((UserState("alice", True), UserState("bob", True))))
+    s.feed(UsersList((UserState("alice", True), UserState("bob", False))), T)
+    s.feed(UsersList((UserState("alice", True), UserState("bob", True))), T)
     assert [u.online for u in s.users] == [True, True]
     assert s.menu_pick("2") == "bob" and s.menu_pick("3") is None and s.menu_pick("x") is None
-    s.feed(Incoming("bob", "hi", T, "direct"))
+    s.feed(Incoming("bob", "hi", T, "direct"), T)
     s.go(1)
     assert s.menu_pick("2") is None  # in a conversation a number is text
 
 
 def test_the_bar_follows_the_path_and_the_rendezvous() -> None:
     s = Screen("alice")
-    s.feed(Status("alice", "bob", "relayed", "online"))
-    s.feed(Status("alice", "bob", "punched", "reconnecting"))
+    s.feed(Status("alice", "bob", "relayed", "online"), T)
+    s.feed(Status("alice", "bob", "punched", "reconnecting"), T)
     assert "bob punched" in [label for _, label, _, _, _ in s.bar()]
     assert s.server == "reconnecting"
-    s.feed(Status("alice", "bob", "punched", "reconnecting", retry_in=6.6))
+    s.feed(Status("alice", "bob", "punched", "reconnecting", retry_in=6.6), T)
     assert s.rendezvous() == "reconnecting in 7 s (::reconnect to try now)"
-    s.feed(Status("alice", "bob", "punched", "online"))
+    s.feed(Status("alice", "bob", "punched", "online"), T)
     assert s.rendezvous() == "online"
 
 
 def test_hostile_text_is_shown_harmless() -> None:
     s = Screen("alice")
-    s.feed(Incoming("bob", "\x1b[2Jgone\u202e", T, "direct"))
+    s.feed(Incoming("bob", "\x1b[2Jgone\u202e", T, "direct"), T)
     [line] = [line for line in s.window_of("bob").lines if line.kind == "in"]
     assert "\x1b" not in line.text and "\u202e" not in line.text
 
@@ -129,7 +129,7 @@ def test_hostile_text_is_shown_harmless() -> None:
 def test_a_window_keeps_a_bounded_number_of_lines() -> None:
     s = Screen("alice", max_lines=50)
     for i in range(200):
-        s.feed(Incoming("bob", f"m{i}", T, "direct"))
+        s.feed(Incoming("bob", f"m{i}", T, "direct"), T)
     lines = s.window_of("bob").lines
     assert len(lines) == 50 and lines[-1].text == "m199"
 
@@ -151,7 +151,7 @@ def test_unread_counts_what_arrived_where_you_were_not_since_you_last_looked(
     for op, arg in ops:
         if op == "msg":
             assert isinstance(arg, str)
-            s.feed(Incoming(arg, "x", T, "direct"))
+            s.feed(Incoming(arg, "x", T, "direct"), T)
             if s.current.partner != arg:
                 expected[arg] = expected.get(arg, 0) + 1
         else:
