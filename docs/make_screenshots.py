@@ -69,7 +69,8 @@ def main() -> int:
         control(folder, "say bob yes! great talk, slides next week")
         term.wait_for("slides next week")
         shot = term.screen_with_colours()
-        svg(shot, "chathack-peer alice --ui windows", OUT / "windows.svg")
+        svg(shot, "chathack-peer alice", OUT / "windows.svg")
+        (OUT / "windows.txt").write_text(term.screen(), encoding="utf-8")  # for the README's text
     finally:
         term.close()
     return 0

@@ -4,6 +4,9 @@
 #   examples/lan_demo.sh            # start, attach; Ctrl-b d detaches, rerun to re-attach
 #   examples/lan_demo.sh --stop     # end the demo
 #
+# Each peer opens in the windowed UI: in alice's pane type `connect: bob`;
+# bob's bar shows "2:alice" lit up: Alt-2 (or `::w 2`) goes there. Alt-1 is home.
+#
 # Across two machines of a LAN: run `chathack-rendezvous` on machine A, then on
 # each machine `chathack-peer NAME --server A_ADDRESS:7777`. Peers dial each
 # other directly at the address the rendezvous saw; if a firewall blocks it,
@@ -13,13 +16,15 @@ set -euo pipefail
 SESSION=chathack-demo
 PORT=${CHATHACK_DEMO_PORT:-7777}
 DIR=${CHATHACK_DEMO_DIR:-${TMPDIR:-/tmp}/chathack-demo}
+# A tmux server of its own when CHATHACK_DEMO_TMUX names one (the test does).
+tmux() { command tmux ${CHATHACK_DEMO_TMUX:+-L "$CHATHACK_DEMO_TMUX"} "$@"; }
 
 if [[ "${1:-}" == "--stop" ]]; then
   tmux kill-session -t "$SESSION" 2>/dev/null && echo "demo stopped" || echo "no demo running"
   exit 0
 fi
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  sed -n '2,10p' "$0"; exit 0
+  sed -n '2,13p' "$0"; exit 0
 fi
 command -v tmux >/dev/null || { echo "lan_demo.sh needs tmux: apt-get install tmux" >&2; exit 1; }
 command -v chathack-peer >/dev/null || {
@@ -39,9 +44,9 @@ if ! tmux has-session -t "$SESSION" 2>/dev/null; then
   tmux split-window -v -t "$SESSION" \
     "CHATHACK_PASSWORD=bob-demo chathack-peer bob --server 127.0.0.1:$PORT --data-dir '$DIR/bob'; read -r -p 'bob exited; Enter closes'"
   tmux select-layout -t "$SESSION" tiled
-  echo "In alice's pane type: connect: bob   in bob's: ::switch alice   then chat. ::help lists commands, ::quit leaves."
+  echo "In alice's pane type: connect: bob   in bob's: Alt-2 (alice's window), then chat. ::help lists commands, ::quit leaves."
 fi
 if [[ -t 1 && -z "${CHATHACK_DEMO_DETACHED:-}" ]]; then
   exec tmux attach -t "$SESSION"
 fi
-echo "demo running in tmux session $SESSION (tmux attach -t $SESSION)"
+echo "demo running in tmux session $SESSION (tmux ${CHATHACK_DEMO_TMUX:+-L $CHATHACK_DEMO_TMUX }attach -t $SESSION)"

@@ -205,10 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ui",
-        choices=["line", "windows"],
-        default="line",
-        help="the terminal UI: one scrollback (line) or a window per conversation, as in "
-        "irssi (windows; Alt-1..9, Ctrl-N/Ctrl-P) (default: %(default)s)",
+        choices=["windows", "line"],
+        default="windows",
+        help="the terminal UI: a window per conversation, as in irssi (windows; Alt-1..9, "
+        "Ctrl-N/Ctrl-P), or one scrollback for every conversation (line) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--no-bell",

@@ -7,10 +7,12 @@ frozen records over a channel, and exactly one UI task renders them
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
 from chathack.protocol import UserState
+from chathack.text import neutralise
 
 #: How a conversation's messages travel. ``unencrypted``: with a plain-text
 #: client (nc), in clear through the rendezvous, only after the user said so.
@@ -93,4 +95,30 @@ class Delivery:
     live: bool = False
 
 
-UIEvent = Incoming | Outgoing | System | ServerNotice | UsersList | Status | Delivery
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A message of the conversation with ``partner`` read back from the
+    history: for ``::history`` (``label`` "history") or as context when a
+    conversation reopens ("earlier"). ``author`` wrote it; ``state`` is where
+    one of yours stands (``sent``, ``stored``, ``delivered``, ``read``), empty
+    for theirs. ``at`` is when it was written, not when it is shown."""
+
+    partner: str
+    author: str
+    text: str
+    at: float
+    state: str = ""
+    label: str = "history"
+
+    def line(self) -> str:
+        """``history: 2026-12-03 10:00 bob: text [read]``, on one line whatever
+        the stored text holds (it is the partner's words)."""
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.at))
+        except (OverflowError, OSError, ValueError):  # a time no calendar holds
+            when = "----------"
+        state = f" [{self.state}]" if self.state else ""
+        return f"{self.label}: {when} {neutralise(self.author)}: {neutralise(self.text)}{state}"
+
+
+UIEvent = Incoming | Outgoing | System | ServerNotice | UsersList | Status | Delivery | Recalled

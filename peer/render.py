@@ -24,6 +24,7 @@ from peer.events import (
     Delivery,
     Incoming,
     Outgoing,
+    Recalled,
     ServerNotice,
     Status,
     System,
@@ -132,6 +133,8 @@ def render_event(event: UIEvent, me: str) -> RenderableType | None:
             return _server(event)
         case UsersList():
             return users_menu(event, me)
+        case Recalled():
+            return Text(f"— {event.line()}", style="chat.system")
         case Status():
             return None
         case Delivery(live=True):

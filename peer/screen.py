@@ -12,7 +12,8 @@ the node's UI events (:mod:`peer.events`) one at a time and keeps
 * the **state mark of each of your messages**, on its own line: ``…`` while
   it waits for a path, ``✓`` once it is on the server or the partner's
   machine, ``✓✓`` delivered, ``read``, or ``not delivered``;
-* **day separators** before the first line of a new day.
+* **day separators** before the first line of a new day, and before
+  history read back from an older one.
 
 :meth:`Screen.feed` returns what must happen besides redrawing (a bell for a
 message in a window you are not looking at). The terminal application that
@@ -35,6 +36,7 @@ from peer.events import (
     Level,
     Outgoing,
     PathName,
+    Recalled,
     ServerNotice,
     Status,
     System,
@@ -164,6 +166,12 @@ class Screen:
                 self._append(window, Line("out", at, neutralise(text), self.me, msg_id, mark))
             case Delivery(partner, msg_id, state):
                 self._delivered(partner, msg_id, state, now)
+            case Recalled(partner, author, text, at, state):
+                # Read back, not arriving: no unread, no bell; its own time
+                # puts a day separator before it when it is older than today.
+                kind: LineKind = "out" if author.lower() == self.me.lower() else "in"
+                line = Line(kind, at, neutralise(text), author, mark=MARKS.get(state, state))
+                self._append(self.window_of(partner), line)
             case System(text, level, about):
                 self._notice(about, neutralise(text), level, now)
             case ServerNotice(flag, text, about):
@@ -187,7 +195,10 @@ class Screen:
         return [Bell()] if self.bell else []
 
     def _notice(self, about: str | None, text: str, level: Level, now: float) -> None:
-        window = self.windows[0] if about is None else self.window_of(about)
+        if about is None or (level == "error" and self.index_of(about) is None):
+            window = self.windows[0]  # a refused request (connect: nobody) opens nothing
+        else:
+            window = self.window_of(about)
         self._append(window, Line("notice", now, text, level=level))
 
     def _delivered(self, partner: str, msg_id: str, state: str, now: float) -> None:

@@ -78,10 +78,12 @@ def test_users_on_different_instances_see_each_other_and_chat_both_ways(
     wait_online(alice, "bob")
 
     alice.send("connect: bob")
-    alice.expect_line("* Talking to bob (relayed)")
-    bob.expect_line("* alice opened a conversation with you (relayed): ::switch alice to answer")
+    alice.expect_line("* [bob] Talking to bob (relayed)")
+    bob.expect_line(
+        "* [alice] alice opened a conversation with you (relayed): ::switch alice to answer"
+    )
     bob.send("::switch alice")
-    bob.expect(r"\* Talking to alice \((relayed|direct)\)")
+    bob.expect(r"\* \[alice\] Talking to alice \((relayed|direct)\)")
     alice.send("hello from instance A")
     bob.expect_line("alice: hello from instance A")
     bob.send("and hello from instance B")
@@ -96,10 +98,12 @@ def test_a_peer_whose_instance_is_killed_carries_on_through_the_next(cluster: Cl
     bob = cluster.lab.peer("bob", cluster.instances["C"]).logged_in()
     wait_online(alice, "bob")
     alice.send("connect: bob")
-    alice.expect_line("* Talking to bob (relayed)")
-    bob.expect_line("* alice opened a conversation with you (relayed): ::switch alice to answer")
+    alice.expect_line("* [bob] Talking to bob (relayed)")
+    bob.expect_line(
+        "* [alice] alice opened a conversation with you (relayed): ::switch alice to answer"
+    )
     bob.send("::switch alice")
-    bob.expect_line("* Talking to alice (relayed)")
+    bob.expect_line("* [alice] Talking to alice (relayed)")
     for i in range(3):
         alice.send(f"before {i}")
     for i in range(3):
@@ -172,7 +176,7 @@ def test_a_redis_crash_loses_nothing_acknowledged_and_the_service_recovers(
     for i in range(3):
         alice.send(f"kept through the crash {i}")
     for _ in range(3):
-        alice.expect(r"\* stored: message \S+ to dave")
+        alice.expect(r"\* \[dave\] stored: message \S+")
 
     cluster.redis.kill(signal.SIGKILL)
     cluster.redis.start()  # same port, same directory: its append-only file
@@ -188,7 +192,7 @@ def test_a_redis_crash_loses_nothing_acknowledged_and_the_service_recovers(
     wait_online(carol, "alice", timeout=30)
     wait_online(carol, "bob", timeout=30)
     carol.send("connect: alice")
-    carol.expect_line("* Talking to alice (relayed)")
+    carol.expect_line("* [alice] Talking to alice (relayed)")
     alice.expect(r"carol opened a conversation with you")
 
 
@@ -197,9 +201,9 @@ def test_without_redis_logins_are_refused_and_local_talk_goes_on(cluster: Cluste
     alice = cluster.lab.peer("alice", long_lease, extra=("--relay-only",)).logged_in()
     bob = cluster.lab.peer("bob", long_lease).logged_in()
     alice.send("connect: bob")
-    alice.expect_line("* Talking to bob (relayed)")
+    alice.expect_line("* [bob] Talking to bob (relayed)")
     bob.send("::switch alice")
-    bob.expect_line("* Talking to alice (relayed)")
+    bob.expect_line("* [alice] Talking to alice (relayed)")
 
     cluster.redis.kill(signal.SIGKILL)
     answer = trio.run(_register_or_bye, long_lease.port, "newcomer")
@@ -240,12 +244,12 @@ def test_mail_stored_through_one_instance_is_delivered_through_another(cluster: 
     for i in range(5):
         alice.send(f"waiting {i}")
     for _ in range(5):
-        alice.expect(r"\* stored: message \S+ to bob")
+        alice.expect(r"\* \[bob\] stored: message \S+")
 
     bob = cluster.lab.peer("bob", cluster.instances["C"])  # another instance
     for i in range(5):
         bob.expect_line(f"alice: waiting {i}")
-    alice.expect(r"\* delivered: message \S+ to bob")  # the receipt crossed back to A
+    alice.expect(r"\* \[bob\] delivered: message \S+")  # the receipt crossed back to A
     bob.send("::quit")
     assert bob.wait() == 0
     bob = cluster.lab.peer("bob", cluster.instances["A"]).logged_in()
@@ -273,7 +277,7 @@ def test_a_message_to_a_user_whose_instance_died_is_kept_not_lost(cluster: Clust
     bob = cluster.lab.peer("bob", cluster.instances["B"], extra=("--relay-only",)).logged_in()
     wait_online(alice, "bob")
     alice.send("connect: bob")
-    alice.expect_line("* Talking to bob (relayed)")
+    alice.expect_line("* [bob] Talking to bob (relayed)")
     bob.expect(r"alice opened a conversation with you")
     bob.send("::switch alice")
     alice.send("first")

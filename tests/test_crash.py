@@ -55,12 +55,12 @@ def test_peers_come_back_by_themselves_after_the_rendezvous_is_killed(tmp_path: 
         # bob takes no direct links: the conversation needs the rendezvous (relay).
         bob = world.peer("bob", first, extra=("--relay-only",)).logged_in()
         alice.send("connect: bob")
-        alice.expect_line("* Talking to bob (relayed)")
+        alice.expect_line("* [bob] Talking to bob (relayed)")
         bob.expect_line(
-            "* alice opened a conversation with you (relayed): ::switch alice to answer"
+            "* [alice] alice opened a conversation with you (relayed): ::switch alice to answer"
         )
         bob.send("::switch alice")
-        bob.expect_line("* Talking to alice (relayed)")
+        bob.expect_line("* [alice] Talking to alice (relayed)")
         alice.send("before the crash")
         bob.expect_line("alice: before the crash")
 

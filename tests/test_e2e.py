@@ -24,12 +24,14 @@ def test_two_peers_chat_both_ways_over_a_direct_link(world: Lab) -> None:
     # It opens on the relay: bob did not ask to talk to alice, so the
     # rendezvous keeps where he is from her. bob's peer dials alice once her
     # key checked out over the relay.
-    alice.expect_line("* Talking to bob (relayed)")
-    bob.expect_line("* alice opened a conversation with you (relayed): ::switch alice to answer")
-    alice.expect_line("* Now talking to bob directly (direct)")
-    bob.expect_line("* Now talking to alice directly (direct)")
+    alice.expect_line("* [bob] Talking to bob (relayed)")
+    bob.expect_line(
+        "* [alice] alice opened a conversation with you (relayed): ::switch alice to answer"
+    )
+    alice.expect_line("* [bob] Now talking to bob directly (direct)")
+    bob.expect_line("* [alice] Now talking to alice directly (direct)")
     bob.send("::switch alice")
-    bob.expect_line("* Talking to alice (direct)")
+    bob.expect_line("* [alice] Talking to alice (direct)")
 
     alice.send("hello bob, from alice")
     bob.expect_line("alice: hello bob, from alice")
@@ -53,10 +55,12 @@ def test_relay_is_used_and_announced_when_the_direct_dial_fails(world: Lab) -> N
     bob = world.peer("bob", server, extra=("--relay-only",)).logged_in()
 
     alice.send("connect: bob")
-    alice.expect_line("* Talking to bob (relayed)")
-    bob.expect_line("* alice opened a conversation with you (relayed): ::switch alice to answer")
+    alice.expect_line("* [bob] Talking to bob (relayed)")
+    bob.expect_line(
+        "* [alice] alice opened a conversation with you (relayed): ::switch alice to answer"
+    )
     bob.send("::switch alice")
-    bob.expect_line("* Talking to alice (relayed)")
+    bob.expect_line("* [alice] Talking to alice (relayed)")
 
     alice.send("through the server")
     bob.expect_line("alice: through the server")
@@ -69,13 +73,13 @@ def test_end_tells_both_sides_and_quit_exits_zero(world: Lab) -> None:
     alice = world.peer("alice", server).logged_in()
     bob = world.peer("bob", server).logged_in()
     alice.send("connect: bob")
-    bob.expect_line("* Now talking to alice directly (direct)")
+    bob.expect_line("* [alice] Now talking to alice directly (direct)")
     bob.send("::switch alice")
-    bob.expect_line("* Talking to alice (direct)")
+    bob.expect_line("* [alice] Talking to alice (direct)")
 
     bob.send("::end")
-    bob.expect_line("* Conversation with alice ended")
-    alice.expect_line("* bob ended the conversation")
+    bob.expect_line("* [alice] Conversation with alice ended")
+    alice.expect_line("* [bob] bob ended the conversation")
     alice.send("anyone there?")
     alice.expect(r"You are not in a conversation")
 
@@ -113,7 +117,7 @@ def test_users_menu_and_errors_for_unknown_or_offline_users(world: Lab) -> None:
     dave.send("::users")
     dave.expect_line("* Who do you want to talk to? dave online, erin offline")
     dave.send("connect: nobody")
-    dave.expect(r"\* error: There is no user named nobody")  # the program's own words
+    dave.expect(r"\* \[nobody\] error: There is no user named nobody")  # the program's own words
     dave.send("connect: erin")
     dave.expect(r"erin is offline: what you type is kept for erin on the server")
     dave.send("::frobnicate")
@@ -173,6 +177,8 @@ def test_terminal_ui_keeps_the_half_typed_line_when_a_message_arrives(world: Lab
         command("chathack-peer"),
         [
             "bob",
+            "--ui",
+            "line",
             "--server",
             server.address,
             "--listen",
@@ -224,7 +230,15 @@ def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab)
     def spawn() -> pexpect.spawn:
         child = pexpect.spawn(
             command("chathack-peer"),
-            ["zed", "--server", server.address, "--data-dir", str(world.tmp / "zed")],
+            [
+                "zed",
+                "--ui",
+                "line",
+                "--server",
+                server.address,
+                "--data-dir",
+                str(world.tmp / "zed"),
+            ],
             env=env,
             dimensions=(24, 80),
             timeout=15,
@@ -258,6 +272,22 @@ def test_the_password_is_asked_on_the_terminal_confirmed_and_retried(world: Lab)
         assert again.exitstatus == 0
     finally:
         again.close(force=True)
+    wrong = spawn()
+    try:
+        for _ in range(3):
+            wrong.expect("Password for zed: ")
+            wrong.sendline("still-not-it")
+        # Three wrong: one clean line that says what happened and what to do.
+        wrong.expect(
+            r"\r?\nchathack-peer: Wrong password for zed \(3 tries\): "
+            r"start chathack-peer again to retry\r?\n"
+        )
+        wait_for(wrong, pexpect.EOF)
+        assert "Password for zed" not in (wrong.before or "")  # nothing asked after
+        wrong.close()
+        assert wrong.exitstatus == 2
+    finally:
+        wrong.close(force=True)
 
 
 def test_a_peer_given_several_servers_logs_in_on_the_first_that_answers(world: Lab) -> None:

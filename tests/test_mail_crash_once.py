@@ -107,7 +107,7 @@ def test_a_backlog_delivered_across_two_sigkills_is_shown_once_each_in_order(
         for n in range(BACKLOG):
             alice.send(f"message {n}")
         for _ in range(BACKLOG):
-            alice.expect(r"\* stored: message \S+ to bob", timeout=LINE_TIMEOUT)
+            alice.expect(r"\* \[bob\] stored: message \S+", timeout=LINE_TIMEOUT)
 
         # First crash, with bob still away: the backlog waits in the database.
         server.kill()
@@ -142,7 +142,7 @@ def test_a_backlog_delivered_across_two_sigkills_is_shown_once_each_in_order(
         # now), and whatever it shows on opening is on his screen; then one more
         # message from alice, on whichever path.
         bob.send("connect: alice")
-        bob.expect(r"\* Talking to alice \(", timeout=LINE_TIMEOUT)
+        bob.expect(r"\* \[alice\] Talking to alice \(", timeout=LINE_TIMEOUT)
         alice.send("after the crashes")
         bob.expect_line("alice: after the crashes", timeout=LINE_TIMEOUT)
 

@@ -20,8 +20,8 @@ def test_offline_messages_wait_and_their_states_survive_a_restart(world: Lab) ->
     alice.expect(r"bob is offline: what you type is kept for bob on the server")
     alice.send("first while you were out")
     alice.send("second while you were out")
-    alice.expect(r"\* stored: message \S+ to bob")
-    alice.expect(r"\* stored: message \S+ to bob")
+    alice.expect(r"\* \[bob\] stored: message \S+")
+    alice.expect(r"\* \[bob\] stored: message \S+")
     alice.send("::quit")
     assert alice.wait() == 0
 
@@ -33,8 +33,8 @@ def test_offline_messages_wait_and_their_states_survive_a_restart(world: Lab) ->
     bob = world.peer("bob", server)  # the mail comes right after the login
     bob.expect_line("alice: first while you were out")
     bob.expect_line("alice: second while you were out")
-    alice.expect(r"\* delivered: message \S+ to bob")
-    alice.expect(r"\* read: message \S+ to bob")
+    alice.expect(r"\* \[bob\] delivered: message \S+")
+    alice.expect(r"\* \[bob\] read: message \S+")
     alice.send("::history bob 2")
     alice.expect(r"alice: second while you were out \[read\]")
 

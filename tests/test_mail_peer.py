@@ -13,7 +13,7 @@ from nacl.signing import SigningKey
 
 from chathack.protocol import ServerLine
 from peer.core import records as rec
-from peer.events import Delivery
+from peer.events import Delivery, Recalled
 from peer.node import PeerConfig, PeerNode, fixed_password, open_peer
 from rendezvous.passwords import Passwords, fast_hasher
 from rendezvous.server import Server
@@ -69,7 +69,9 @@ async def test_messages_for_an_offline_user_wait_and_arrive_in_order(tmp_path: P
                 await wait_state(wa, "bob", "delivered", 3)
                 await wait_state(wa, "bob", "read", 3)  # bob had no other conversation open
             alice.show_history("bob", 10)
-            await wa.system("[read]")
+            await wa.wait_for(
+                lambda e: isinstance(e, Recalled) and e.state == "read", "a message read"
+            )
 
 
 async def test_what_a_partner_missed_when_leaving_goes_to_the_mailbox(tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ async def test_mail_is_shown_once_even_if_delivered_again_after_a_restart(
         async with peer(port, "bob", tmp_path) as wb2:  # a new run, same data dir
             wb2.node.feed(rec.FromServer(seen_lines[0]))  # the same MAIL, delivered again
             wb2.node.show_history("alice", 5)
-            await wb2.system("history:")
+            await wb2.wait_for(lambda e: isinstance(e, Recalled), "the history")
             assert wb2.texts() == []  # recognised: not shown a second time
 
 

@@ -107,8 +107,8 @@ def test_nat_to_public_is_direct_whoever_calls(world: World) -> None:
 def test_symmetric_nat_falls_back_to_the_relay(world: World) -> None:
     s1, b1 = world.peer("s1"), world.peer("b1")
     s1.send("connect: b1")
-    s1.expect(r"\* Talking to b1 \(relayed\)")
-    b1.expect(r"\* s1 opened a conversation with you \(relayed\)", timeout=PATH_TIMEOUT)
+    s1.expect(r"\* \[b1\] Talking to b1 \(relayed\)")
+    b1.expect(r"\* \[s1\] s1 opened a conversation with you \(relayed\)", timeout=PATH_TIMEOUT)
     b1.send("::switch s1")
     exchange(s1, b1, "early")  # the relay carries messages while the upgrade is tried
     s1.expect(r"No direct path to b1 .*\(relayed\)", timeout=PATH_TIMEOUT)

@@ -57,6 +57,16 @@ def replaced(world: World, name: str) -> tuple[Peer, Peer]:
 # ------------------------------------------------- a replaced session
 
 
+def test_a_replaced_session_is_told_in_the_programs_words(world: World) -> None:
+    from peer.events import ServerNotice, System
+
+    world.add("bob")
+    old, _ = replaced(world, "bob")
+    [told] = [e for e in old.ui if isinstance(e, System) and "logged in again" in e.text]
+    assert told.level == "error" and "this session is closed" in told.text
+    assert not any(isinstance(e, ServerNotice) for e in old.ui)  # no raw Servidor[BYE]
+
+
 def test_a_replaced_session_resends_nothing(world: World) -> None:
     world.add("alice"), world.add("bob")
     talking(world, "bob", "alice")

@@ -59,3 +59,46 @@ def test_a_refused_connect_is_told_in_the_programs_words(world: World) -> None:
     new = peer.ui[before:]
     assert not any(isinstance(e, ServerNotice) for e in new)  # no raw Servidor[ERROR]
     assert any("There is no user named nobody" in t for t in peer.notices())
+
+
+def test_switch_always_answers(world: World) -> None:
+    world.add("alice")
+    world.add("dave")
+    world.add("eve")
+    world.pump()
+    # No conversation with dave yet: said so, with the way to open one.
+    assert said(world, "alice", rec.Switch("dave")) == [
+        "No open conversation with dave: connect: dave opens one"
+    ]
+    world.connect("alice", "dave")
+    world.connect("alice", "eve")
+    world.pump()
+    lines = said(world, "alice", rec.Switch("dave"))
+    assert any(line.startswith("Talking to dave") for line in lines), lines
+
+
+def test_a_message_to_someone_offline_is_told_one_true_way(world: World) -> None:
+    """Never "dave is offline: try again" and then "stored": one notice that
+    says where the message goes, and the message's own state."""
+    from peer.events import Delivery, ServerNotice
+
+    world.add("alice")
+    dave = world.add("dave")
+    world.pump()
+    world.logout(dave)
+    world.pump()
+    peer = world.peers["alice"]
+    before = len(peer.ui)
+    world.connect("alice", "dave")
+    world.type("alice", rec.Send(None, "see you tomorrow"))
+    world.pump()
+    new = peer.ui[before:]
+    words = [e.text for e in new if hasattr(e, "text") and not hasattr(e, "origin")]
+    assert not any(isinstance(e, ServerNotice) for e in new), new
+    assert not any("try again" in w.lower() for w in words), words
+    offline = [w for w in words if "offline" in w]
+    assert offline == [
+        "dave is offline: what you type is kept for dave on the server "
+        "and delivered at the next login"
+    ]
+    assert [e.state for e in new if isinstance(e, Delivery)] == ["stored"]

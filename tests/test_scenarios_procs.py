@@ -202,7 +202,7 @@ def test_mailbox_backlog_shown_once_after_server_crashes(tmp_path: Path) -> None
         for n in range(BACKLOG):
             alice.send(f"message {n}")
         for _ in range(BACKLOG):
-            alice.expect(r"\* stored: message \S+ to bob", timeout=SLOW)
+            alice.expect(r"\* \[bob\] stored: message \S+", timeout=SLOW)
         alice.send("::quit")
         assert alice.wait() == 0
         assert "Not delivered" not in alice.transcript.getvalue()

@@ -11,7 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chathack.protocol import UserState
-from peer.events import Delivery, Incoming, Outgoing, ServerNotice, Status, System, UsersList
+from peer.events import (
+    Delivery,
+    Incoming,
+    Outgoing,
+    Recalled,
+    ServerNotice,
+    Status,
+    System,
+    UsersList,
+)
 from peer.screen import Bell, Screen
 
 T = time.mktime((2026, 12, 4, 12, 0, 0, 0, 0, -1))
@@ -86,6 +95,14 @@ def test_notices_go_to_the_window_they_concern_or_home() -> None:
     assert home.level == "error" and "nobody" in home.text
 
 
+def test_a_refused_connect_opens_no_window() -> None:
+    s = Screen("alice")
+    s.feed(System("There is no user named nobody", "error", "nobody"), T)
+    assert s.index_of("nobody") is None
+    [home] = [line for line in s.windows[0].lines if line.kind == "notice"]
+    assert home.text == "There is no user named nobody" and home.level == "error"
+
+
 def test_a_day_separator_comes_before_the_first_line_of_each_day() -> None:
     s = Screen("alice")
     s.feed(Incoming("bob", "late", T, "direct"), T)
@@ -94,6 +111,26 @@ def test_a_day_separator_comes_before_the_first_line_of_each_day() -> None:
     kinds = [line.kind for line in s.window_of("bob").lines]
     assert kinds == ["day", "in", "in", "day", "in"]
     assert s.window_of("bob").lines[3].text.startswith("Saturday 05 December 2026")
+
+
+def test_history_from_an_older_day_comes_after_a_day_separator_of_its_own() -> None:
+    s = Screen("alice")
+    s.feed(Incoming("bob", "today", T + 86400, "direct"), T + 86400)
+    s.feed(Recalled("bob", "alice", "yesterday's", T, "read"), T + 86400)
+    s.feed(Recalled("bob", "bob", "their answer", T + 60, ""), T + 86400)
+    s.feed(Incoming("bob", "now", T + 86400 + 5, "direct"), T + 86400)
+    bob = s.window_of("bob")
+    assert [(line.kind, line.text[:8]) for line in bob.lines] == [
+        ("day", "Saturday"),
+        ("in", "today"),
+        ("day", "Friday 0"),
+        ("out", "yesterda"),
+        ("in", "their an"),
+        ("day", "Saturday"),
+        ("in", "now"),
+    ]
+    assert bob.lines[3].mark == "read"
+    assert s.unread_total() == 2  # what was read back is not news: no unread, no bell
 
 
 def test_the_users_list_is_live_and_its_numbers_work_at_home() -> None:

@@ -33,7 +33,7 @@ def test_peers_chat_through_a_tls_rendezvous_and_refuse_a_changed_certificate(
     alice.logged_in()
     bob = world.peer("bob", server, extra=("--tls-fingerprint", fp)).logged_in()
     alice.send("connect: bob")
-    bob.expect(r"\* (alice opened a conversation with you|Now talking to alice)")
+    bob.expect(r"\* \[alice\] (alice opened a conversation with you|Now talking to alice)")
     alice.send("over tls")
     bob.expect_line("alice: over tls")
     alice.send("::quit")

@@ -166,7 +166,7 @@ def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
     assert "quit" in ui.record()[-1] or "input '::quit'" in ui.record()
 
 
-def test_the_real_peer_in_windows_talks_with_a_partner(tmp_path: Path) -> None:
+def test_the_real_peer_opens_in_windows_and_talks_with_a_partner(tmp_path: Path) -> None:
     from tests.procs import command, lab
 
     with lab(tmp_path) as world:
@@ -177,7 +177,7 @@ def test_the_real_peer_in_windows_talks_with_a_partner(tmp_path: Path) -> None:
         term = Tmux(
             tmp_path,
             [
-                command("chathack-peer"), "alice", "--ui", "windows",
+                command("chathack-peer"), "alice",  # the windowed UI is the default
                 "--server", server.address, "--listen", "127.0.0.1:0",
                 "--data-dir", str(tmp_path / "peer-alice"),
             ],

@@ -17,7 +17,6 @@ The rules held here:
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from hashlib import blake2b
 
@@ -33,13 +32,12 @@ from chathack.retransmit import (
     Timing,
 )
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
-from chathack.text import neutralise
 from peer.core import security
 from peer.core.mailroom import Mailroom
 from peer.core.records import CloseLink, Effect, LinkInfo, Show, StopUpgrade
 from peer.core.security import Keys, PathId
 from peer.core.talk import LinkState, Talk
-from peer.events import Delivery, Incoming, PathName, Status, System
+from peer.events import Delivery, Incoming, PathName, Recalled, Status, System
 
 #: Messages of a conversation shown again when it reopens.
 REOPEN_LINES = 3
@@ -192,10 +190,8 @@ class Conversations:
             out.append(_info(f"No messages with {name} yet", name))
         for e in entries:
             who = self.me if e.outgoing else e.partner
-            state = f" [{e.state}]" if e.outgoing else ""
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
-            # A stored text is the partner's words: one line, whatever it holds.
-            out.append(_info(f"{label}: {when} {who}: {neutralise(e.text)}{state}", e.partner))
+            state = e.state if e.outgoing else ""
+            out.append(Show(Recalled(e.partner, who, e.text, e.at, state, label)))
 
     # ------------------------------------------------------------ sending
     def send_frame(self, talk: Talk, frame: Frame, out: list[Effect]) -> None:

@@ -326,7 +326,7 @@ class PeerState:
                 out.append(Show(UsersList(tuple(users), more)))
             case Bye(text) if text.startswith(KICKED_PREFIX):
                 self.convs.replaced(out)
-                out.append(Show(ServerNotice(line.flag, line.text)))
+                out.append(Show(System(text, "error")))
             case Bye() if self.closed:
                 pass
             case _ if line.flag in QUIET_FLAGS:

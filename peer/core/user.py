@@ -82,7 +82,7 @@ class UserCommands:
             case Switch(name):
                 talk = convs.open_talk(name)
                 if talk is None:
-                    out.append(_error(f"No open conversation with {name}"))
+                    out.append(_error(no_conversation(name)))
                 else:
                     self.connector.switched()
                     convs.make_active(talk, out)
@@ -111,7 +111,7 @@ class UserCommands:
             if name is None:
                 out.append(_error(NOT_IN_CONVERSATION))
             else:
-                out.append(_error(f"No open conversation with {name}: connect: {name} first", name))
+                out.append(_error(no_conversation(name), name))
             return
         convs.encrypt_if_peer(talk, out)
         if talk.plain and not talk.plain_ok:
@@ -236,6 +236,10 @@ class UserCommands:
                     )
                 )
             )
+
+
+def no_conversation(name: str) -> str:
+    return f"No open conversation with {name}: connect: {name} opens one"
 
 
 def _error(text: str, about: str | None = None) -> Effect:
