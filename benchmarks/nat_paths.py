@@ -111,8 +111,9 @@ def one_run(lab: Lab, server: str, tmp: Path, pair: Pair, run: int) -> Sample:
         callee, caller = peers
         text = f"benchmark run {run}"
         # The caller's line with the final path word for this conversation.
-        upgraded = rf"\* (?:Talking|Now talking) to {pair.callee}\b[^\n]*\((direct|punched)\)"
-        gave_up = rf"\* No direct path to {pair.callee}\b[^\n]*"
+        tag = rf"\* \[{pair.callee}\] "
+        upgraded = rf"{tag}(?:Talking|Now talking) to {pair.callee}\b[^\n]*\((direct|punched)\)"
+        gave_up = rf"{tag}No direct path to {pair.callee}\b[^\n]*"
         with ThreadPoolExecutor(2) as pool:
             t0 = time.monotonic()
             caller.send(f"connect: {pair.callee}")

@@ -120,7 +120,7 @@ if ! tmux has-session -t "$SESSION" 2>/dev/null; then
   done
   tmux select-pane -t "$first"
   trap - ERR
-  echo "In a1's pane type: connect: b1   (relayed, then punched); connect: s1 stays relayed. The other side answers with ::switch a1."
+  echo "In a1's pane type: connect: b1   (relayed, then punched); connect: s1 stays relayed. The other side finds a1 in window 2 (Alt-2)."
   echo "$0 --stop ends it all."
 fi
 if [[ -t 1 && -z "${CHATHACK_DEMO_DETACHED:-}" ]]; then

@@ -69,9 +69,12 @@ def world(tmp_path: Path) -> Iterator[World]:
 def talk(a: Peer, b: Peer, path: str) -> None:
     """``a`` connects to ``b``; both end up on ``path``; messages flow both ways."""
     a.send(f"connect: {b.name}")
-    a.expect(rf"\* (Talking|Now talking) to {b.name}.*\({path}\)", timeout=PATH_TIMEOUT)
+    a.expect(
+        rf"\* \[{b.name}\] (Talking|Now talking) to {b.name}.*\({path}\)", timeout=PATH_TIMEOUT
+    )
     b.expect(
-        rf"\* ({a.name} opened a conversation with you|Now talking to {a.name}).*\({path}\)",
+        rf"\* \[{a.name}\] ({a.name} opened a conversation with you|Now talking to {a.name})"
+        rf".*\({path}\)",
         timeout=PATH_TIMEOUT,
     )
     b.send(f"::switch {a.name}")  # only the user chooses where typed lines go

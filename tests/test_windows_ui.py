@@ -203,6 +203,64 @@ def test_the_real_peer_opens_in_windows_and_talks_with_a_partner(tmp_path: Path)
             term.close()
 
 
+def test_the_real_peer_keeps_two_partners_apart(tmp_path: Path) -> None:
+    """bob and carol write to alice at once: two windows, each unread, the
+    bell rung, and what alice types in one goes to that partner only."""
+    import re
+
+    from tests.procs import command, lab
+
+    with lab(tmp_path) as world:
+        server = world.rendezvous()
+        term = Tmux(
+            tmp_path,
+            [
+                command("chathack-peer"), "alice",
+                "--server", server.address, "--listen", "127.0.0.1:0",
+                "--data-dir", str(tmp_path / "peer-alice"),
+            ],
+            env={"CHATHACK_PASSWORD": "pw-alice-secret"},
+        )  # fmt: skip
+        try:
+            term.wait_for("rendezvous: online")
+            bob = world.peer("bob", server).logged_in()
+            bob.send("connect: alice")
+            bob.expect_line("* [alice] Talking to alice (relayed)")
+            term.wait_for("2:bob")
+            carol = world.peer("carol", server).logged_in()
+            carol.send("connect: alice")
+            carol.expect_line("* [alice] Talking to alice (relayed)")
+            term.wait_for("3:carol")
+            bob.send("hello from bob")
+            carol.send("alice, lunch?")
+
+            def both_unread(screen: str) -> bool:
+                bar = next((line for line in screen.splitlines() if BAR_HOME in line), "")
+                return bool(re.search(r"2:bob \w+\(1\)", bar)) and bool(
+                    re.search(r"3:carol \w+\(1\)", bar)
+                )
+
+            term.wait_until(both_unread, "one unread line in each window")
+            assert "[home]" in term.screen()  # nothing moved alice
+            assert term.written().count(b"\a") >= 2
+            term.keys("M-3")
+            term.wait_for("<carol> alice, lunch?")
+            term.type("yes carol, at one")
+            term.keys("Enter")
+            carol.expect_line("alice: yes carol, at one")
+            term.keys("M-2")
+            term.wait_for("<bob> hello from bob")
+            term.type("only for bob")
+            term.keys("Enter")
+            bob.expect_line("alice: only for bob")
+            assert "yes carol" not in bob.output
+            carol.send("::quit")
+            carol.wait()
+            assert "only for bob" not in carol.output
+        finally:
+            term.close()
+
+
 def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
     in_bobs_window(ui)
     ui.term.type("a line worth repeating")
