@@ -166,6 +166,27 @@ async def login(host: str, port: int, name: str, password: str, tls: bool = Fals
             raise
 
 
+async def irc_login(host: str, port: int, nick: str) -> Conn:
+    """Connect to an IRC server (or the floor relay) and register as ``nick``."""
+    with trio.fail_after(LOGIN_TIMEOUT):
+        conn = await Conn.open(host, port, nick)
+        try:
+            await conn.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+            while True:
+                lines = await conn.read_lines()
+                for i, line in enumerate(lines):
+                    if b" 001 " in line:
+                        conn.pending = lines[i + 1 :]
+                        return conn
+                    if line.startswith(b"PING"):
+                        await conn.send(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
+                    elif line.startswith(b"ERROR") or b" 433 " in line:
+                        raise LoginError(f"{nick}: {line.decode(errors='replace')}")
+        except BaseException:
+            conn.close()
+            raise
+
+
 async def read_token(conn: Conn) -> bytes:
     """The resume token the server sends after a login (``Servidor[TOKEN]: TOKEN TTL``)."""
     with trio.fail_after(LOGIN_TIMEOUT):

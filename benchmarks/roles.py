@@ -15,7 +15,7 @@ from collections import Counter
 import trio
 
 from benchmarks.hist import bucket
-from benchmarks.loadgen import Conn, login, read_token
+from benchmarks.loadgen import Conn, irc_login, login, read_token
 
 #: Logins a worker has in flight at once (each has the server's login timeout).
 LOGIN_CONCURRENCY = 64
@@ -49,9 +49,12 @@ class Role:
                 # "ports": where each name logs in, when the instances of a
                 # cluster share the load (the scale-out scenario).
                 port = self.spec.get("ports", {}).get(name, self.port)
-                conns[i] = await login(
-                    self.host, port, name, self.password, self.spec.get("tls", False)
-                )
+                if self.spec.get("irc"):
+                    conns[i] = await irc_login(self.host, port, name)
+                else:
+                    conns[i] = await login(
+                        self.host, port, name, self.password, self.spec.get("tls", False)
+                    )
                 lat[bucket(time.monotonic_ns() - t0)] += 1
 
         t0 = time.monotonic()
@@ -155,6 +158,32 @@ class Relay(Role):
                 await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * n)
 
 
+class IrcRelay(Relay):
+    """:class:`Relay`'s load spoken in IRC (``PRIVMSG``), for InspIRCd, ngircd
+    and the floor relay: the same pairs, window, text and answers per read."""
+
+    async def _side(self, conn: Conn, partner: str, initial: int) -> None:
+        head = b"PRIVMSG " + partner.encode() + b" :"
+        tail = b" " + b"x" * max(1, self.spec["text_bytes"] - 21) + b"\r\n"
+        if initial:
+            await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * initial)
+        while True:
+            lines = await conn.read_lines()
+            now = time.monotonic_ns()
+            n = 0
+            for line in lines:
+                # ":nick!user@host PRIVMSG me :TEXT": the text follows the first " :".
+                at = line.find(b" :", 1)
+                if at > 0 and b" PRIVMSG " in line[:at]:
+                    n += 1
+                    self.hist[bucket(now - int(line[at + 2 : at + 22]))] += 1
+                elif line.startswith(b"PING"):
+                    await conn.send(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
+            self.count += n
+            if n and self.running:
+                await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * n)
+
+
 class Lookups(Role):
     """Clients that send ``connect: TARGET`` with ``window`` lookups in flight."""
 
@@ -232,6 +261,7 @@ class Resumes(Role):
 ROLES: dict[str, type[Role]] = {
     "idle": Idle,
     "relay": Relay,
+    "irc-relay": IrcRelay,
     "lookups": Lookups,
     "logins": Logins,
     "resumes": Resumes,

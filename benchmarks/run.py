@@ -20,6 +20,7 @@ from benchmarks.report import Result, Row, markdown, save, table
 from benchmarks.scenarios import (
     Settings,
     backlog,
+    compare,
     connect,
     direct,
     idle,
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[Result]]] = {
     "direct": direct.run,
     "backlog": backlog.run,
     "scaleout": scaleout.run,
+    "compare": compare.run,
 }
 #: File descriptors this process (and the generators it starts) may open.
 NOFILE = 65536

@@ -52,6 +52,10 @@ class System:
     text: str
     level: Level = "info"
     about: str | None = None  # the conversation (partner) it concerns, if one
+    #: What it reports the state of ("rendezvous": the connection to the
+    #: server), when a newer line on the same topic supersedes it: the
+    #: windowed UI shows only the newest, where the older one was.
+    topic: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ class Line:
     msg_id: str | None = None
     mark: str = ""
     level: Level = "info"
+    topic: str | None = None  # a notice a newer one on the same topic replaces
 
 
 @dataclass(slots=True)
@@ -100,7 +101,7 @@ class Screen:
         self.active = 0
         self.users: tuple[UserState, ...] = ()
         self.server = "connecting"
-        self.retry_in: float | None = None  # reconnecting: seconds to the next try
+        self.retry_at: float | None = None  # reconnecting: when the next try starts
         self._mention = re.compile(rf"(?<![\w.-]){re.escape(me)}(?![\w-])", re.IGNORECASE)
 
     # -- windows ---------------------------------------------------------------
@@ -172,15 +173,16 @@ class Screen:
                 kind: LineKind = "out" if author.lower() == self.me.lower() else "in"
                 line = Line(kind, at, neutralise(text), author, mark=MARKS.get(state, state))
                 self._append(self.window_of(partner), line)
-            case System(text, level, about):
-                self._notice(about, neutralise(text), level, now)
+            case System(text, level, about, topic):
+                self._notice(about, neutralise(text), level, now, topic)
             case ServerNotice(flag, text, about):
                 level: Level = "error" if flag in ("ERROR", "FAILED", "BYE") else "info"
                 self._notice(about, neutralise(text), level, now)
             case UsersList(users):
                 self.users = users
             case Status(_me, partner, path, server, retry_in):
-                self.server, self.retry_in = server, retry_in
+                self.server = server
+                self.retry_at = None if retry_in is None else now + retry_in
                 if partner is not None and path is not None:
                     self.window_of(partner).path = path
         return []
@@ -194,12 +196,19 @@ class Screen:
             window.named = True
         return [Bell()] if self.bell else []
 
-    def _notice(self, about: str | None, text: str, level: Level, now: float) -> None:
+    def _notice(
+        self, about: str | None, text: str, level: Level, now: float, topic: str | None = None
+    ) -> None:
         if about is None or (level == "error" and self.index_of(about) is None):
             window = self.windows[0]  # a refused request (connect: nobody) opens nothing
         else:
             window = self.window_of(about)
-        self._append(window, Line("notice", now, text, level=level))
+        last = window.lines[-1] if window.lines else None
+        if topic is not None and last is not None and last.topic == topic:
+            # "Reconnecting in 1 s", "in 4 s", "Reconnected": one line, the newest.
+            last.text, last.at, last.level = text, now, level
+            return
+        self._append(window, Line("notice", now, text, level=level, topic=topic))
 
     def _delivered(self, partner: str, msg_id: str, state: str, now: float) -> None:
         window = self.window_of(partner)
@@ -228,10 +237,12 @@ class Screen:
             out.append((i, label, window.unread, window.named, i == self.active))
         return out
 
-    def rendezvous(self) -> str:
-        """The rendezvous's state, for the bar: a countdown while reconnecting."""
-        if self.server != "online" and self.retry_in is not None:
-            return f"{self.server} in {self.retry_in:.0f} s (::reconnect to try now)"
+    def rendezvous(self, now: float) -> str:
+        """The rendezvous's state at ``now``, for the bar: a countdown while
+        reconnecting."""
+        if self.server != "online" and self.retry_at is not None:
+            left = max(0.0, self.retry_at - now)
+            return f"{self.server} in {left:.0f} s (::reconnect to try now)"
         return self.server
 
     def menu_pick(self, typed: str) -> str | None:

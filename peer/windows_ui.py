@@ -131,7 +131,7 @@ def line_fragments(line: Line) -> StyleAndTextTuples:
     return [("", line.text)]
 
 
-def bar_fragments(screen: Screen) -> StyleAndTextTuples:
+def bar_fragments(screen: Screen, now: float) -> StyleAndTextTuples:
     out: StyleAndTextTuples = []
     for index, label, unread, named, active in screen.bar():
         text = f" {index + 1}:{label}" + (f"({unread})" if unread else "") + " "
@@ -143,7 +143,7 @@ def bar_fragments(screen: Screen) -> StyleAndTextTuples:
             else ("class:bar.unread" if unread else "class:bar")
         )
         out.append((style, text))
-    out.append(("class:bar", f"  rendezvous: {screen.rendezvous()} "))
+    out.append(("class:bar", f"  rendezvous: {screen.rendezvous(now)} "))
     return out
 
 
@@ -169,6 +169,7 @@ class WindowsUI:
             style=STYLE,
             full_screen=True,
             mouse_support=False,
+            refresh_interval=1.0,  # the bar's countdown while reconnecting
         )
 
     # -- terminal thread -----------------------------------------------------------
@@ -180,7 +181,9 @@ class WindowsUI:
         return HSplit(
             [
                 Window(messages, wrap_lines=True),
-                Window(FormattedTextControl(lambda: bar_fragments(self.screen)), height=1),
+                Window(
+                    FormattedTextControl(lambda: bar_fragments(self.screen, time.time())), height=1
+                ),
                 Window(
                     BufferControl(self.input, input_processors=[hidden]),
                     height=1,
@@ -405,7 +408,7 @@ class WindowsUI:
                 return True
             await self.node.send(typed.partner, parsed.text)
             return True
-        if isinstance(parsed, rec.Connect):
+        if isinstance(parsed, rec.Connect | rec.ShowHistory):
             self._go_when_open(parsed.name)
         keep = await self.node.handle_input(line)
         if not keep:
@@ -413,12 +416,17 @@ class WindowsUI:
         return keep
 
     def _go_when_open(self, name: str) -> None:
-        """The user asked to talk to ``name``: its window comes up now."""
+        """The user asked to talk to ``name`` (or to read what they said): its
+        window comes up now, if ``name`` is somebody; a name nobody has opens
+        nothing (the refusal is told at home)."""
 
         def go() -> None:
-            self.screen.window_of(name)
-            self.screen.go_to(name)
-            self.app.invalidate()
+            screen = self.screen
+            known = any(u.name.lower() == name.lower() for u in screen.users)
+            if known or screen.index_of(name) is not None:
+                screen.window_of(name)
+                screen.go_to(name)
+                self.app.invalidate()
 
         loop = self.app.loop
         if loop is not None:

@@ -33,6 +33,11 @@ def test_history_with_nobody_says_so(world: World) -> None:
     world.add("eve")
     world.pump()
     assert said(world, "alice", rec.ShowHistory("eve", 10)) == ["No messages with eve yet"]
+    world.type("alice", rec.ListUsers())
+    world.pump()  # the full list of users: "nobody" is not on it
+    assert said(world, "alice", rec.ShowHistory("nobody", 10)) == [
+        "There is no user named nobody: ::users lists who is there"
+    ]
 
 
 def test_whois_of_a_name_nobody_has_does_not_suggest_connecting(world: World) -> None:

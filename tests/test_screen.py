@@ -151,9 +151,23 @@ def test_the_bar_follows_the_path_and_the_rendezvous() -> None:
     assert "bob punched" in [label for _, label, _, _, _ in s.bar()]
     assert s.server == "reconnecting"
     s.feed(Status("alice", "bob", "punched", "reconnecting", retry_in=6.6), T)
-    assert s.rendezvous() == "reconnecting in 7 s (::reconnect to try now)"
+    assert s.rendezvous(T) == "reconnecting in 7 s (::reconnect to try now)"
+    assert s.rendezvous(T + 3) == "reconnecting in 4 s (::reconnect to try now)"  # counts down
+    assert s.rendezvous(T + 60) == "reconnecting in 0 s (::reconnect to try now)"
     s.feed(Status("alice", "bob", "punched", "online"), T)
-    assert s.rendezvous() == "online"
+    assert s.rendezvous(T) == "online"
+
+
+def test_news_of_the_rendezvous_replace_each_other_in_place() -> None:
+    """Lost, reconnecting in 1 s, in 4 s, reconnected: one line, the newest
+    (never "offline" left above "online" to contradict it)."""
+    s = Screen("alice")
+    s.feed(System("hello"), T)
+    for text in ("Lost the rendezvous", "Reconnecting in 1 s", "Reconnecting in 4 s"):
+        s.feed(System(text, "warning", topic="rendezvous"), T)
+    s.feed(System("Reconnected to the rendezvous", topic="rendezvous"), T + 5)
+    notices = [(line.text, line.level) for line in s.windows[0].lines if line.kind == "notice"]
+    assert notices == [("hello", "info"), ("Reconnected to the rendezvous", "info")]
 
 
 def test_hostile_text_is_shown_harmless() -> None:

@@ -261,6 +261,68 @@ def test_the_real_peer_keeps_two_partners_apart(tmp_path: Path) -> None:
             term.close()
 
 
+def test_the_real_peer_answers_in_its_own_words_and_counts_down_to_reconnect(
+    tmp_path: Path,
+) -> None:
+    """Issue 14's list, typed into the real program: every command answers in
+    the program's words, a refused connect opens no window, and a lost
+    rendezvous shows a countdown that ::reconnect cuts short."""
+    import re
+
+    from tests.procs import command, lab
+
+    with lab(tmp_path) as world:
+        server = world.rendezvous()
+        dave = world.peer("dave", server).logged_in()  # registered, then gone
+        dave.send("::quit")
+        dave.wait()
+        term = Tmux(
+            tmp_path,
+            [
+                command("chathack-peer"), "alice",
+                "--server", server.address, "--listen", "127.0.0.1:0",
+                "--data-dir", str(tmp_path / "peer-alice"),
+            ],
+            env={"CHATHACK_PASSWORD": "pw-alice-secret"},
+        )  # fmt: skip
+        try:
+            term.wait_for("rendezvous: online")
+
+            def typed(line: str, answer: str) -> str:
+                term.type(line)
+                term.keys("Enter")
+                return term.wait_for(answer)
+
+            typed("::switch dave", "No open conversation with dave: connect: dave opens one")
+            typed("::history dave", "No messages with dave yet")  # in dave's window
+            assert "[dave]" in term.screen()
+            term.keys("M-1")
+            term.wait_for("[home]")
+            typed("::history nobody", "There is no user named nobody: ::users")
+            screen = typed("::whois nobody", "no user named nobody in the users list")
+            assert "connect: nobody" not in screen
+            screen = typed(
+                "connect: nobody", "There is no user named nobody: ::users lists who is r"
+            )
+            assert "nobody" not in next(line for line in screen.splitlines() if BAR_HOME in line)
+            assert "[home]" in screen and "Servidor[" not in screen
+            server.stop()
+            countdown = re.compile(r"reconnecting in (\d+) s \(::reconnect to try now\)")
+            screen = term.wait_until(lambda s: countdown.search(s) is not None, "a countdown")
+            first = int(countdown.search(screen).group(1))  # type: ignore[union-attr]
+            term.wait_until(
+                lambda s: (m := countdown.search(s)) is not None and int(m.group(1)) < first,
+                "the countdown going down",
+            )
+            again = world.rendezvous(db=tmp_path / "rendezvous.sqlite3", port=server.port)
+            assert again.port == server.port
+            term.type("::reconnect")
+            term.keys("Enter")
+            term.wait_for("rendezvous: online")
+        finally:
+            term.close()
+
+
 def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
     in_bobs_window(ui)
     ui.term.type("a line worth repeating")

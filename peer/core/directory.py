@@ -18,7 +18,13 @@ class Directory:
         self.keys = keys
         self.relay_only = relay_only
         self.users: list[UserState] = []
+        #: The last users list named every registered user (no "+N more").
+        self.complete = False
         self.candidates: dict[str, Candidates] = {}  # folded name -> last known
+
+    def unknown(self, name: str) -> bool:
+        """True when the rendezvous's full list of users lacks ``name``."""
+        return self.complete and all(u.name.lower() != name.lower() for u in self.users)
 
     def know(self, name: str) -> None:
         if all(u.name.lower() != name.lower() for u in self.users):

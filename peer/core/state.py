@@ -201,7 +201,7 @@ class PeerState:
                 self.convs.server = state
                 if sentence and not self.closed:
                     level = "info" if state == "online" else "warning"
-                    out.append(Show(System(sentence, level)))
+                    out.append(Show(System(sentence, level, topic="rendezvous")))
                 out.append(Show(self.convs.status()))
             case LoggedIn(relogin):
                 self._logged_in(relogin, out)
@@ -323,6 +323,7 @@ class PeerState:
                     self.convs.partner_left(talk, text, self.now, out)
             case UsersInfo(users, more):
                 self.directory.users = list(users)
+                self.directory.complete = more == 0
                 out.append(Show(UsersList(tuple(users), more)))
             case Bye(text) if text.startswith(KICKED_PREFIX):
                 self.convs.replaced(out)

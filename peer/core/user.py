@@ -93,9 +93,13 @@ class UserCommands:
             case Whois(name):
                 known = any(u.name.lower() == name.lower() for u in self.directory.users)
                 lines = security.describe(convs.keys, name, known)
-                out.extend(Show(System(line, about=name)) for line in lines)
+                about = name if known else None  # a name nobody has opens no window
+                out.extend(Show(System(line, about=about)) for line in lines)
             case ShowHistory(name, count):
-                convs.show_history(name, count, out)
+                if self.directory.unknown(name) and not convs.mail.history.last(name, 1):
+                    out.append(_error(f"There is no user named {name}: ::users lists who is there"))
+                else:
+                    convs.show_history(name, count, out)
             case ListUsers():
                 if convs.server != "online":
                     out.append(_error("Not connected to the rendezvous"))
