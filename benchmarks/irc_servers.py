@@ -46,8 +46,8 @@ INSPIRCD_CONF = """\
 <server name="bench.chathack.invalid" description="chathack benchmark" network="bench">
 <admin name="bench" nick="bench" email="bench@bench.invalid">
 <bind address="{host}" port="{port}" type="clients">
-<connect name="bench" allow="*" timeout="120" pingfreq="3600" threshold="0"
-         commandrate="0" fakelag="off" localmax="{max}" globalmax="{max}" limit="{max}"
+<connect name="bench" allow="*" timeout="120" pingfreq="3600" threshold="1000000000"
+         commandrate="1000000000" fakelag="off" localmax="{max}" globalmax="{max}" limit="{max}"
          hardsendq="16777216" softsendq="16777216" recvq="16777216" resolvehostnames="no"
          useident="no" maxchans="1">
 <performance softlimit="{max}" somaxconn="4096" netbuffersize="65536" clonesonconnect="no"

@@ -21,6 +21,7 @@ from chathack.errors import RemoteProtocolError
 from chathack.protocol import (
     KICKED_PREFIX,
     MAX_LINE_BYTES,
+    MAX_RELAY_CHARS,
     AskPrekeys,
     ClientEvent,
     Command,
@@ -54,6 +55,7 @@ from chathack.server_events import (
     ServerFlagEvent,
     format_server_event,
 )
+from chathack.text import CONTROL_RE, neutralise
 from rendezvous.cluster_wire import Call, Deliver, Ended, Gone, PresenceRecord, PunchFrom
 from rendezvous.commands import run_command
 from rendezvous.mailbox import Mailbox, MailLimits, MailService
@@ -104,6 +106,7 @@ class Hub:
             old.close()
         session.name = account.name
         session.pubkey = account.pubkey
+        session.relay_prefix = f"{account.name}: ".encode()  # a name is ASCII
         self.online[key] = session
         self.store.record_login(account.name, session.ip, now)
         self.announce(session)
@@ -391,6 +394,40 @@ class Hub:
         if target.current is None:
             target.current = caller
         return self.address_of(target, asker=caller)
+
+    def relay_line(self, session: Session, line: str, now: float) -> bool:
+        """The relay's fast path: ``line`` (``msg: NAME TEXT`` from a logged-in
+        session) relayed to ``NAME`` online here, without building an event.
+
+        It takes only what the full parser and :meth:`handle` would relay, and
+        sends exactly what they would (``tests/test_relay_fast.py`` holds both
+        to that); anything else, or anything unusual (a name in another case
+        is fine, a name on another instance, a CR, text to neutralise at its
+        ends...), returns False and the caller parses the line in full. The
+        grammar has one definition: this path only declines what it does not
+        handle the same way.
+        """
+        if not self.mailbox.started(session):
+            return False
+        to, sep, text = line[5:].partition(" ")
+        if not sep or not to.isascii():
+            return False  # ASCII: no non-ASCII letter lower-cases into a name
+        target = self.online.get(to.lower())
+        if target is None or target is session:
+            return False
+        if CONTROL_RE.search(text) is not None:
+            return False  # stripping may hide it, the parser decides
+        text = text.strip()
+        if not text or len(text) > MAX_RELAY_CHARS:
+            return False
+        if not text.isascii():
+            text = neutralise(text)
+        data = session.relay_prefix + text.encode("utf-8") + b"\n"
+        if len(data) > MAX_LINE_BYTES:
+            return False
+        self.mailbox.maybe_purge(now)
+        target.outbox.send(data)
+        return True
 
     def relay(self, session: Session, to: str, text: str) -> None:
         target = self._target(session, to, "msg")

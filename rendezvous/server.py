@@ -102,6 +102,14 @@ SHUTDOWN_TEXT = "The server is shutting down; try again later"
 GC_PERIOD = 1.0
 
 
+def _parsed(line: str) -> ClientEvent | RemoteProtocolError:
+    """``line`` as an event, or the error that answers it."""
+    try:
+        return parse_client_line(line)
+    except RemoteProtocolError as e:
+        return e
+
+
 def _or_never(seconds: float) -> float:
     """A timeout from :class:`Limits`: 0 means none."""
     return seconds if seconds > 0 else math.inf
@@ -467,6 +475,9 @@ class Server:
         slack = idle / 100
         logged_in = False
         receive, next_line = conn.transport.receive, buf.next_line
+        relay_line = hub.relay_line
+        # Chat lines' rate limit: not consulted at all when it is off.
+        chat_limited, take_chat, chat_key = self.chat_rates.rate > 0, self.chat_rates.take, ""
         session.say("USERNAME", 'Who are you? Send "username: NAME"')
         # The clocks are read once per read (and after every wait), not per line.
         now, wall = trio.current_time(), clock()
@@ -477,15 +488,28 @@ class Server:
             hold()
             try:
                 while not session.closed:
-                    event: ClientEvent | RemoteProtocolError
+                    event: ClientEvent | RemoteProtocolError | None = None
                     try:
                         line = next_line()
                         if line is None:
                             break
-                        event = parse_client_line(line)
                     except RemoteProtocolError as e:
-                        event = e
-                    wait = rates.delay(event, session.name, now)
+                        line, event = None, e
+                    # A logged-in user's "msg:" line, by far the commonest: its
+                    # chat token first, then the fast path (hub.relay_line), which
+                    # hands back whatever it does not relay exactly as the parser would.
+                    chat = (
+                        line is not None
+                        and logged_in
+                        and line.startswith("msg: ")
+                        and session.passwd_step is None
+                    )
+                    if chat:
+                        wait = take_chat(chat_key, now) if chat_limited else 0.0
+                    else:
+                        if event is None:
+                            event = _parsed(line)  # type: ignore[arg-type]
+                        wait = rates.delay(event, session.name, now)
                     if wait > 0 and not conn.stopping:
                         release()
                         if logged_in:
@@ -493,6 +517,11 @@ class Server:
                         await self._pace(conn, session, rates, wait)
                         now, wall = trio.current_time(), clock()
                         hold()
+                    if chat:
+                        if relay_line(session, line, wall):  # type: ignore[arg-type]
+                            continue
+                        event = _parsed(line)  # type: ignore[arg-type]
+                    assert event is not None
                     if (
                         logged_in
                         and session.passwd_step is None
@@ -515,6 +544,7 @@ class Server:
                         logged_in = True
                         scope.deadline = math.inf
                         login.account = None
+                        chat_key = session.name.lower()  # folded once per session
             finally:
                 release()
             if session.closed:

@@ -38,6 +38,8 @@ class Session:
     #: (rendezvous/roster.py); 0 on a single instance.
     epoch: int = 0
     closed: bool = False
+    #: ``NAME: `` as bytes, made once at login: what a relayed line starts with.
+    relay_prefix: bytes = b""
 
     def say(self, flag: str, text: str) -> None:
         self.outbox.send(format_server_line(flag, text))
