@@ -213,7 +213,9 @@ async def _serve(spec: dict) -> None:
         try:
             await _obey(spec, ROLES[spec["role"]], stdin)
         except* (LoginError, OSError, EOFError, trio.TooSlowError) as group:
-            e = group.exceptions[0]
+            e: BaseException = group
+            while isinstance(e, BaseExceptionGroup):  # the first real error inside
+                e = e.exceptions[0]
             emit({"error": f"{type(e).__name__}: {e}"})
 
 

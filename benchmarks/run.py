@@ -42,6 +42,7 @@ SCENARIOS: dict[str, Callable[[Settings], Awaitable[Result]]] = {
     "backlog": backlog.run,
     "scaleout": scaleout.run,
     "compare": compare.run,
+    "metrics-cost": relay.run_metrics_cost,
 }
 #: File descriptors this process (and the generators it starts) may open.
 NOFILE = 65536

@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import platformdirs
@@ -27,8 +28,10 @@ from rendezvous.limit_flags import (
     mail_limits_from_args,
 )
 from rendezvous.limits import Limits
+from rendezvous.logfmt import JsonFormatter
 from rendezvous.login_guard import RedisLoginGuard
 from rendezvous.mailbox import MailLimits
+from rendezvous.metrics import MetricsApp, serve_metrics
 from rendezvous.redis_mail import RedisMailStore
 from rendezvous.redis_shared import RedisShared
 from rendezvous.redis_shared import connect as redis_connect
@@ -86,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log detail on stderr (default: %(default)s)",
     )
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text, or one JSON object a line with its fields "
+        "(ts, level, logger, event, args, message) for a log pipeline (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) "
+        "over HTTP here; HOST defaults to 127.0.0.1 (off by default; docs/OPERATIONS.md)",
+    )
     tls = p.add_argument_group(
         "TLS",
         "encrypt the rendezvous dialogue (passwords, who talks to whom); conversations "
@@ -136,7 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def run(server: Server, host: str, port: int) -> None:
+def metrics_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``PORT`` (on 127.0.0.1: metrics are not for everyone)."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not (port.isascii() and port.isdigit() and 0 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: give [HOST:]PORT, such as 127.0.0.1:9464")
+    return host, int(port)
+
+
+async def run(
+    server: Server,
+    host: str,
+    port: int,
+    metrics: MetricsApp | None = None,
+    metrics_at: tuple[str, int] | None = None,
+) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             listeners = await nursery.start(server.serve, host, port)
@@ -144,6 +176,14 @@ async def run(server: Server, host: str, port: int) -> None:
             print(
                 f"chathack-rendezvous listening on {addr[0]}:{addr[1]}", file=sys.stderr, flush=True
             )
+            if metrics is not None and metrics_at is not None:
+                served = await nursery.start(serve_metrics, metrics, *metrics_at)
+                where = served[0].socket.getsockname()
+                print(
+                    f"chathack-rendezvous metrics on http://{where[0]}:{where[1]}/metrics",
+                    file=sys.stderr,
+                    flush=True,
+                )
             async for signum in signals:
                 log.info("got %s; telling clients and shutting down", signal.Signals(signum).name)
                 if await server.shut_down(SHUTDOWN_FLUSH_SECONDS):
@@ -152,13 +192,20 @@ async def run(server: Server, host: str, port: int) -> None:
                 break
 
 
-async def run_cluster(server: Server, engine: ClusterEngine, host: str, port: int) -> None:
+async def run_cluster(
+    server: Server,
+    engine: ClusterEngine,
+    host: str,
+    port: int,
+    metrics: MetricsApp | None = None,
+    metrics_at: tuple[str, int] | None = None,
+) -> None:
     """``run`` with this instance's part in the cluster around it."""
     async with engine.shared.r:
         await engine.load()
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
-            await run(server, host, port)
+            await run(server, host, port, metrics, metrics_at)
             await engine.leave()
             nursery.cancel_scope.cancel()
 
@@ -233,6 +280,36 @@ def tls_from_args(args: argparse.Namespace, db: Path) -> ssl.SSLContext | None:
     return context
 
 
+def metrics_app(
+    args: argparse.Namespace, server: Server, engine: ClusterEngine | None
+) -> MetricsApp | None:
+    if args.metrics is None:
+        return None
+    server.time_reads = True
+    instance = engine.instance if engine is not None else None
+    return MetricsApp(server, readiness(server, engine), instance)
+
+
+def readiness(server: Server, engine: ClusterEngine | None) -> Callable[[], Awaitable[str | None]]:
+    """What /readyz checks: the server accepts, its storage answers."""
+
+    async def ready() -> str | None:
+        if server.closing:
+            return "shutting down"
+        try:
+            server.hub.store.count_accounts()
+        except Exception as e:
+            return f"the database does not answer: {e}"
+        if engine is not None:
+            try:
+                await engine.shared.ping()
+            except SharedStoreDown as e:
+                return f"Redis does not answer: {e}"
+        return None
+
+    return ready
+
+
 def tune_gc() -> None:
     """Collect rarely, and never look at the start-up objects again (see GC_THRESHOLDS)."""
     gc.collect()
@@ -245,11 +322,12 @@ def tune_gc() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # the database holds password hashes, mail and addresses
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     limits = limits_from_args(args)
     db = args.db or default_db()
     try:
@@ -269,13 +347,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.redis:
                 server, engine = cluster_server(args, store, limits, mail_limits_from_args(args))
                 server.tls_context = tls_context
+                metrics = metrics_app(args, server, engine)
                 tune_gc()
-                trio.run(run_cluster, server, engine, args.host, args.port)
+                trio.run(run_cluster, server, engine, args.host, args.port, metrics, args.metrics)
             else:
                 server = Server(store, limits=limits, mail_limits=mail_limits_from_args(args))
                 server.tls_context = tls_context
+                metrics = metrics_app(args, server, None)
                 tune_gc()
-                trio.run(run, server, args.host, args.port)
+                trio.run(run, server, args.host, args.port, metrics, args.metrics)
         except BaseExceptionGroup as group:
             raise (sole_error(group) or group) from None
     except SharedStoreDown as e:

@@ -325,6 +325,7 @@ class ClusterEngine:
                         if message.get("type") == "message":
                             self._dispatch(str(message["channel"]), message["data"])
             except Exception as e:  # coredis, OSError: Redis is away
+                self.counts["resubscribed"] += 1
                 log.warning("cluster: subscription lost (%s); resubscribing", e)
             if not started:
                 # Never subscribed: the instance must not start deaf.

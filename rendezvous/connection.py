@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from chathack.text import neutralise
+from rendezvous.counts import Counts
 from rendezvous.transport import TLSTransport, Transport
 
 log = logging.getLogger("chathack.rendezvous")
@@ -82,6 +83,7 @@ class Connection:
     __slots__ = (
         "_batch",
         "_capacity",
+        "_counts",
         "_done",
         "_on_fault",
         "_out",
@@ -110,8 +112,10 @@ class Connection:
         batch: Batch | None = None,
         write_timeout: float = 20.0,
         on_fault: OnFault | None = None,
+        counts: Counts | None = None,
     ) -> None:
         self.transport = transport
+        self._counts = counts  # slow readers and overflowing outboxes are counted
         self._on_fault = on_fault
         self.peer = peer
         self._capacity = capacity  # most lines queued before the client counts as stuck
@@ -143,6 +147,8 @@ class Connection:
         out = self._out
         if len(out) >= self._capacity:
             log.warning("%s is not reading its messages; disconnecting it", self.peer)
+            if self._counts is not None:
+                self._counts.outbox_overflows += 1
             self.abort()
             return
         out.append(data)
@@ -245,7 +251,7 @@ class Connection:
         empty, then end -- or, over a transport that cannot write without it
         (a trio stream), park until there is more: waking a parked task is
         cheaper than starting one per write."""
-        stalled = False
+        stalled = timer_fired = False
         failure: Exception | None = None
         park = self.transport.keeps_writer
         try:
@@ -257,7 +263,7 @@ class Connection:
                             await self.transport.send_all(data)
                         del data  # not kept alive while we wait for nothing
                         if timer.cancelled_caught:
-                            stalled = True
+                            stalled = timer_fired = True
                             break
                     if stalled or not park or self.closing:
                         break
@@ -282,6 +288,8 @@ class Connection:
         elif stalled:
             if not self.aborted:
                 log.warning("%s: write timed out or failed; disconnecting", self.peer)
+                if self._counts is not None and timer_fired:
+                    self._counts.slow_readers += 1
             self.abort()
         elif self.closing:
             self.scope.cancel()

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from rendezvous.accounts import FailedLogins
+from rendezvous.counts import WAIT_BOUNDS, Histogram
 from rendezvous.ratelimit import TokenBucket
 
 #: Tickets waiting for a worker, in all: past it a check is refused as busy.
@@ -182,6 +183,8 @@ class HashQueue:
         self.started = 0
         self.refused: Counter[str] = Counter()
         self._wait_last = self._wait_max = self._wait_total = 0.0
+        #: Seconds each started ticket waited in the queue (for metrics).
+        self.waits = Histogram(WAIT_BOUNDS)
 
     # -- refusals -------------------------------------------------------------
     def _refuse(self, reason: str, text: str) -> Refusal:
@@ -277,6 +280,7 @@ class HashQueue:
             wait = now - ticket.queued_at
             self._wait_last, self._wait_max = wait, max(self._wait_max, wait)
             self._wait_total += wait
+            self.waits.observe(wait)
             ready.append(ticket)
         if len(self._heap) > 2 * len(self._joined) + 64:  # stale entries piled up
             self._heap = [e for e in self._heap if self._joined.get(e[2]) == e[1]]

@@ -58,6 +58,7 @@ from chathack.server_events import (
 from chathack.text import CONTROL_RE, neutralise
 from rendezvous.cluster_wire import Call, Deliver, Ended, Gone, PresenceRecord, PunchFrom
 from rendezvous.commands import run_command
+from rendezvous.counts import Counts
 from rendezvous.mailbox import Mailbox, MailLimits, MailService
 from rendezvous.prekeys import PrekeyDesk, PrekeyFailed, PrekeyService
 from rendezvous.roster import ClusterLink, Roster
@@ -80,6 +81,9 @@ class Hub:
         prekeys: PrekeyService | None = None,
     ) -> None:
         self.store = store
+        #: What the operators' metrics read (rendezvous/counts.py); the server,
+        #: its connections, the logins and the mailbox count into this one.
+        self.counts = Counts()
         self.online: dict[str, Session] = {}  # lower-case name -> session
         #: The other instances sharing the store (None: this one is the service),
         #: and who is online there.
@@ -89,6 +93,7 @@ class Hub:
         self.mailbox: MailService = mailbox or Mailbox(
             store, store.mail, self.session_of, mail_limits
         )
+        self.mailbox.counts = self.counts
         self.prekeys: PrekeyService = prekeys or PrekeyDesk(store, self.tell_owner)
 
     # presence -------------------------------------------------------------
@@ -426,6 +431,9 @@ class Hub:
         if len(data) > MAX_LINE_BYTES:
             return False
         self.mailbox.maybe_purge(now)
+        counts = self.counts
+        counts.relayed_lines += 1
+        counts.relayed_bytes += len(data)
         target.outbox.send(data)
         return True
 
@@ -440,6 +448,8 @@ class Hub:
                 f"Message too long to relay: the line to {target.name} would exceed "
                 f"{MAX_LINE_BYTES} bytes"
             )
+        self.counts.relayed_lines += 1
+        self.counts.relayed_bytes += len(line)
         if isinstance(target, PresenceRecord):
             assert self.cluster is not None
             deliver = Deliver(target.name, line.decode("utf-8"), session.name)

@@ -40,6 +40,7 @@ from chathack.protocol import Command, Password, Resume, Username
 from chathack.server_events import PasswdResult, Seen, TokenIssued
 from rendezvous.accounts import FailedLogins, ResumeTokens
 from rendezvous.connection import Connection
+from rendezvous.counts import Counts
 from rendezvous.hashqueue import NEW_ACCOUNTS, PENDING, HashQueue, Kind, Refusal
 from rendezvous.hub import Hub, Session
 from rendezvous.limits import Limits, login_buckets, source_key
@@ -119,8 +120,10 @@ class Logins:
         token_book: TokenBook | None = None,
         claims: PresenceClaims | None = None,
         guard: LoginGuard | None = None,
+        counts: Counts | None = None,
     ) -> None:
         self.hub = hub
+        self.counts = counts or Counts()  # login outcomes, for the operators
         self.passwords = passwords
         self.limits = limits
         self.clock = clock
@@ -153,7 +156,9 @@ class Logins:
     def failed_logins(self, failed: FailedLogins) -> None:
         self.hash_queue.failed = failed
 
-    async def logged_in(self, session: Session, account: Account, verb: str) -> bool:
+    async def logged_in(
+        self, session: Session, account: Account, verb: str, outcome: str = "password"
+    ) -> bool:
         """Let ``session`` in as ``account``; False (and a BYE said) if the shared
         store could not record it: the connection is then closed."""
         try:
@@ -174,6 +179,7 @@ class Logins:
         session.tell(TokenIssued(token, int(self.token_book.ttl)))
         self.hub.after_login(session, self.clock())  # then what waits for it (mail)
         log.info("%s logged in from %s", account.name, session.ip)
+        self.counts.logins[outcome] += 1  # password, registered, resumed
         return True
 
     async def _verify(
@@ -291,6 +297,7 @@ class Logins:
         """Password attempts from one source address are limited per minute."""
         wait = self.login_rates.take(source_key(session.ip), trio.current_time(), cost)
         if wait > 0 and not conn.stopping:
+            self.counts.rate_limited["login"] += 1
             log.debug("%s: over the password attempt rate; waiting %.1f s", session.ip, wait)
             with conn.interruptible():
                 await trio.sleep(wait)
@@ -329,7 +336,8 @@ class Logins:
                 if account is not None and await self.token_book.redeem(
                     name, token, session.ip, now
                 ):
-                    return await self.logged_in(session, account, "Welcome back")
+                    return await self.logged_in(session, account, "Welcome back", "resumed")
+                self.counts.logins["failed"] += 1
                 session.say(
                     "ERROR",
                     "That resume token was refused (expired, used, or issued "
@@ -343,8 +351,10 @@ class Logins:
             case Password(secret) if login.name is not None:
                 account = await self._check_password(conn, session, login, secret)
                 if isinstance(account, Account):
-                    verb = "Registered" if login.account is None else "Welcome back"
-                    return await self.logged_in(session, account, verb)
+                    if login.account is None:
+                        return await self.logged_in(session, account, "Registered", "registered")
+                    return await self.logged_in(session, account, "Welcome back")
+                self.counts.logins["failed" if account is Failed.WRONG else "throttled"] += 1
                 if account is Failed.WRONG and login.count_failure(self.limits):
                     session.say("BYE", TOO_MANY_TRIES)
                     return False

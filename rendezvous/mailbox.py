@@ -47,6 +47,7 @@ from chathack.protocol import (
     has_controls,
 )
 from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored, format_server_event
+from rendezvous.counts import Counts
 from rendezvous.session import Session
 from rendezvous.store import DELIVERED, READ, WAITING, MailStore, Store, StoreError
 
@@ -133,6 +134,7 @@ class Mailbox:
         self.store = store
         self.online = online
         self.limits = limits or MailLimits()
+        self.counts = Counts()  # the hub's, once there is a hub
         self._flows: dict[Session, Flow] = {}
         self._next_purge = -math.inf
         self._grouping = False  # between begin_group and commit_group
@@ -178,6 +180,7 @@ class Mailbox:
                         self.store.add(*row)
         except StoreError as e:
             log.error("%d mail(s) not stored: %s", len(group.rows), e)
+            self.counts.mail["refused_unavailable"] += len(group.replies)
             for session, to, msg_id in group.replies:
                 refusal = Refusal(
                     MailKey(to, msg_id),
@@ -186,6 +189,7 @@ class Mailbox:
                 )
                 session.tell(MailRefused(refusal))
             return
+        self.counts.mail["stored"] += len(group.rows)  # a retry of a stored one is not new
         for session, to, msg_id in group.replies:
             session.tell(MailStored(MailKey(to, msg_id)))
         for recipient in dict.fromkeys(row[0] for row in group.rows):
@@ -201,6 +205,7 @@ class Mailbox:
         group = self._group
 
         def refuse(code: str, reason: str) -> None:
+            self.counts.mail[f"refused_{code}"] += 1
             session.tell(MailRefused(Refusal(key, code, reason)))
 
         if _same(to, me):
@@ -246,6 +251,7 @@ class Mailbox:
         except StoreError as e:
             log.error("mail from %s to %s not stored: %s", me, to, e)
             return refuse("unavailable", UNAVAILABLE)
+        self.counts.mail["stored"] += 1
         session.tell(MailStored(MailKey(to, msg_id)))
         self._pump_user(account.name)
         return None
@@ -292,6 +298,8 @@ class Mailbox:
                 flags = ["DELIVERED"] if row.state == WAITING else []
                 if state == READ:
                     flags.append("READ")
+                for flag in flags:
+                    self.counts.mail[flag.lower()] += 1
                 for flag in flags:
                     self.store.add_receipt(row.sender, row.recipient, row.msg_id, flag, stamp)
                 owners.add(row.sender)
@@ -361,6 +369,7 @@ class Mailbox:
                 self.store.add_receipt(r.sender, r.recipient, r.msg_id, "EXPIRED", int(now))
             forgotten = self.store.forget_before(cutoff, batch)
         more = more or forgotten >= batch
+        self.counts.mail["expired"] += len(rows)
         if rows or forgotten:
             log.info("mailbox: %d expired, %d old row(s) forgotten", len(rows), forgotten)
         for owner in {r.sender for r in rows}:
@@ -392,6 +401,8 @@ class Mailbox:
 class MailService(Protocol):
     """What the hub asks of a mailbox: :class:`Mailbox` (one instance, SQLite) or
     :class:`~rendezvous.shared_mailbox.SharedMailbox` (a cluster, Redis)."""
+
+    counts: Counts
 
     def start(self, session: Session) -> None: ...
     def started(self, session: Session) -> bool: ...

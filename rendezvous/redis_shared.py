@@ -28,6 +28,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -38,6 +40,7 @@ import coredis.exceptions
 from chathack.errors import RemoteProtocolError
 from rendezvous.accounts import TOKEN_TTL
 from rendezvous.cluster_wire import PresenceRecord, decode_record, encode_record
+from rendezvous.counts import REDIS_BOUNDS, Histogram
 from rendezvous.lookalike import skeleton
 from rendezvous.shared import SharedStoreDown, SharedStoreFault, Taken
 from rendezvous.store import Account
@@ -128,13 +131,36 @@ def store_error(e: BaseException) -> SharedStoreDown:
     return SharedStoreFault(text)
 
 
+class RedisStats:
+    """Every guarded Redis call of this process, for the operators' metrics:
+    how many, how many failed (down: unreachable; fault: refused), how long."""
+
+    __slots__ = ("calls", "errors", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors: Counter[str] = Counter()
+        self.seconds = Histogram(REDIS_BOUNDS)
+
+
+#: One client per process (the instance's): its calls, counted in :func:`guarded`.
+REDIS_STATS = RedisStats()
+
+
 async def guarded(call: Callable[[], Awaitable[T]]) -> T:
     """Run one Redis call; a lost or unreachable Redis becomes :class:`SharedStoreDown`,
     a refused command :class:`~rendezvous.shared.SharedStoreFault`."""
+    stats = REDIS_STATS
+    stats.calls += 1
+    started = time.perf_counter()
     try:
         return await call()
     except (coredis.exceptions.RedisError, OSError, TimeoutError) as e:
-        raise store_error(e) from e
+        error = store_error(e)
+        stats.errors["down" if isinstance(error, SharedStoreDown) else "fault"] += 1
+        raise error from e
+    finally:
+        stats.seconds.observe(time.perf_counter() - started)
 
 
 def _digest(token: str) -> str:
@@ -171,6 +197,10 @@ class RedisShared:
         self._redeem = client.register_script(_REDEEM)
         self._presence_set = client.register_script(_PRESENCE_SET)
         self._presence_del = client.register_script(_PRESENCE_DEL)
+
+    async def ping(self) -> None:
+        """Redis answers (or :class:`SharedStoreDown` says why not)."""
+        await guarded(lambda: self.r.ping())
 
     # -- AccountBook ------------------------------------------------------------
     async def get(self, name: str) -> Account | None:

@@ -133,6 +133,11 @@ class Server:
         guard: LoginGuard | None = None,
     ) -> None:
         self.hub = Hub(store, mail_limits, cluster, mailbox, prekeys)
+        #: What the operators' metrics read (rendezvous/metrics.py).
+        self.counts = self.hub.counts
+        #: Time each read's handling for the relay latency histogram (--metrics):
+        #: one clock read per read, so only when someone looks.
+        self.time_reads = False
         self.passwords = passwords or Passwords()
         self.limits = limits or Limits()
         self.clock = clock
@@ -148,6 +153,7 @@ class Server:
             token_book=token_book,
             claims=claims,
             guard=guard,
+            counts=self.counts,
         )
         self.chat_rates = chat_buckets(self.limits)
         self._no_connections = trio.Event()
@@ -166,6 +172,11 @@ class Server:
         #: is a bug, but it cost one connection, never the server.
         self.faults: Counter[str] = Counter()
         self._report_fault = self._fault  # one bound method for every connection
+
+    @property
+    def closing(self) -> bool:
+        """Shutting down: no new connection is admitted."""
+        return self._closing
 
     async def serve(
         self,
@@ -352,8 +363,10 @@ class Server:
         """This connection's one task: admit, read and handle lines, then close."""
         refusal = SHUTDOWN_TEXT if self._closing else self.admission.admit(ip)
         if refusal is not None:
+            self.counts.refused[self._refusal_reason()] += 1
             await self._refuse(transport, ip, refusal)
             return
+        self.counts.accepted += 1
         conn = Connection(
             transport,
             ip,
@@ -362,6 +375,7 @@ class Server:
             batch=self.batch,
             write_timeout=_or_never(self.limits.write_timeout),
             on_fault=self._report_fault,
+            counts=self.counts,
         )
         session = Session(conn, ip, port)
         self.connections.add(conn)
@@ -397,6 +411,14 @@ class Server:
                 self._fault(exc, ip, session.name)
             log.debug("%s (%s) disconnected", ip, session.name or "not logged in")
             await transport.aclose()
+
+    def _refusal_reason(self) -> str:
+        """Why the connection just refused was (a word, for the metrics)."""
+        if self._closing:
+            return "shutting_down"
+        if self.admission.total >= self.limits.max_conns:
+            return "full"
+        return "per_address"
 
     async def _refuse(self, transport: Transport, ip: str, text: str) -> None:
         """One ``BYE`` line, then close: the connection was never admitted."""
@@ -476,6 +498,7 @@ class Server:
         logged_in = False
         receive, next_line = conn.transport.receive, buf.next_line
         relay_line = hub.relay_line
+        time_reads, latency = self.time_reads, self.counts.relay_latency
         # Chat lines' rate limit: not consulted at all when it is off.
         chat_limited, take_chat, chat_key = self.chat_rates.rate > 0, self.chat_rates.take, ""
         session.say("USERNAME", 'Who are you? Send "username: NAME"')
@@ -514,7 +537,7 @@ class Server:
                         release()
                         if logged_in:
                             scope.deadline = math.inf  # a pause is not idleness
-                        await self._pace(conn, session, rates, wait)
+                        await self._pace(conn, session, rates, wait, chat)
                         now, wall = trio.current_time(), clock()
                         hold()
                     if chat:
@@ -547,6 +570,8 @@ class Server:
                         chat_key = session.name.lower()  # folded once per session
             finally:
                 release()
+                if time_reads:
+                    latency.observe(trio.current_time() - now)
             if session.closed:
                 return False
             if conn.stopping:
@@ -569,9 +594,11 @@ class Server:
             now, wall = trio.current_time(), clock()
 
     async def _pace(
-        self, conn: Connection, session: Session, rates: ConnectionRates, wait: float
+        self, conn: Connection, session: Session, rates: ConnectionRates, wait: float, chat: bool
     ) -> None:
-        """Wait ``wait`` seconds (reading nothing): the client is over its rate."""
+        """Wait ``wait`` seconds (reading nothing): the client is over its rate
+        (of chat lines when ``chat``, else of commands)."""
+        self.counts.rate_limited["chat" if chat else "command"] += 1
         if not rates.slowed:
             rates.slowed = True
             log.info("%s (%s) is over its rate limit; slowing it down", session.ip, session.name)

@@ -35,6 +35,7 @@ import trio
 
 from chathack.protocol import MailItem, MailKey, Receipt, Refusal
 from chathack.server_events import MailIn, MailReceipt, MailRefused, MailStored
+from rendezvous.counts import Counts
 from rendezvous.mailbox import (
     UNAVAILABLE,
     Flow,
@@ -77,6 +78,7 @@ class SharedMailbox:
         self.online = online
         self.nudge_far = nudge_far  # tell the instance where NAME is online to deliver
         self.limits = limits or MailLimits()
+        self.counts = Counts()  # the hub's, once there is a hub
         self._flows: dict[Session, Flow] = {}
         self._pending: list[_Pending] = []
         self._jobs: list[tuple[str, Session, object, int]] = []  # (kind, session, what, stamp)
@@ -202,6 +204,7 @@ class SharedMailbox:
             outcomes = await self.store.store_many([p.row for p in pending], quota)
         except SharedStoreDown as e:
             log.error("%d mail(s) not stored: %s", len(pending), e)
+            self.counts.mail["refused_unavailable"] += len(pending)
             for p in pending:
                 refusal = Refusal(MailKey(p.to, p.msg_id), "unavailable", UNAVAILABLE)
                 p.session.tell(MailRefused(refusal))
@@ -211,14 +214,17 @@ class SharedMailbox:
             key = MailKey(p.to, p.msg_id)
             match outcome:
                 case Stored():
+                    self.counts.mail["stored"] += 1
                     p.session.tell(MailStored(key))
                     recipients[p.row[0]] = None
                 case Duplicate(recipient) if recipient.lower() == p.row[0].lower():
                     p.session.tell(MailStored(key))  # a retry: stored before
                 case Duplicate(recipient):
+                    self.counts.mail["refused_id-used"] += 1
                     why = f"you used the id {p.msg_id} for a message to {recipient}"
                     p.session.tell(MailRefused(Refusal(key, "id-used", why)))
                 case Full(count, nbytes):
+                    self.counts.mail["refused_full"] += 1
                     why = (
                         f"the mailbox of {p.row[0]} is full ({count} messages, "
                         f"{size_text(nbytes)}); try again later"
@@ -242,6 +248,8 @@ class SharedMailbox:
                 keys, state = what  # type: ignore[misc]
                 pairs = [(k.name, k.msg_id) for k in keys]
                 owners = await self.store.advance(session.name, pairs, state, stamp)
+                # One owner per message that moved on (delivered, or read).
+                self.counts.mail["read" if state == READ else "delivered"] += len(owners)
                 flow = self._flows.get(session)
                 if flow is not None:
                     for k in keys:
@@ -275,6 +283,7 @@ class SharedMailbox:
         cutoff = int(now - self.limits.expiry)
         inflight = [seq for f in self._flows.values() for seq in f.mail_inflight.values()]
         senders, forgotten = await self.store.purge(cutoff, self.limits.purge_batch, now, inflight)
+        self.counts.mail["expired"] += len(senders)
         if senders or forgotten:
             log.info("mailbox: %d expired, %d old row(s) forgotten", len(senders), forgotten)
         for sender in dict.fromkeys(senders):

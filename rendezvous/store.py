@@ -443,6 +443,11 @@ class SqliteMailStore:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
+    def depth(self) -> tuple[int, int]:
+        """Messages waiting for their recipients, and their bytes, in all."""
+        row = self._db.execute("SELECT SUM(count), SUM(bytes) FROM mail_usage").fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def add(self, recipient: str, sender: str, msg_id: str, body: str, stamp: int) -> int:
         cur = self._db.execute(
             "INSERT INTO mail(recipient, sender, msg_id, stamp, size, body)"

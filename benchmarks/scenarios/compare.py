@@ -140,10 +140,20 @@ async def run(settings: Settings) -> Result:
     for shape, window in shapes.items():
         for pairs in settings.pairs:
             runs: dict[str, list[Window]] = {k: [] for k in kinds}
+            failed: dict[str, str] = {}
             for rnd in range(ROUNDS):
                 for kind in kinds:
+                    if kind in failed:
+                        continue
                     tag = f"compare-{shape.split()[0]}-{pairs}-{kind}-{rnd}"
-                    runs[kind].append(await relay_window(settings, kind, pairs, window, tag))
+                    try:
+                        runs[kind].append(await relay_window(settings, kind, pairs, window, tag))
+                    except Exception as e:  # one server's failure must not hide the others
+                        failed[kind] = f"round {rnd + 1}: {type(e).__name__}: {e}"[:300]
+            for kind, why in failed.items():
+                del runs[kind]
+                scen = f"compare: {shape} ({window} in flight), {pairs} pairs"
+                res.add(scen, f"{kind}: not measured", None, verdict="FAIL", note=why)
             _rows(res, shape, window, pairs, runs)
             res.details[f"{shape} {pairs}"] = {
                 k: [w.as_dict() for w in ws] for k, ws in runs.items()

@@ -13,6 +13,7 @@ divided by the messages delivered in that window.
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ async def relay_once(
     tag: str,
     profile: bool = False,
     tls: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> tuple[Window, dict]:
     """One relay run in its own work directory ``tag``; ``profile``: with
     ``settings.profile`` attached to the server; ``tls``: every client over TLS."""
@@ -53,7 +55,9 @@ async def relay_once(
     profile = settings.profile if profile else None
     cprofile_out = work / "rendezvous.pstats" if profile == "cprofile" else None
     details: dict = {"pairs": pairs, "generator_processes": gen_procs, "tls": tls}
-    async with rendezvous(work, db, cheap_argon2=True, cprofile_out=cprofile_out, tls=tls) as srv:
+    async with rendezvous(
+        work, db, cheap_argon2=True, cprofile_out=cprofile_out, tls=tls, extra=extra
+    ) as srv:
         specs = [
             {
                 "role": "relay",
@@ -214,4 +218,47 @@ async def run_gencheck(settings: Settings) -> Result:
         "one (or the 2-core machine is full, others included): the generator is not the "
         "bottleneck",
     )
+    return res
+
+
+#: Rounds of the metrics-cost scenario (each: one run without, one with).
+METRICS_ROUNDS = 3
+#: Most extra CPU per relayed message that --metrics may cost (issue 19).
+METRICS_MAX_COST = 0.03
+
+
+async def run_metrics_cost(settings: Settings) -> Result:
+    """The relay at 100 pairs without and with ``--metrics``, interleaved in
+    one run: what counting for the operators costs the relay."""
+    res = Result()
+    us: dict[bool, list[float]] = {False: [], True: []}
+    for rnd in range(METRICS_ROUNDS):
+        for on in (False, True):
+            extra = ("--metrics", "127.0.0.1:0") if on else ()
+            tag = f"metrics-{'on' if on else 'off'}-{rnd}"
+            w, _ = await relay_once(
+                settings, TARGET_PAIRS, settings.gen_procs, settings.duration, tag, extra=extra
+            )
+            us[on].append(w.server_us_per() or 0.0)
+    off, on = statistics.median(us[False]), statistics.median(us[True])
+    cost = on / off - 1 if off else 0.0
+    scen = f"relay {TARGET_PAIRS} pairs, --metrics"
+    for flag, values in us.items():
+        res.add(
+            scen,
+            f"server CPU per message, metrics {'on' if flag else 'off'}",
+            statistics.median(values),
+            "us",
+            note=f"{METRICS_ROUNDS} interleaved runs: {', '.join(f'{v:.2f}' for v in values)}",
+        )
+    res.add(
+        scen,
+        "extra CPU per message with --metrics",
+        100 * cost,
+        "%",
+        f"< {100 * METRICS_MAX_COST:g} %",
+        verdict(cost < METRICS_MAX_COST),
+        note="medians of the interleaved runs; the run-to-run spread above is the noise floor",
+    )
+    res.details = {"us_off": us[False], "us_on": us[True]}
     return res

@@ -1,0 +1,204 @@
+"""What operators see (rendezvous/metrics.py): a real ``chathack-rendezvous
+--metrics`` scraped before and after logins, a relayed conversation, stored
+mail, a wrong password and a refused connection; each counter moves by
+exactly what happened, the health checks answer, and no label or value
+holds a user name or an address. Plus ``--log-format json``."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chathack import __version__
+from tests.procs import Rendezvous
+
+#: Seconds any one answer may take (argon2 with its default cost included).
+DEADLINE = 20.0
+NAMES = ("alice", "bob", "carol")
+
+
+class Client:
+    """The rendezvous protocol as ``nc`` speaks it, over a blocking socket."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.buf = b""
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\n")
+
+    def expect(self, pattern: str) -> str:
+        """The first line (from here on) matching ``pattern``; earlier ones dropped."""
+        end = time.monotonic() + DEADLINE
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                text = line.decode()
+                if re.search(pattern, text):
+                    return text
+            if time.monotonic() > end:
+                raise AssertionError(f"never got {pattern!r}")
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"closed before {pattern!r}")
+            self.buf += data
+
+    def login(self, name: str, password: str) -> Client:
+        self.send(f"username: {name}")
+        self.send(f"password: {password}")
+        self.expect(r"^Servidor\[OK\]")
+        return self
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def scrape(base: str) -> dict[str, float]:
+    """Every sample of /metrics as ``name{label="v",...}`` -> value."""
+    with urllib.request.urlopen(base + "/metrics", timeout=DEADLINE) as answer:
+        body = answer.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}"] = s.value
+    return samples
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=DEADLINE) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Rendezvous, str]]:
+    r = Rendezvous(
+        tmp_path / "db.sqlite3",
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-conns-per-ip",
+        "3",
+        "--log-format",
+        "json",
+    )
+    try:
+        r.proc.expect(r"metrics on (http://[\d.]+:\d+)/metrics")
+        yield r, r.proc.match.group(1)
+    finally:
+        r.stop()
+
+
+def test_each_counter_moves_by_what_happened(server: tuple[Rendezvous, str]) -> None:
+    rendezvous, base = server
+    before = scrape(base)
+    python, version = _versions(before)
+    assert version == __version__ and python == platform.python_version()
+
+    alice = Client(rendezvous.port).login("alice", "alice-password")
+    bob = Client(rendezvous.port).login("bob", "bob-password")
+    carol = Client(rendezvous.port).login("carol", "carol-password")
+    carol.send("::quit")
+    carol.expect(r"^Servidor\[BYE\]")
+    carol.close()
+    for i in range(3):
+        alice.send(f"msg: bob hello {i}")
+    for i in range(3):
+        bob.expect(rf"^alice: hello {i}$")
+    alice.send("mail: carol m-1 see you tomorrow")
+    alice.expect(r"^Servidor\[STORED\]")
+    wrong = Client(rendezvous.port)
+    wrong.send("username: carol")
+    wrong.send("password: not-her-password")
+    wrong.expect(r"^Servidor\[ERROR\]: Wrong password")
+    refused = Client(rendezvous.port)  # alice, bob, wrong: the fourth from this address
+    refused.expect(r"^Servidor\[BYE\]: Too many connections from your address")
+    refused.close()
+
+    after = scrape(base)
+
+    def moved(sample: str) -> float:
+        return after.get(sample, 0.0) - before.get(sample, 0.0)
+
+    assert moved('chathack_logins_total{outcome="registered"}') == 3
+    assert moved('chathack_logins_total{outcome="failed"}') == 1
+    assert moved("chathack_relayed_lines_total{}") == 3
+    assert moved("chathack_relayed_bytes_total{}") == 3 * len(b"alice: hello 0\n")
+    assert moved('chathack_mail_total{event="stored"}') == 1
+    assert after['chathack_mailbox_waiting{unit="messages"}'] == 1
+    assert moved('chathack_connections_refused_total{reason="per_address"}') == 1
+    assert moved("chathack_connections_accepted_total{}") == 4  # alice, bob, carol, wrong
+    assert after['chathack_connections{state="logged_in"}'] == 2
+    assert after['chathack_connections{state="logging_in"}'] == 1  # the wrong password's
+    assert moved("chathack_password_hash_wait_seconds_count{}") == 4  # 3 hashes, 1 check
+    assert moved("chathack_read_handled_seconds_count{}") > 0
+    assert sum(v for k, v in after.items() if k.startswith("chathack_connection_faults")) == 0
+
+    # Nothing anywhere in the page names a user or an address.
+    with urllib.request.urlopen(base + "/metrics", timeout=DEADLINE) as answer:
+        page = answer.read().decode()
+    for secret in (*NAMES, "127.0.0.1", "hello", "see you"):
+        assert secret not in page, secret
+
+    assert get(base + "/healthz") == (200, "ok\n")
+    assert get(base + "/readyz") == (200, "ready\n")
+    assert get(base + "/nothing")[0] == 404
+    for c in (alice, bob, wrong):
+        c.close()
+
+
+def test_an_instance_on_redis_is_not_ready_while_redis_is_gone(tmp_path: Path) -> None:
+    from tests.redis_lab import redis_server
+
+    with redis_server(tmp_path / "redis") as redis:
+        r = Rendezvous(
+            tmp_path / "db.sqlite3",
+            "--redis", redis.url, "--instance-id", "a-1", "--metrics", "127.0.0.1:0",
+        )  # fmt: skip
+        try:
+            r.proc.expect(r"metrics on (http://[\d.]+:\d+)/metrics")
+            base = r.proc.match.group(1)
+            assert get(base + "/readyz") == (200, "ready\n")
+            page = scrape(base)
+            assert page['chathack_instance_info{instance="a-1"}'] == 1
+            assert page["chathack_redis_commands_total{}"] > 0
+            redis.kill()
+            status, why = get(base + "/readyz")
+            assert status == 503 and why.startswith("not ready: Redis does not answer"), why
+            assert get(base + "/healthz") == (200, "ok\n")  # the process itself serves on
+            assert scrape(base)['chathack_redis_errors_total{kind="down"}'] >= 1
+            redis.start()
+            end = time.monotonic() + DEADLINE
+            while get(base + "/readyz")[0] != 200:
+                assert time.monotonic() < end, "never ready again"
+                time.sleep(0.1)
+        finally:
+            r.stop()
+
+
+def test_json_logs_are_one_object_a_line_with_fields(server: tuple[Rendezvous, str]) -> None:
+    rendezvous, _ = server
+    Client(rendezvous.port).login("dave", "dave-password").close()
+    rendezvous.proc.expect(r'\{[^\n]*"event": "%s logged in from %s"[^\n]*\}')
+    line = json.loads(rendezvous.proc.match.group(0))
+    assert line["level"] == "info" and line["logger"] == "chathack.rendezvous"
+    assert line["args"] == ["dave", "127.0.0.1"]
+    assert line["message"] == "dave logged in from 127.0.0.1"
+
+
+def _versions(samples: dict[str, float]) -> tuple[str, str]:
+    [key] = [k for k in samples if k.startswith("chathack_build_info")]
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', key))
+    return labels["python"], labels["version"]
