@@ -156,6 +156,9 @@ class WindowsUI:
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._secret: list[str] | None = None  # a ::passwd dialogue's answers so far
         self._split: list[str] | None = None  # a long paste, offered as these messages
+        #: Asked for (connect:) but not in the users list yet: its window comes up
+        #: with the first word about it that is not a refusal.
+        self._wanted: str | None = None
         self.input = Buffer(
             completer=ChatCompleter(lambda: tuple(self.node.known_users)),
             complete_while_typing=False,
@@ -169,7 +172,6 @@ class WindowsUI:
             style=STYLE,
             full_screen=True,
             mouse_support=False,
-            refresh_interval=1.0,  # the bar's countdown while reconnecting
         )
 
     # -- terminal thread -----------------------------------------------------------
@@ -335,6 +337,16 @@ class WindowsUI:
             return
         if effects:
             self.app.output.write_raw("\a")
+        wanted = self._wanted
+        if (
+            wanted is not None
+            and isinstance(event, System)
+            and event.about is not None
+            and event.about.lower() == wanted.lower()
+        ):
+            self._wanted = None
+            if event.level != "error":
+                self.screen.go_to(wanted)
         self.app.output.set_title(self.screen.terminal_title())
 
     # -- trio thread -----------------------------------------------------------------
@@ -427,6 +439,8 @@ class WindowsUI:
                 screen.window_of(name)
                 screen.go_to(name)
                 self.app.invalidate()
+            else:
+                self._wanted = name
 
         loop = self.app.loop
         if loop is not None:

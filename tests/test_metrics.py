@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chathack import __version__
 from tests.procs import Rendezvous
 
+ROOT = Path(__file__).resolve().parent.parent
 #: Seconds any one answer may take (argon2 with its default cost included).
 DEADLINE = 20.0
 NAMES = ("alice", "bob", "carol")
@@ -202,3 +203,32 @@ def _versions(samples: dict[str, float]) -> tuple[str, str]:
     [key] = [k for k in samples if k.startswith("chathack_build_info")]
     labels = dict(re.findall(r'(\w+)="([^"]*)"', key))
     return labels["python"], labels["version"]
+
+
+async def test_every_metric_the_docs_and_the_dashboard_name_is_exported(tmp_path: Path) -> None:
+    from rendezvous.metrics import MetricsApp
+    from rendezvous.server import Server
+    from rendezvous.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    try:
+
+        async def ready() -> None:
+            return None
+
+        exported: set[str] = set()
+        for instance in (None, "a-1"):  # one instance alone, one of several
+            app = MetricsApp(Server(store), ready, instance=instance)
+            status, _, body = await app.respond("GET", "/metrics")
+            assert status == 200
+            for family in text_string_to_metric_families(body.decode()):
+                exported |= {family.name, f"{family.name}_total"}  # a counter with no sample yet
+                exported |= {s.name for s in family.samples}
+    finally:
+        store.close()
+    named = set()
+    for doc in ("docs/OPERATIONS.md", "examples/grafana-chathack.json"):
+        named |= set(re.findall(r"chathack_[a-z_]+", (ROOT / doc).read_text()))
+    named -= {"chathack_relayed_"}  # "chathack_relayed_lines_total, chathack_relayed_bytes_total"
+    missing = sorted(n for n in named if n not in exported)
+    assert not missing, missing

@@ -122,6 +122,14 @@ def test_the_users_menu_numbers_and_completion(ui: UI) -> None:
     ui.term.wait_for("thanks bob")
 
 
+def test_connect_to_someone_not_on_the_list_brings_their_window_up(ui: UI) -> None:
+    ui.term.type("connect: zoe")  # no users list on screen: nobody is known yet
+    ui.term.keys("Enter")
+    screen = ui.term.wait_for("[zoe]")  # the conversation opened: its window, active
+    assert "2:zoe" in ui.bar()
+    assert "Talking to zoe" in screen
+
+
 def test_a_narrow_terminal_and_back_keeps_the_screen_whole(ui: UI) -> None:
     ui.control("say bob " + "a long line that has to wrap " * 4)
     ui.term.wait_for("2:bob")

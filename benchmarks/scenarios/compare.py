@@ -149,7 +149,10 @@ async def run(settings: Settings) -> Result:
                     try:
                         runs[kind].append(await relay_window(settings, kind, pairs, window, tag))
                     except Exception as e:  # one server's failure must not hide the others
-                        failed[kind] = f"round {rnd + 1}: {type(e).__name__}: {e}"[:300]
+                        leaf: BaseException = e
+                        while isinstance(leaf, BaseExceptionGroup):
+                            leaf = leaf.exceptions[0]
+                        failed[kind] = f"round {rnd + 1}: {type(leaf).__name__}: {leaf}"[:300]
             for kind, why in failed.items():
                 del runs[kind]
                 scen = f"compare: {shape} ({window} in flight), {pairs} pairs"
