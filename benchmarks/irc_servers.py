@@ -8,8 +8,8 @@
   Python on trio can do at best.
 
 Each starts as a process of its own, is observed through /proc like the
-rendezvous (:class:`ServerProc` has what :func:`benchmarks.scenarios.measure`
-reads), and is ended on the way out whatever happens. A server that is not
+rendezvous (the same :class:`~benchmarks.rendezvous_proc.Rendezvous` handle),
+and is ended on the way out whatever happens. A server that is not
 installed is reported by :func:`missing`, not started.
 """
 
@@ -18,24 +18,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from benchmarks import procstat
-from benchmarks.pool import output_file
-from benchmarks.rendezvous_proc import HOST, _nofile_setter
+from benchmarks.rendezvous_proc import HOST, Rendezvous, start_process, stop_process
 
 #: Seconds a server has to accept connections after it starts.
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 #: Connections each server may hold (every benchmark client comes from 127.0.0.1).
 MAX_CLIENTS = 60_000
 
@@ -82,29 +76,6 @@ RequireAuthPing = no
 """
 
 
-@dataclass
-class ServerProc:
-    """A server process, as the benchmark's measurement sees it."""
-
-    name: str
-    proc: trio.Process
-    port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def cpu_ticks(self) -> int:
-        return procstat.cpu_ticks(self.pid)
-
-    def rss_kib(self) -> int:
-        return procstat.rss_kib(self.pid)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
 class ServerFailed(Exception):
     """The server did not start: its log (in the work directory) says why."""
 
@@ -149,22 +120,12 @@ async def _accepts(port: int) -> bool:
 
 
 @asynccontextmanager
-async def irc_server(kind: str, work: Path, nofile: int = 65536) -> AsyncIterator[ServerProc]:
+async def irc_server(kind: str, work: Path, nofile: int = 65536) -> AsyncIterator[Rendezvous]:
     """Run ``kind`` ("inspircd", "ngircd" or "floor") on a free loopback port,
     in ``work`` (a folder that exists)."""
     port = _free_port()
     log = work / f"{kind}.out"
-    fd = output_file(log)
-    try:
-        proc = await trio.lowlevel.open_process(
-            _argv(kind, work, port),
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            preexec_fn=_nofile_setter(nofile),
-        )
-    finally:
-        os.close(fd)
+    proc = await start_process(_argv(kind, work, port), log, nofile)
     try:
         ready = False
         with trio.move_on_after(START_TIMEOUT):
@@ -175,13 +136,6 @@ async def irc_server(kind: str, work: Path, nofile: int = 65536) -> AsyncIterato
         if not ready:
             tail = re.sub(r"\s+", " ", log.read_text(errors="replace")[-500:])
             raise ServerFailed(f"{kind} did not start (log {log}): {tail}")
-        yield ServerProc(kind, proc, port, log)
+        yield Rendezvous(proc, port, log)
     finally:
-        with trio.CancelScope(shield=True):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await proc.wait()
-            if proc.poll() is None:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)

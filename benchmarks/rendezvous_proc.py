@@ -40,6 +40,9 @@ class ServerFailed(Exception):
 
 @dataclass
 class Rendezvous:
+    """A server process (the rendezvous, or a server it is compared with) as
+    the measurements see it."""
+
     proc: trio.Process
     port: int
     log: Path
@@ -146,17 +149,7 @@ async def rendezvous(
         tls=tls,
         extra=extra,
     )
-    fd = output_file(log)
-    try:
-        proc = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            preexec_fn=_nofile_setter(nofile),
-        )
-    finally:
-        os.close(fd)
+    proc = await start_process(argv, log, nofile)
     try:
         port = None
         with trio.move_on_after(START_TIMEOUT):
@@ -170,11 +163,31 @@ async def rendezvous(
             raise ServerFailed(f"the rendezvous did not start; log: {log}")
         yield Rendezvous(proc, port, log)
     finally:
-        with trio.CancelScope(shield=True):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await proc.wait()
-            if proc.poll() is None:
-                proc.kill()
+        await stop_process(proc)
+
+
+async def start_process(argv: list[str], log: Path, nofile: int) -> trio.Process:
+    """``argv`` with its output to ``log`` and ``nofile`` descriptors allowed."""
+    fd = output_file(log)
+    try:
+        return await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            preexec_fn=_nofile_setter(nofile),
+        )
+    finally:
+        os.close(fd)
+
+
+async def stop_process(proc: trio.Process) -> None:
+    """SIGTERM, ``STOP_TIMEOUT`` seconds to exit, then SIGKILL; even when cancelled."""
+    with trio.CancelScope(shield=True):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(STOP_TIMEOUT):
                 await proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()

@@ -138,11 +138,23 @@ class Relay(Role):
                 nursery.start_soon(self._side, by_name[a], b, self.spec["window"])
                 nursery.start_soon(self._side, by_name[b], a, 0)
 
-    async def _side(self, conn: Conn, partner: str, initial: int) -> None:
-        prefix = partner.encode() + b": "
-        at = len(prefix)
-        head = b"msg: " + partner.encode() + b" "
+    def frame(self, partner: str) -> tuple[bytes, bytes]:
+        """How a message to ``partner`` starts and ends on the wire (the send
+        time goes between): chathack's ``msg:`` line here, PRIVMSG in IrcRelay."""
         tail = b" " + b"x" * max(1, self.spec["text_bytes"] - 21) + b"\n"
+        return b"msg: " + partner.encode() + b" ", tail
+
+    def stamp_at(self, line: bytes, partner: bytes) -> int:
+        """Where the send time starts in a received message from ``partner``
+        (-1: the line is not one)."""
+        return len(partner) + 2 if line.startswith(partner + b": ") else -1
+
+    async def other(self, conn: Conn, line: bytes) -> None:
+        """A line that is not a message (IRC: a PING to answer)."""
+
+    async def _side(self, conn: Conn, partner: str, initial: int) -> None:
+        head, tail = self.frame(partner)
+        who = partner.encode()
         if initial:
             await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * initial)
         while True:
@@ -150,9 +162,12 @@ class Relay(Role):
             now = time.monotonic_ns()
             n = 0
             for line in lines:
-                if line.startswith(prefix):
+                at = self.stamp_at(line, who)
+                if at >= 0:
                     n += 1
                     self.hist[bucket(now - int(line[at : at + 20]))] += 1
+                else:
+                    await self.other(conn, line)
             self.count += n
             if n and self.running:
                 await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * n)
@@ -162,26 +177,18 @@ class IrcRelay(Relay):
     """:class:`Relay`'s load spoken in IRC (``PRIVMSG``), for InspIRCd, ngircd
     and the floor relay: the same pairs, window, text and answers per read."""
 
-    async def _side(self, conn: Conn, partner: str, initial: int) -> None:
-        head = b"PRIVMSG " + partner.encode() + b" :"
+    def frame(self, partner: str) -> tuple[bytes, bytes]:
         tail = b" " + b"x" * max(1, self.spec["text_bytes"] - 21) + b"\r\n"
-        if initial:
-            await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * initial)
-        while True:
-            lines = await conn.read_lines()
-            now = time.monotonic_ns()
-            n = 0
-            for line in lines:
-                # ":nick!user@host PRIVMSG me :TEXT": the text follows the first " :".
-                at = line.find(b" :", 1)
-                if at > 0 and b" PRIVMSG " in line[:at]:
-                    n += 1
-                    self.hist[bucket(now - int(line[at + 2 : at + 22]))] += 1
-                elif line.startswith(b"PING"):
-                    await conn.send(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
-            self.count += n
-            if n and self.running:
-                await conn.send((head + b"%020d" % time.monotonic_ns() + tail) * n)
+        return b"PRIVMSG " + partner.encode() + b" :", tail
+
+    def stamp_at(self, line: bytes, partner: bytes) -> int:
+        # ":nick!user@host PRIVMSG me :TEXT": the text follows the first " :".
+        at = line.find(b" :", 1)
+        return at + 2 if at > 0 and b" PRIVMSG " in line[:at] else -1
+
+    async def other(self, conn: Conn, line: bytes) -> None:
+        if line.startswith(b"PING"):
+            await conn.send(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
 
 
 class Lookups(Role):

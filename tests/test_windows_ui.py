@@ -174,23 +174,30 @@ def test_passwd_never_echoes_and_ctrl_c_leaves(ui: UI) -> None:
     assert "quit" in ui.record()[-1] or "input '::quit'" in ui.record()
 
 
+def real_alice(tmp_path: Path, server: str) -> Tmux:
+    """The real ``chathack-peer alice`` in a tmux pane, as a person starts it."""
+    from tests.procs import command
+
+    return Tmux(
+        tmp_path,
+        [
+            command("chathack-peer"), "alice",
+            "--server", server, "--listen", "127.0.0.1:0",
+            "--data-dir", str(tmp_path / "peer-alice"),
+        ],
+        env={"CHATHACK_PASSWORD": "pw-alice-secret"},
+    )  # fmt: skip
+
+
 def test_the_real_peer_opens_in_windows_and_talks_with_a_partner(tmp_path: Path) -> None:
-    from tests.procs import command, lab
+    from tests.procs import lab
 
     with lab(tmp_path) as world:
         server = world.rendezvous()
         bob = world.peer("bob", server).logged_in()
         bob.send("::quit")  # registered, with a key
         bob.wait()
-        term = Tmux(
-            tmp_path,
-            [
-                command("chathack-peer"), "alice",  # the windowed UI is the default
-                "--server", server.address, "--listen", "127.0.0.1:0",
-                "--data-dir", str(tmp_path / "peer-alice"),
-            ],
-            env={"CHATHACK_PASSWORD": "pw-alice-secret"},
-        )  # fmt: skip
+        term = real_alice(tmp_path, server.address)  # the windowed UI is the default
         try:
             term.wait_for("rendezvous: online")
             bob = world.peer("bob", server).logged_in()
@@ -216,19 +223,11 @@ def test_the_real_peer_keeps_two_partners_apart(tmp_path: Path) -> None:
     bell rung, and what alice types in one goes to that partner only."""
     import re
 
-    from tests.procs import command, lab
+    from tests.procs import lab
 
     with lab(tmp_path) as world:
         server = world.rendezvous()
-        term = Tmux(
-            tmp_path,
-            [
-                command("chathack-peer"), "alice",
-                "--server", server.address, "--listen", "127.0.0.1:0",
-                "--data-dir", str(tmp_path / "peer-alice"),
-            ],
-            env={"CHATHACK_PASSWORD": "pw-alice-secret"},
-        )  # fmt: skip
+        term = real_alice(tmp_path, server.address)
         try:
             term.wait_for("rendezvous: online")
             bob = world.peer("bob", server).logged_in()
@@ -277,22 +276,14 @@ def test_the_real_peer_answers_in_its_own_words_and_counts_down_to_reconnect(
     rendezvous shows a countdown that ::reconnect cuts short."""
     import re
 
-    from tests.procs import command, lab
+    from tests.procs import lab
 
     with lab(tmp_path) as world:
         server = world.rendezvous()
         dave = world.peer("dave", server).logged_in()  # registered, then gone
         dave.send("::quit")
         dave.wait()
-        term = Tmux(
-            tmp_path,
-            [
-                command("chathack-peer"), "alice",
-                "--server", server.address, "--listen", "127.0.0.1:0",
-                "--data-dir", str(tmp_path / "peer-alice"),
-            ],
-            env={"CHATHACK_PASSWORD": "pw-alice-secret"},
-        )  # fmt: skip
+        term = real_alice(tmp_path, server.address)
         try:
             term.wait_for("rendezvous: online")
 
@@ -316,12 +307,16 @@ def test_the_real_peer_answers_in_its_own_words_and_counts_down_to_reconnect(
             assert "[home]" in screen and "Servidor[" not in screen
             server.stop()
             countdown = re.compile(r"reconnecting in (\d+) s \(::reconnect to try now\)")
-            screen = term.wait_until(lambda s: countdown.search(s) is not None, "a countdown")
-            first = int(countdown.search(screen).group(1))  # type: ignore[union-attr]
-            term.wait_until(
-                lambda s: (m := countdown.search(s)) is not None and int(m.group(1)) < first,
-                "the countdown going down",
-            )
+
+            def left(screen: str) -> int:
+                m = countdown.search(screen)
+                return -1 if m is None else int(m.group(1))
+
+            # The first tries come quickly; the pauses grow (backoff). Once one
+            # is 3 s or more, the bar must show less before the next try: a
+            # later pause only starts longer (it doubles, jitter at most halves).
+            first = left(term.wait_until(lambda s: left(s) >= 3, "a countdown of 3 s or more"))
+            term.wait_until(lambda s: 0 <= left(s) < first, "the countdown going down")
             again = world.rendezvous(db=tmp_path / "rendezvous.sqlite3", port=server.port)
             assert again.port == server.port
             term.type("::reconnect")

@@ -28,9 +28,9 @@ from pathlib import Path
 import trio
 
 from benchmarks.accounts import PASSWORD, create_accounts
-from benchmarks.irc_servers import ServerProc, irc_server, missing
+from benchmarks.irc_servers import irc_server, missing
 from benchmarks.pool import generators
-from benchmarks.rendezvous_proc import HOST, rendezvous
+from benchmarks.rendezvous_proc import HOST, Rendezvous, rendezvous
 from benchmarks.report import Result, verdict
 from benchmarks.scenarios import Settings, Window, measure, split
 
@@ -53,14 +53,14 @@ TARGET_MEMORY = ("ngircd", 1.5)
 
 
 @asynccontextmanager
-async def server(kind: str, work: Path, names: list[str]) -> AsyncIterator[ServerProc]:
+async def server(kind: str, work: Path, names: list[str]) -> AsyncIterator[Rendezvous]:
     """``kind`` running in ``work``; chathack with accounts for ``names`` and
     the load-test limits lifted (benchmarks/rendezvous_proc.py)."""
     if kind == "chathack":
         db = work / "rendezvous.sqlite3"
         create_accounts(db, names, cheap=True)
         async with rendezvous(work, db, cheap_argon2=True, log_level="warning") as srv:
-            yield ServerProc("chathack", srv.proc, srv.port, srv.log)
+            yield srv
     else:
         async with irc_server(kind, work) as srv:
             yield srv
@@ -94,7 +94,7 @@ async def relay_window(settings: Settings, kind: str, pairs: int, window: int, t
         ]
         async with generators(specs, work) as pool:
             await pool.ready(120)
-            w = await measure(pool, srv, WARMUP, settings.duration)  # type: ignore[arg-type]
+            w = await measure(pool, srv, WARMUP, settings.duration)
             await pool.command("stop")
     return w
 
