@@ -70,7 +70,6 @@ def main() -> int:
         term.wait_for("slides next week")
         shot = term.screen_with_colours()
         svg(shot, "chathack-peer alice", OUT / "windows.svg")
-        (OUT / "windows.txt").write_text(term.screen(), encoding="utf-8")  # for the README's text
     finally:
         term.close()
     return 0

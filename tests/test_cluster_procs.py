@@ -202,6 +202,8 @@ def test_without_redis_logins_are_refused_and_local_talk_goes_on(cluster: Cluste
     bob = cluster.lab.peer("bob", long_lease).logged_in()
     alice.send("connect: bob")
     alice.expect_line("* [bob] Talking to bob (relayed)")
+    # Only once the conversation reached bob can he switch to it.
+    bob.expect(r"\* \[alice\] alice opened a conversation with you")
     bob.send("::switch alice")
     bob.expect_line("* [alice] Talking to alice (relayed)")
 
