@@ -56,7 +56,9 @@ def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
     return family
 
 
-def _by(name: str, doc: str, label: str, counts: dict[str, int], keys: tuple[str, ...] = ()):
+def _by(
+    name: str, doc: str, label: str, counts: dict[str, int], keys: tuple[str, ...] = ()
+) -> CounterMetricFamily:
     """A counter family with one sample per key (``keys`` always present, at 0)."""
     family = CounterMetricFamily(name, doc, labels=[label])
     for key in sorted({*keys, *counts}):
@@ -307,15 +309,21 @@ async def serve_metrics(
     listeners = await trio.open_tcp_listeners(port, host=host)
 
     async def handle(stream: trio.SocketStream) -> None:
-        try:
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                await _exchange(app, stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the scraper went away
-        except Exception as e:  # a bug here must not stop the rendezvous
-            log.error("metrics request failed: %r", e)
-        finally:
-            await trio.aclose_forcefully(stream)
+        await answer(app, stream)
 
     task_status.started(listeners)
     await trio.serve_listeners(handle, listeners)
+
+
+async def answer(app: MetricsApp, stream: trio.abc.Stream) -> None:
+    """One connection to the metrics port: answered (or dropped after
+    :data:`REQUEST_TIMEOUT`), then closed; nothing escapes it."""
+    try:
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            await _exchange(app, stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the scraper went away
+    except Exception as e:  # a bug here must not stop the rendezvous
+        log.error("metrics request failed: %r", e)
+    finally:
+        await trio.aclose_forcefully(stream)

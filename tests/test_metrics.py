@@ -7,6 +7,7 @@ holds a user name or an address. Plus ``--log-format json``."""
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import re
 import socket
@@ -17,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from chathack import __version__
@@ -26,6 +31,17 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Seconds any one answer may take (argon2 with its default cost included).
 DEADLINE = 20.0
 NAMES = ("alice", "bob", "carol")
+#: Well-formed and nearly well-formed requests, beside the random bytes.
+_REQUESTS = [
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.0\r\n\r\n",
+    b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",
+    b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"y" * 20000 + b"\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n",
+]
 
 
 class Client:
@@ -232,3 +248,72 @@ async def test_every_metric_the_docs_and_the_dashboard_name_is_exported(tmp_path
     named -= {"chathack_relayed_"}  # "chathack_relayed_lines_total, chathack_relayed_bytes_total"
     missing = sorted(n for n in named if n not in exported)
     assert not missing, missing
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record.getMessage())
+
+
+def _ask(data: bytes) -> tuple[bytes, list[str]]:
+    """``data`` sent to the metrics port's handler over a memory stream, then
+    EOF: what came back before it closed, and the errors it logged."""
+    from rendezvous.metrics import MetricsApp, answer
+    from rendezvous.server import Server
+    from rendezvous.store import SqliteStore
+
+    errors = _Errors()
+    logging.getLogger("chathack.rendezvous.metrics").addHandler(errors)
+    store = SqliteStore(":memory:")
+
+    async def ready() -> None:
+        return None
+
+    async def one() -> bytes:
+        client, server_side = trio.testing.memory_stream_pair()
+        app = MetricsApp(Server(store), ready)
+        got = b""
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer, app, server_side)
+                await client.send_all(data)
+                await client.send_eof()
+                while chunk := await client.receive_some(65536):
+                    got += chunk
+        return got
+
+    try:
+        return trio.run(one), errors.seen
+    finally:
+        store.close()
+        logging.getLogger("chathack.rendezvous.metrics").removeHandler(errors)
+
+
+@given(st.binary(max_size=1500) | st.sampled_from(_REQUESTS))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_bytes_on_the_metrics_port_get_an_http_answer_or_a_close(data: bytes) -> None:
+    """The metrics port is fed from the network: whatever arrives, the answer
+    is HTTP or nothing, the connection closes, and no bug is logged."""
+    got, errors = _ask(data)
+    assert got == b"" or got.startswith(b"HTTP/1.1 "), got[:80]
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (_REQUESTS[0], b"200"),
+        (_REQUESTS[1], b"200"),
+        (_REQUESTS[3], b"405"),
+        (b"\x16\x03\x01 a TLS hello, or any junk\r\n\r\n", b"400"),
+        (b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+    ],
+)
+def test_the_metrics_port_answers_what_it_was_asked(request_bytes: bytes, status: bytes) -> None:
+    got, errors = _ask(request_bytes)
+    assert got.startswith(b"HTTP/1.1 " + status), got[:80]
+    assert errors == []
