@@ -245,6 +245,10 @@ class Screen:
             return f"{self.server} in {left:.0f} s (::reconnect to try now)"
         return self.server
 
+    def listed(self, name: str) -> bool:
+        """``name`` is on the users list the home window shows."""
+        return any(u.name.lower() == name.lower() for u in self.users)
+
     def menu_pick(self, typed: str) -> str | None:
         """A number typed at home while the users list shows: that user's name."""
         if self.active != 0 or not typed.isascii() or not typed.isdigit():

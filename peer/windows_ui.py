@@ -434,8 +434,7 @@ class WindowsUI:
 
         def go() -> None:
             screen = self.screen
-            known = any(u.name.lower() == name.lower() for u in screen.users)
-            if known or screen.index_of(name) is not None:
+            if screen.listed(name) or screen.index_of(name) is not None:
                 screen.window_of(name)
                 screen.go_to(name)
                 self.app.invalidate()

@@ -177,7 +177,11 @@ async def run(
                 f"chathack-rendezvous listening on {addr[0]}:{addr[1]}", file=sys.stderr, flush=True
             )
             if metrics is not None and metrics_at is not None:
-                served = await nursery.start(serve_metrics, metrics, *metrics_at)
+                try:
+                    served = await nursery.start(serve_metrics, metrics, *metrics_at)
+                except OSError as e:  # told as what it is, not as the chat port
+                    where = f"{metrics_at[0]}:{metrics_at[1]}"
+                    raise ValueError(f"--metrics {where}: cannot listen: {e.strerror or e}") from e
                 where = served[0].socket.getsockname()
                 print(
                     f"chathack-rendezvous metrics on http://{where[0]}:{where[1]}/metrics",

@@ -55,7 +55,7 @@ from chathack.server_events import (
     ServerFlagEvent,
     format_server_event,
 )
-from chathack.text import CONTROL_RE, neutralise
+from chathack.text import CONTROL_RE
 from rendezvous.cluster_wire import Call, Deliver, Ended, Gone, PresenceRecord, PunchFrom
 from rendezvous.commands import run_command
 from rendezvous.counts import Counts
@@ -425,9 +425,10 @@ class Hub:
         text = text.strip()
         if not text or len(text) > MAX_RELAY_CHARS:
             return False
-        if not text.isascii():
-            text = neutralise(text)
-        data = session.relay_prefix + text.encode("utf-8") + b"\n"
+        if text.isascii():  # nothing to escape: the prefix made at login, then the text
+            data = session.relay_prefix + text.encode("ascii") + b"\n"
+        else:
+            data = format_user_line(session.name or "", text)  # the one formatter
         if len(data) > MAX_LINE_BYTES:
             return False
         self.mailbox.maybe_purge(now)

@@ -317,3 +317,24 @@ def test_the_metrics_port_answers_what_it_was_asked(request_bytes: bytes, status
     got, errors = _ask(request_bytes)
     assert got.startswith(b"HTTP/1.1 " + status), got[:80]
     assert errors == []
+
+
+def test_a_busy_metrics_port_is_told_as_such(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.procs import command
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [
+                command("chathack-rendezvous"), "--host", "127.0.0.1", "--port", "0",
+                "--db", str(tmp_path / "db.sqlite3"), "--metrics", f"127.0.0.1:{port}",
+            ],
+            capture_output=True, text=True, timeout=DEADLINE,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"--metrics 127.0.0.1:{port}: cannot listen" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -22,12 +22,16 @@ class Directory:
         self.complete = False
         self.candidates: dict[str, Candidates] = {}  # folded name -> last known
 
+    def listed(self, name: str) -> bool:
+        """``name`` is on the last users list (or was learnt since)."""
+        return any(u.name.lower() == name.lower() for u in self.users)
+
     def unknown(self, name: str) -> bool:
         """True when the rendezvous's full list of users lacks ``name``."""
-        return self.complete and all(u.name.lower() != name.lower() for u in self.users)
+        return self.complete and not self.listed(name)
 
     def know(self, name: str) -> None:
-        if all(u.name.lower() != name.lower() for u in self.users):
+        if not self.listed(name):
             self.users.append(UserState(name, True))
 
     def learn(self, addr: PeerAddress, called: bool = False) -> Candidates:

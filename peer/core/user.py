@@ -91,7 +91,7 @@ class UserCommands:
             case Trust(name):
                 self._trust(name, out)
             case Whois(name):
-                known = any(u.name.lower() == name.lower() for u in self.directory.users)
+                known = self.directory.listed(name)
                 lines = security.describe(convs.keys, name, known)
                 about = name if known else None  # a name nobody has opens no window
                 out.extend(Show(System(line, about=about)) for line in lines)
