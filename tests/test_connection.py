@@ -20,6 +20,7 @@ import trio
 import trio.testing
 
 from rendezvous.connection import Batch, Connection
+from rendezvous.counts import Counts
 from rendezvous.transport import SocketTransport, StreamTransport
 
 WRITE_TIMEOUT = 10.0
@@ -27,7 +28,10 @@ WRITE_TIMEOUT = 10.0
 
 @asynccontextmanager
 async def connection(
-    transport: SocketTransport | StreamTransport, capacity: int = 8, batch: Batch | None = None
+    transport: SocketTransport | StreamTransport,
+    capacity: int = 8,
+    batch: Batch | None = None,
+    counts: Counts | None = None,
 ) -> AsyncIterator[Connection]:
     """A connection whose writer tasks run in a nursery that ends with the block."""
     async with trio.open_nursery() as writers:
@@ -38,6 +42,7 @@ async def connection(
             spawn=writers.start_soon,
             batch=batch,
             write_timeout=WRITE_TIMEOUT,
+            counts=counts,
         )
 
 
@@ -66,22 +71,26 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
 ) -> None:
     ours, _theirs = trio.testing.lockstep_stream_pair()  # nobody reads _theirs
     start = trio.current_time()
+    counts = Counts()
     with trio.fail_after(10 * WRITE_TIMEOUT):
-        async with connection(StreamTransport(ours)) as conn:
+        async with connection(StreamTransport(ours), counts=counts) as conn:
             conn.send(b"never read\n")
             assert conn.writing
             await conn.wait_written()
     assert conn.aborted and conn.scope.cancel_called
     assert trio.current_time() - start == pytest.approx(WRITE_TIMEOUT, rel=0.02)
+    assert (counts.slow_readers, counts.outbox_overflows) == (1, 0)  # for the operators
 
 
 async def test_a_full_outbox_disconnects() -> None:
     ours, _theirs = trio.testing.lockstep_stream_pair()
-    async with connection(StreamTransport(ours), capacity=2) as conn:
+    counts = Counts()
+    async with connection(StreamTransport(ours), capacity=2, counts=counts) as conn:
         for i in range(4):  # the first goes to the writer, two wait, one too many
             conn.send(b"%d\n" % i)
         assert conn.aborted and conn.scope.cancel_called
         conn.send(b"dropped\n")  # after that, nothing is queued
+    assert (counts.slow_readers, counts.outbox_overflows) == (0, 1)  # counted once
 
 
 async def test_a_socket_that_takes_the_line_needs_no_writer_task() -> None:

@@ -246,6 +246,7 @@ async def test_a_fast_sender_is_slowed_down_and_nothing_is_dropped(
             assert await bob.expect_user("alice") == f"line {i}"
         # 5 at once, then 10 a second: 95 more take 9.5 s.
         assert trio.current_time() - start == pytest.approx(9.5)
+        assert server.counts.rate_limited == {"chat": 95}  # each pause, for the operators
         await alice.send_line("::users")
         assert (await alice.expect("USERS")).startswith("alice online")
 
@@ -299,6 +300,7 @@ async def test_commands_and_bad_lines_have_their_own_rate(
         assert await alice.expect("PONG") == "b"
         assert await alice.expect("PONG") == "c"
         assert trio.current_time() - start == pytest.approx(1.0)  # 2 over the burst, at 2/s
+        assert server.counts.rate_limited == {"command": 2}
         # Chat lines use the other bucket: not slowed by the command pause.
         await alice.send_line("msg: bob straight through")
         assert await bob.expect_user("alice") == "straight through"
@@ -324,6 +326,7 @@ async def test_password_attempts_per_source_address_are_slowed(
             await guesser.expect("PASSWORD")
         # 6 at once, then one every 10 s (6 a minute).
         assert trio.current_time() - start == pytest.approx(20)
+        assert server.counts.rate_limited["login"] == 2
         # Another address is not slowed by that.
         now = trio.current_time()
         await (await connect("192.0.2.2")).login("someone", "pw12pw12")
