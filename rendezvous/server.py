@@ -50,17 +50,13 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
+from enum import Enum
+from functools import partial
 
 import trio
 
 from chathack.errors import RemoteProtocolError
-from chathack.protocol import (
-    ClientEvent,
-    LineBuffer,
-    Password,
-    format_server_line,
-    parse_client_line,
-)
+from chathack.protocol import ClientEvent, LineBuffer, Password, format_server_line
 from chathack.text import neutralise
 from rendezvous.connection import Batch, Connection, Spawn
 from rendezvous.hub import Hub, Session
@@ -70,11 +66,13 @@ from rendezvous.limits import (
     Limits,
     chat_buckets,
 )
+from rendezvous.lines import LoggedInLines, Reader, Wait, parsed
 from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
 from rendezvous.login_guard import LoginGuard
 from rendezvous.mailbox import MailLimits, MailService
 from rendezvous.passwords import Passwords
 from rendezvous.prekeys import PrekeyService
+from rendezvous.reactor import Reactor, idle_farewell
 from rendezvous.roster import ClusterLink
 from rendezvous.shared import AccountBook, PresenceClaims, TokenBook
 from rendezvous.store import Store, StoreError
@@ -102,12 +100,16 @@ SHUTDOWN_TEXT = "The server is shutting down; try again later"
 GC_PERIOD = 1.0
 
 
-def _parsed(line: str) -> ClientEvent | RemoteProtocolError:
-    """``line`` as an event, or the error that answers it."""
-    try:
-        return parse_client_line(line)
-    except RemoteProtocolError as e:
-        return e
+def _no_spawn(start: Callable[[], object]) -> None:
+    raise RuntimeError("the server is not serving: no task can be started")
+
+
+class Outcome(Enum):
+    """How a connection's reading ended."""
+
+    CLOSED = "closed"  # the connection ends
+    STOPPED = "stopped"  # shutting down: everything read was handled
+    HANDED_OFF = "handed off"  # the reactor reads for it now
 
 
 def _or_never(seconds: float) -> float:
@@ -156,6 +158,10 @@ class Server:
             counts=self.counts,
         )
         self.chat_rates = chat_buckets(self.limits)
+        self.lines = LoggedInLines(self.hub, self.chat_rates)
+        #: Reads every logged-in plain-TCP connection (made by serve()).
+        self.reactor: Reactor | None = None
+        self._spawn: Spawn = _no_spawn
         self._no_connections = trio.Event()
         self._no_connections.set()
         self._accepting = trio.CancelScope()
@@ -171,7 +177,7 @@ class Server:
         #: Connections ended by an exception nobody expected, by its type: each
         #: is a bug, but it cost one connection, never the server.
         self.faults: Counter[str] = Counter()
-        self._report_fault = self._fault  # one bound method for every connection
+        self._report_fault = self.fault  # one bound method for every connection
 
     @property
     def closing(self) -> bool:
@@ -196,6 +202,15 @@ class Server:
         self._restore_tokens()
         async with trio.open_nursery() as handlers:
             handlers.start_soon(self._collect_after_churn)
+            self._spawn = handlers.start_soon
+            self.reactor = Reactor(
+                self,
+                self.lines,
+                idle_timeout=self.limits.idle_timeout,
+                clock=self.clock,
+                latency=self.counts.relay_latency if self.time_reads else None,
+            )
+            await handlers.start(self.reactor.run)
             try:
                 with self._accepting:
                     async with trio.open_nursery() as acceptors:
@@ -227,7 +242,7 @@ class Server:
     async def _handle_socket(self, sock: trio.socket.SocketType, handlers: trio.Nursery) -> None:
         """One accepted connection's task. It runs in the nursery that holds every
         connection, so nothing may escape it: what was not expected ends this
-        connection (:meth:`_fault`), never the server."""
+        connection (:meth:`fault`), never the server."""
         try:
             peer = sock.getpeername()
         except OSError:  # already reset by the client
@@ -253,7 +268,7 @@ class Server:
             # connection's task opens none of its own (memory, see connection.py).
             await self._serve_transport(transport, ip, port, handlers.start_soon)
         except Exception as exc:
-            self._fault(exc, ip, None)
+            self.fault(exc, ip, None)
             await transport.aclose()
 
     async def _collect_after_churn(self) -> None:
@@ -290,6 +305,8 @@ class Server:
         self._undrained = set(self.connections)
         for conn in list(self._undrained):
             conn.stop_reading()
+        if self.reactor is not None:
+            self.reactor.stop_reading()
         # Half the time for the readers: what they relay must be queued before any BYE.
         with trio.move_on_at(trio.current_time() + flush_seconds / 2):
             if self._undrained:
@@ -340,10 +357,10 @@ class Server:
             async with trio.open_nursery() as writers:
                 await self._serve_transport(transport, ip, port, writers.start_soon)
         except Exception as exc:
-            self._fault(exc, ip, None)
+            self.fault(exc, ip, None)
             await transport.aclose()
 
-    def _fault(self, exc: BaseException, ip: str, name: str | None) -> None:
+    def fault(self, exc: BaseException, ip: str, name: str | None) -> None:
         """A connection ended by an exception nothing expected: one log line
         (no traceback: a client must not be able to fill the log with them)
         and a count by type; the server carries on."""
@@ -360,7 +377,9 @@ class Server:
     async def _serve_transport(
         self, transport: Transport, ip: str, port: int | None, spawn: Spawn
     ) -> None:
-        """This connection's one task: admit, read and handle lines, then close."""
+        """This connection's one task: admit, read and handle lines, then close
+        -- or, once the client logged in over plain TCP, hand it to the
+        reactor, which reads for it from then on (and ends it: :meth:`forget`)."""
         refusal = SHUTDOWN_TEXT if self._closing else self.admission.admit(ip)
         if refusal is not None:
             self.counts.refused[self._refusal_reason()] += 1
@@ -382,10 +401,13 @@ class Server:
         if self._no_connections.is_set():
             self._no_connections = trio.Event()
         log.debug("%s connected", ip)
+        outcome = Outcome.CLOSED
         try:
-            stopped = await self._read_until_done(conn, session)
+            outcome = await self._read_until_done(conn, session)
+            if outcome is Outcome.HANDED_OFF:
+                return
             self._drained(conn)
-            if stopped and not conn.closing:
+            if outcome is Outcome.STOPPED and not conn.closing:
                 # Shutting down: everything read was handled; shut_down() now
                 # says BYE and closes the connection once that is flushed.
                 conn.scope = trio.CancelScope()
@@ -396,21 +418,26 @@ class Server:
         except Exception as exc:
             # A bug met while serving this client (a line nobody foresaw, a
             # hub invariant broken): this connection ends, nobody else notices.
-            self._fault(exc, ip, session.name)
+            self.fault(exc, ip, session.name)
         finally:
-            self._drained(conn)
-            self.admission.release(ip)
-            self.connections.discard(conn)
-            self._closed_since_gc += 1
-            if not self.connections:
-                self._no_connections.set()
-            conn.abort()  # whatever is still queued has nobody to write it
-            try:
-                self.hub.detach(session, self.clock())
-            except Exception as exc:
-                self._fault(exc, ip, session.name)
-            log.debug("%s (%s) disconnected", ip, session.name or "not logged in")
-            await transport.aclose()
+            if outcome is not Outcome.HANDED_OFF:
+                self._forget(conn, session)
+                await transport.aclose()
+
+    def _forget(self, conn: Connection, session: Session) -> None:
+        """``conn`` is over: out of the books, detached from the hub."""
+        self._drained(conn)
+        self.admission.release(session.ip)
+        self.connections.discard(conn)
+        self._closed_since_gc += 1
+        if not self.connections:
+            self._no_connections.set()
+        conn.abort()  # whatever is still queued has nobody to write it
+        try:
+            self.hub.detach(session, self.clock())
+        except Exception as exc:
+            self.fault(exc, session.ip, session.name)
+        log.debug("%s (%s) disconnected", session.ip, session.name or "not logged in")
 
     def _refusal_reason(self) -> str:
         """Why the connection just refused was (a word, for the metrics)."""
@@ -442,156 +469,165 @@ class Server:
             await transport.aclose()
 
     # -- the reader ---------------------------------------------------------
-    async def _read_until_done(self, conn: Connection, session: Session) -> bool:
-        """Read, pace and handle lines; True when it stopped for a shutdown.
+    async def _read_until_done(self, conn: Connection, session: Session) -> Outcome:
+        """Read, pace and handle lines until the connection ends, stops for a
+        shutdown, or is handed to the reactor.
 
         Everything happens inside one long-lived scope (``conn.scope``):
         creating cancel scopes per read costs the relay CPU on every line and
-        memory on every idle connection, which is where a relay spends its
-        life (benchmarks/ measures both). Its deadline is the
-        login deadline until the client logs in, then the idle timeout
-        (during reads only, moved lazily: see ``slack``); shutdown cancels it
-        while a read is waiting (:meth:`Connection.stop_reading`).
+        memory on every idle connection. Its deadline is the login deadline
+        until the client logs in, then (if this task keeps reading) the idle
+        timeout, during reads only, moved lazily (see ``slack``); shutdown
+        cancels it while a read is waiting (:meth:`Connection.stop_reading`).
         """
         conn.scope.deadline = trio.current_time() + _or_never(self.limits.login_timeout)
         with conn.scope:
-            return await self._read_lines(conn, session)
+            return await self._log_in(conn, session)
         if conn.closing or session.closed:
-            return False
+            return Outcome.CLOSED
         if conn.stopping:
-            return True
+            return Outcome.STOPPED
         if session.name is None:
             session.say("BYE", "Login timed out; connect again and log in")
-            return False
+            return Outcome.CLOSED
         idle = self.limits.idle_timeout
-        session.say(
-            "BYE",
-            f"Nothing received from you for {idle:g} s; closing the connection "
-            "(a client should send ::ping now and then)",
-        )
+        session.say("BYE", idle_farewell(idle))
         log.info("%s (%s) idle for %g s; closed", session.ip, session.name, idle)
-        return False
+        return Outcome.CLOSED
 
-    def _hold(self) -> None:
+    def hold(self) -> None:
         """Start a batch: the lines of one read are handled without waiting; what
         they send is written, and the mail they store committed, at its end."""
         self.batch.hold()
         self.hub.mailbox.begin_group()
 
-    def _release(self) -> None:
+    def release(self) -> None:
         try:
             self.hub.mailbox.commit_group()  # its STORED lines join the batch
         finally:
             self.batch.release()  # whatever happened, held lines are written
 
-    async def _read_lines(self, conn: Connection, session: Session) -> bool:
+    async def _receive(self, conn: Connection) -> bytes:
+        """The next bytes (b"": the end), while ``stop_reading`` may cancel the wait."""
+        conn.reading = True
+        try:
+            return await conn.transport.receive()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+        finally:
+            conn.reading = False
+
+    async def _log_in(self, conn: Connection, session: Session) -> Outcome:
+        """The login dialogue, line by line; then :meth:`_serve_logged_in`."""
         buf = LineBuffer(self.limits.max_line_bytes)
         login = LoginState()
         rates = ConnectionRates(self.limits, self.chat_rates, trio.current_time())
-        hub, clock, scope = self.hub, self.clock, conn.scope
-        hold, release = self._hold, self._release
+        session.say("USERNAME", 'Who are you? Send "username: NAME"')
+        while session.name is None:
+            event: ClientEvent | RemoteProtocolError
+            try:
+                line = buf.next_line()
+            except RemoteProtocolError as e:
+                event = e
+            else:
+                if line is None:
+                    if conn.stopping:
+                        return Outcome.STOPPED
+                    data = await self._receive(conn)
+                    if not data:
+                        return Outcome.CLOSED
+                    buf.receive_data(data)
+                    continue
+                event = parsed(line)
+            wait = rates.delay(event, None, trio.current_time())
+            if wait > 0 and not conn.stopping:
+                await self._pace(conn, session, rates, wait, chat=False)
+            if not await self._handle(conn, session, login, event) or session.closed:
+                return Outcome.CLOSED
+        # Logged in: no login deadline any more, and the account row is not
+        # kept for the life of the connection.
+        conn.scope.deadline = math.inf
+        login.account = None
+        return await self._serve_logged_in(Reader(conn, session, buf, rates))
+
+    async def _serve_logged_in(self, reader: Reader, wait: Wait | None = None) -> Outcome:
+        """Handle a logged-in client's lines, doing the waits they need; hand
+        the connection to the reactor whenever its buffer is empty (plain TCP),
+        or else read on in this task (TLS, a trio stream)."""
+        conn, session = reader.conn, reader.session
+        reactor = self.reactor if isinstance(conn.transport, SocketTransport) else None
+        own_scope = conn.scope if isinstance(conn.scope, trio.CancelScope) else None
         idle = _or_never(self.limits.idle_timeout)
         # The idle deadline is re-armed at most once per ``slack`` seconds: a
         # silent client is closed between ``idle`` and ``idle + slack`` after
         # its last bytes (exactly ``idle`` when it never sent any after login).
         slack = idle / 100
-        logged_in = False
-        receive, next_line = conn.transport.receive, buf.next_line
-        relay_line = hub.relay_line
         time_reads, latency = self.time_reads, self.counts.relay_latency
-        # Chat lines' rate limit: not consulted at all when it is off.
-        chat_limited, take_chat, chat_key = self.chat_rates.rate > 0, self.chat_rates.take, ""
-        session.say("USERNAME", 'Who are you? Send "username: NAME"')
-        # The clocks are read once per read (and after every wait), not per line.
-        now, wall = trio.current_time(), clock()
+        handle, hold, release = self.lines.handle, self.hold, self.release
         while True:
-            # Every complete line already read is handled, shutting down or not.
-            # What the lines make the hub send is written once they are all handled
-            # (``batch``); before anything that waits, it is written at once.
+            if wait is not None:
+                if own_scope is not None:
+                    own_scope.deadline = math.inf  # a wait is not idleness
+                if isinstance(wait, Password):
+                    await self.logins.passwd_step(conn, session, wait.secret)
+                else:
+                    chat = isinstance(reader.pending, str)
+                    await self._pace(conn, session, reader.rates, wait, chat)
+            now = trio.current_time()
             hold()
             try:
-                while not session.closed:
-                    event: ClientEvent | RemoteProtocolError | None = None
-                    try:
-                        line = next_line()
-                        if line is None:
-                            break
-                    except RemoteProtocolError as e:
-                        line, event = None, e
-                    # A logged-in user's "msg:" line, by far the commonest: its
-                    # chat token first, then the fast path (hub.relay_line), which
-                    # hands back whatever it does not relay exactly as the parser would.
-                    chat = (
-                        line is not None
-                        and logged_in
-                        and line.startswith("msg: ")
-                        and session.passwd_step is None
-                    )
-                    if chat:
-                        wait = take_chat(chat_key, now) if chat_limited else 0.0
-                    else:
-                        if event is None:
-                            event = _parsed(line)  # type: ignore[arg-type]
-                        wait = rates.delay(event, session.name, now)
-                    if wait > 0 and not conn.stopping:
-                        release()
-                        if logged_in:
-                            scope.deadline = math.inf  # a pause is not idleness
-                        await self._pace(conn, session, rates, wait, chat)
-                        now, wall = trio.current_time(), clock()
-                        hold()
-                    if chat:
-                        if relay_line(session, line, wall):  # type: ignore[arg-type]
-                            continue
-                        event = _parsed(line)  # type: ignore[arg-type]
-                    assert event is not None
-                    if (
-                        logged_in
-                        and session.passwd_step is None
-                        and not isinstance(event, RemoteProtocolError)
-                    ):
-                        # The common case, a logged-in client's line: straight to the hub.
-                        hub.handle(session, event, wall)
-                        continue
-                    release()
-                    if logged_in:
-                        scope.deadline = math.inf  # a password check is not idleness
-                    if not await self._handle(conn, session, login, event):
-                        return False
-                    now, wall = trio.current_time(), clock()
-                    hold()
-                    if not logged_in and session.name is not None:
-                        # Once, at login (not after every line): no login deadline any
-                        # more, and the account row is not kept for the life of the
-                        # connection.
-                        logged_in = True
-                        scope.deadline = math.inf
-                        login.account = None
-                        chat_key = session.name.lower()  # folded once per session
+                wait = handle(reader, now, self.clock())
             finally:
                 release()
                 if time_reads:
                     latency.observe(trio.current_time() - now)
-            if session.closed:
-                return False
+            if session.closed or conn.closing:
+                return Outcome.CLOSED
+            if wait is not None:
+                continue
             if conn.stopping:
-                return True
-            if logged_in and idle != math.inf:
-                if scope.deadline == math.inf:
-                    scope.deadline = now + idle
-                elif scope.deadline < now + idle:
-                    scope.deadline = now + idle + slack
-            conn.reading = True
-            try:
-                data = await receive()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
-            finally:
-                conn.reading = False
+                return Outcome.STOPPED
+            if reactor is not None:
+                reactor.adopt(reader)
+                return Outcome.HANDED_OFF
+            if own_scope is not None and idle != math.inf:
+                if own_scope.deadline == math.inf:
+                    own_scope.deadline = now + idle
+                elif own_scope.deadline < now + idle:
+                    own_scope.deadline = now + idle + slack
+            data = await self._receive(conn)
             if not data:
-                return False
-            buf.receive_data(data)
-            now, wall = trio.current_time(), clock()
+                return Outcome.CLOSED
+            reader.buf.receive_data(data)
+
+    # -- what the reactor asks of the server ----------------------------------
+    def wait_for(self, reader: Reader, wait: Wait) -> None:
+        self._spawn(partial(self._wait_then_read, reader, wait))
+
+    async def _wait_then_read(self, reader: Reader, wait: Wait) -> None:
+        """A wait for a reader the reactor owns, in a task of its own; then the
+        lines after it, and the reader goes back to the reactor. Ending the
+        connection cancels it (``reader.waiting``, the reactor's end())."""
+        conn, session = reader.conn, reader.session
+        assert reader.waiting is not None
+        try:
+            with reader.waiting:
+                outcome = await self._serve_logged_in(reader, wait)
+                if outcome is Outcome.STOPPED:
+                    reader.waiting = None
+                    self._drained(conn)
+                elif outcome is Outcome.CLOSED:
+                    conn.close()
+        except Exception as exc:
+            self.fault(exc, session.ip, session.name)
+            conn.abort()
+
+    def forget(self, reader: Reader) -> None:
+        self._forget(reader.conn, reader.session)
+        reader.conn.transport.close()  # type: ignore[union-attr]  # adopted: a SocketTransport
+
+    def drained(self, reader: Reader) -> None:
+        self._drained(reader.conn)
 
     async def _pace(
         self, conn: Connection, session: Session, rates: ConnectionRates, wait: float, chat: bool
@@ -612,17 +648,11 @@ class Server:
         login: LoginState,
         event: ClientEvent | RemoteProtocolError,
     ) -> bool:
-        """Act on one line; False closes the connection."""
+        """Act on one line before login; False closes the connection."""
         if isinstance(event, RemoteProtocolError):
             session.say("ERROR", str(event))
-            if session.name is None and login.count_failure(self.limits):
+            if login.count_failure(self.limits):
                 session.say("BYE", TOO_MANY_TRIES)
                 return False
             return True
-        if session.name is None:
-            return await self.logins.step(conn, session, login, event)
-        if session.passwd_step is not None and isinstance(event, Password):
-            await self.logins.passwd_step(conn, session, event.secret)
-            return True
-        self.hub.handle(session, event, self.clock())
-        return True
+        return await self.logins.step(conn, session, login, event)

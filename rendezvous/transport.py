@@ -107,6 +107,19 @@ class SocketTransport(_BareSocket):
     #: itself, not a wrapper: one coroutine frame less per idle connection.)
     receive = _BareSocket._recv_bytes
 
+    def read_now(self) -> bytes | None:
+        """What the socket holds now, without waiting (the reactor's read, for a
+        socket its epoll said is readable): None if nothing yet,
+        b"" at the end of the stream or once the connection broke (a reset is
+        an end like any other for a reader that does not wait)."""
+        try:
+            n = self.sock.recv_into(_RECV_VIEW)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+        return _RECV_VIEW[:n].tobytes()
+
     def try_send(self, data: bytes) -> int:
         """Write what the kernel takes now, without waiting; the byte count."""
         if self._closed:

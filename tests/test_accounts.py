@@ -170,9 +170,14 @@ async def test_resume_tokens_expire(autojump_clock: trio.testing.MockClock) -> N
         assert "resume token was refused" in await again.expect("ERROR")
 
 
-async def test_passwd_changes_the_password(autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.parametrize("tcp", [False, True], ids=["memory", "tcp"])
+async def test_passwd_changes_the_password(
+    autojump_clock: trio.testing.MockClock, tcp: bool
+) -> None:
+    """Over TCP the logged-in client is read by the reactor, and each password
+    check is a wait done in a task of its own (rendezvous/reactor.py)."""
     server = clocked()
-    async with running(server) as connect:
+    async with running(server, tcp=tcp) as connect:
         alice = await connect("198.51.100.1")
         await alice.login("alice", "old-secret")
         await alice.send_line("::passwd")

@@ -71,12 +71,14 @@ async def test_a_control_character_in_a_password_is_refused_before_any_hash() ->
     assert server.hub.store.get_account("carol") is None
 
 
+@pytest.mark.parametrize("tcp", [False, True], ids=["memory", "tcp"])
 async def test_a_fault_while_handling_one_session_ends_only_that_session(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tcp: bool
 ) -> None:
     """A bug in the hub (injected: ``connect:`` to one name raises) ends the
     connection that met it; the others keep chatting, and it is logged once
-    and counted."""
+    and counted. Over TCP it is met by the reactor, which reads every
+    logged-in client: still only mallory's connection ends."""
     real_connect = Hub.connect
 
     def broken_connect(hub: Hub, session: object, name: str) -> None:
@@ -87,7 +89,7 @@ async def test_a_fault_while_handling_one_session_ends_only_that_session(
     monkeypatch.setattr(Hub, "connect", broken_connect)
     server = make_server()
     caplog.set_level(logging.ERROR, logger="chathack.rendezvous")
-    async with running(server) as connect:
+    async with running(server, tcp=tcp) as connect:
         alice, bob, mallory = await connect(), await connect(), await connect()
         await alice.login("alice", "pw-alice")
         await bob.login("bob", "pw-bob-secret")

@@ -131,6 +131,13 @@ def test_chat_lines_use_the_user_bucket_and_the_rest_the_connection_bucket() -> 
 # --------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["memory", "tcp"])
+def tcp(request: pytest.FixtureRequest) -> bool:
+    """Memory streams (a task reads each client) or loopback TCP (once logged
+    in, the server's reactor reads it): the limits hold the same either way."""
+    return bool(request.param == "tcp")
+
+
 def clocked_server(**limits: float) -> Server:
     return Server(
         SqliteStore(":memory:"),
@@ -198,10 +205,10 @@ async def test_refusal_over_real_sockets_reaches_the_client() -> None:
 
 
 async def test_an_idle_client_is_closed_and_a_pinging_one_stays(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, tcp: bool
 ) -> None:
     server = clocked_server(idle_timeout=120)
-    async with running(server) as connect:
+    async with running(server, tcp=tcp) as connect:
         quiet, pinger = await connect("192.0.2.1"), await connect("192.0.2.2")
         quiet.deadline = pinger.deadline = 1000  # virtual seconds
         await quiet.login("quiet", "pw12pw12")
@@ -225,10 +232,10 @@ async def test_an_idle_client_is_closed_and_a_pinging_one_stays(
 
 
 async def test_a_fast_sender_is_slowed_down_and_nothing_is_dropped(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, tcp: bool
 ) -> None:
     server = clocked_server(max_msg_rate=10, msg_burst=5)
-    async with running(server) as connect:
+    async with running(server, tcp=tcp) as connect:
         alice, bob, carol = [await connect(f"192.0.2.{i}") for i in (1, 2, 3)]
         for c in (alice, bob, carol):
             c.deadline = 100
@@ -249,6 +256,8 @@ async def test_a_fast_sender_is_slowed_down_and_nothing_is_dropped(
         assert server.counts.rate_limited == {"chat": 95}  # each pause, for the operators
         await alice.send_line("::users")
         assert (await alice.expect("USERS")).startswith("alice online")
+        if tcp:  # every pause handed alice back to the reactor
+            assert server.reactor is not None and len(server.reactor) == 3
 
 
 async def test_logging_in_again_does_not_refill_the_message_rate(
@@ -285,10 +294,10 @@ async def test_max_msg_rate_zero_is_unlimited(autojump_clock: trio.testing.MockC
 
 
 async def test_commands_and_bad_lines_have_their_own_rate(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, tcp: bool
 ) -> None:
     server = clocked_server(max_cmd_rate=2, cmd_burst=4, max_msg_rate=0)
-    async with running(server) as connect:
+    async with running(server, tcp=tcp) as connect:
         alice, bob = await connect("192.0.2.1"), await connect("192.0.2.2")
         alice.deadline = 100
         await alice.login("alice", "pw12pw12")  # 2 lines of the burst of 4
@@ -334,10 +343,10 @@ async def test_password_attempts_per_source_address_are_slowed(
 
 
 async def test_shutdown_handles_every_line_already_read_before_bye(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, tcp: bool
 ) -> None:
     server = clocked_server(max_msg_rate=1, msg_burst=1)
-    async with running(server) as connect:
+    async with running(server, tcp=tcp) as connect:
         alice, bob = await connect("192.0.2.1"), await connect("192.0.2.2")
         alice.deadline = bob.deadline = 1000
         await alice.login("alice", "pw12pw12")
@@ -354,8 +363,9 @@ async def test_shutdown_handles_every_line_already_read_before_bye(
                 assert await c.expect("BYE") == "The server is shutting down; try again later"
                 await c.expect_eof()
         assert trio.current_time() - start < 2.0  # no rate-limit pauses once stopping
-        late = await connect("192.0.2.9")
-        assert await late.expect("BYE") == "The server is shutting down; try again later"
+        if not tcp:  # over TCP the port is closed by now
+            late = await connect("192.0.2.9")
+            assert await late.expect("BYE") == "The server is shutting down; try again later"
 
 
 # --------------------------------------------------------------------------

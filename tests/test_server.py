@@ -48,13 +48,26 @@ def make_server(db: str | Path = ":memory:", **limits: float) -> Server:
 
 
 @asynccontextmanager
-async def running(server: Server) -> AsyncIterator[Connect]:
+async def running(server: Server, *, tcp: bool = False) -> AsyncIterator[Connect]:
     """Yield ``connect(ip="198.51.100.1", lockstep=False)``, which opens a client.
 
     Memory streams buffer without limit; ``lockstep=True`` gives a stream whose
     ``send_all`` waits until the client reads, to model a client that stops reading.
+    With ``tcp`` the server listens on 127.0.0.1 and every client connects
+    there (``ip`` is then 127.0.0.1 whatever it says): logged-in clients are
+    read by the server's reactor, not by a task of their own.
     """
     async with trio.open_nursery() as nursery:
+        if tcp:
+            listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+            port = listeners[0].socket.getsockname()[1]
+
+            async def connect_tcp(ip: str = "127.0.0.1") -> LineClient:
+                return LineClient(await trio.open_tcp_stream("127.0.0.1", port))
+
+            yield connect_tcp
+            nursery.cancel_scope.cancel()
+            return
 
         async def connect(ip: str = "198.51.100.1", *, lockstep: bool = False) -> LineClient:
             pair = (

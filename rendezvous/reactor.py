@@ -1,0 +1,256 @@
+"""One task reads every logged-in plain-TCP connection, over an epoll of its own.
+
+Why: a relay's life is short reads. With a task per connection, every read
+costs trio a task switch and two ``epoll_ctl`` calls (trio registers a socket
+for one wait at a time), and every idle client a parked task and its
+coroutine frames. Here the sockets stay registered, level-triggered, in an
+inner ``select.epoll`` for as long as they are read; trio waits on that one
+descriptor; each wake-up reads every socket that is ready and handles its
+lines (:class:`~rendezvous.lines.LoggedInLines`), and what all those reads
+relay is written together at the end (one ``send`` per recipient per batch).
+benchmarks/README.md measures what this saves (the ``compare`` scenario).
+
+What a connection's own task did, the reactor does for it:
+
+* **waits**: a line that needs one (a rate-limit pause, a ``::passwd``
+  check) takes the socket out of the epoll, and the server runs that wait in
+  a task of its own (:meth:`Owner.wait_for`) that hands the reader back when
+  done: the client is slowed by TCP backpressure, as before, and its lines
+  stay in order;
+* **the end**: the connection's ``scope`` is its :class:`Reader`, so a close
+  (once flushed) or an abort ends it here (:meth:`end`); the server then
+  forgets it, out of the event loop's way (:meth:`Owner.forget`);
+* **the idle timeout**: a sweep, when the quietest reader is due (at most
+  every hundredth of the timeout), closes the readers that sent nothing for
+  that long (a pause is not idleness);
+* **shutdown**: :meth:`stop_reading`, and every reader's lines already read
+  are handled, since a read is handled at once.
+
+Connections that need their own task keep it: TLS (the ``SSLObject`` may hold
+plaintext the socket no longer signals) and trio streams (tests), and
+everyone until logged in (the login dialogue waits for argon2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from chathack.protocol import format_server_line
+from rendezvous.counts import Histogram
+from rendezvous.lines import LoggedInLines, Reader, Wait
+from rendezvous.transport import SocketTransport
+
+log = logging.getLogger("chathack.rendezvous")
+
+#: Ready sockets taken per wake-up; more wait for the next one (level-triggered).
+MAX_EVENTS = 1024
+#: The idle sweep runs at most this often (a short idle timeout in tests).
+MIN_SWEEP_EVERY = 0.01
+
+
+def idle_farewell(idle: float) -> str:
+    """What a client idle for ``idle`` seconds is told as it is closed."""
+    return (
+        f"Nothing received from you for {idle:g} s; closing the connection "
+        "(a client should send ::ping now and then)"
+    )
+
+
+class Owner(Protocol):
+    """What the reactor needs of the server."""
+
+    def hold(self) -> None:
+        """Start a batch: what is sent is written at :meth:`release`."""
+
+    def release(self) -> None: ...
+
+    def wait_for(self, reader: Reader, wait: Wait) -> None:
+        """Do ``wait`` for ``reader`` in a task, then hand it back (:meth:`Reactor.adopt`)."""
+
+    def forget(self, reader: Reader) -> None:
+        """The connection is over: out of the server's books, its socket closed."""
+
+    def drained(self, reader: Reader) -> None:
+        """Shutting down: everything ``reader`` read was handled."""
+
+    def fault(self, exc: BaseException, ip: str, name: str | None) -> None: ...
+
+
+class Reactor:
+    """The reader of every adopted connection (see the module's docstring)."""
+
+    def __init__(
+        self,
+        owner: Owner,
+        lines: LoggedInLines,
+        *,
+        idle_timeout: float,
+        clock: Callable[[], float],
+        latency: Histogram | None = None,
+    ) -> None:
+        self._owner = owner
+        self._handle = lines.handle
+        self._clock = clock
+        #: Per read, the time from its read to its lines written (--metrics only).
+        self.latency = latency
+        self._epoll = select.epoll()
+        #: Every connection this reactor owns, by descriptor (registered or not).
+        self._owned: dict[int, Reader] = {}
+        self._ending: list[Reader] = []
+        self._wake: trio.CancelScope | None = None
+        self._idle = idle_timeout if idle_timeout > 0 else math.inf
+        self._sweep_every = max(self._idle / 100, MIN_SWEEP_EVERY)
+        self._next_sweep = math.inf
+
+    def __len__(self) -> int:
+        return len(self._owned)
+
+    # -- taking a connection and giving it up ---------------------------------
+    def adopt(self, reader: Reader) -> None:
+        """Read for ``reader`` from now on (its buffer holds no complete line)."""
+        transport = reader.conn.transport
+        assert isinstance(transport, SocketTransport)
+        if reader.fd < 0:  # new here, not back from a wait
+            reader.ender = self
+            reader.conn.scope = reader
+            reader.fd = transport.sock.fileno()
+            self._owned[reader.fd] = reader
+        elif reader.ender is not self:
+            return  # it ended while it waited
+        reader.waiting = None
+        reader.last_read = now = trio.current_time()
+        if self._next_sweep == math.inf:
+            self._next_sweep = now + self._idle
+        self._epoll.register(reader.fd, select.EPOLLIN)
+        reader.listening = True
+
+    def _unlisten(self, reader: Reader) -> None:
+        if reader.listening:
+            reader.listening = False
+            self._epoll.unregister(reader.fd)
+
+    def end(self, reader: Reader) -> None:
+        """``reader``'s connection is over (its ``scope`` was cancelled): the
+        server forgets it before the next wait, not in the middle of whatever
+        ended it (a hub operation on another session, a batch)."""
+        if reader.ender is not self:
+            return
+        reader.ender = None
+        self._unlisten(reader)
+        if reader.waiting is not None:
+            reader.waiting.cancel()
+        self._ending.append(reader)
+        if self._wake is not None:
+            self._wake.cancel()
+
+    def stop_reading(self) -> None:
+        """Shutdown: read nothing more. Every read was handled when it came;
+        a reader in a wait is drained by the task doing it."""
+        for reader in list(self._owned.values()):
+            self._unlisten(reader)
+            if reader.waiting is None:
+                self._owner.drained(reader)
+
+    # -- the loop -------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                self._settle()
+                with trio.CancelScope(deadline=self._next_sweep) as self._wake:
+                    await trio.lowlevel.wait_readable(self._epoll.fileno())
+                self._wake = None
+                self._read_ready()
+        finally:
+            self._wake = None
+            for reader in list(self._owned.values()):
+                if reader.ender is self:
+                    reader.ender = None
+                    self._ending.append(reader)
+            self._settle()
+            self._epoll.close()
+
+    def _settle(self) -> None:
+        """Forget the connections that ended; sweep the idle ones when due."""
+        while self._ending:
+            ending, self._ending = self._ending, []
+            for reader in ending:
+                self._owned.pop(reader.fd, None)
+                try:
+                    self._owner.forget(reader)
+                except Exception as exc:
+                    self._owner.fault(exc, reader.session.ip, reader.session.name)
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._next_sweep = self._sweep(now)
+
+    def _sweep(self, now: float) -> float:
+        """Close the readers quiet for the idle timeout; when to sweep next:
+        when the quietest of the others is due (so a client is closed right
+        at the timeout), but not sooner than ``_sweep_every`` from now (a
+        sweep looks at every reader)."""
+        idle = self._idle
+        quiet_since, earliest = now - idle, math.inf
+        for reader in list(self._owned.values()):
+            if not reader.listening:
+                continue  # waiting (a pause is not idleness) or ending
+            if reader.last_read <= quiet_since:
+                self._unlisten(reader)
+                session = reader.session
+                session.outbox.send(format_server_line("BYE", idle_farewell(idle)))
+                log.info("%s (%s) idle for %g s; closed", session.ip, session.name, idle)
+                reader.conn.close()
+            elif reader.last_read < earliest:
+                earliest = reader.last_read
+        return max(earliest + idle, now + self._sweep_every)
+
+    def _read_ready(self) -> None:
+        """Read every ready socket and handle what came; write it all at the end."""
+        events = self._epoll.poll(0, MAX_EVENTS)
+        if not events:
+            return
+        owned, handle, owner = self._owned, self._handle, self._owner
+        now, wall = trio.current_time(), self._clock()
+        owner.hold()
+        try:
+            for fd, _ in events:
+                reader = owned.get(fd)
+                if reader is None or not reader.listening:
+                    continue
+                conn = reader.conn
+                data = conn.transport.read_now()  # type: ignore[union-attr]  # adopted: a SocketTransport
+                if data is None:
+                    continue
+                if not data:  # the client closed, or the connection broke
+                    self._unlisten(reader)
+                    conn.close()
+                    continue
+                reader.last_read = now
+                reader.buf.receive_data(data)
+                try:
+                    wait = handle(reader, now, wall)
+                except Exception as exc:
+                    # A bug met on this client's lines: it ends, nobody else notices.
+                    self._unlisten(reader)
+                    owner.fault(exc, reader.session.ip, reader.session.name)
+                    conn.abort()
+                    continue
+                if wait is not None:
+                    self._unlisten(reader)
+                    reader.waiting = trio.CancelScope()
+                    owner.wait_for(reader, wait)
+                elif conn.closing:
+                    self._unlisten(reader)
+        finally:
+            owner.release()
+        latency = self.latency
+        if latency is not None:
+            took = trio.current_time() - now
+            for _ in events:
+                latency.observe(took)
