@@ -108,6 +108,24 @@ class LineBuffer:
         self._buf = b""
         self._pos = 0
 
+    def complete_lines(self) -> bytes:
+        """Every complete line not yet taken, as the bytes that came (line
+        feeds included), for a reader that can handle a run of lines in one
+        piece (the rendezvous's relay); b"" when there is none, or when they
+        are not that simple: a line being skipped, more than ``max_bytes`` in
+        all. They stay in the buffer until :meth:`skip` takes them."""
+        if self._discarding:
+            return b""
+        buf, pos = self._buf, self._pos
+        end = buf.rfind(b"\n", pos) + 1
+        if end <= pos or end - pos > self.max_bytes:
+            return b""
+        return buf[pos:end]
+
+    def skip(self, size: int) -> None:
+        """Take ``size`` bytes of :meth:`complete_lines` as handled."""
+        self._pos += size
+
     def next_line(self) -> str | None:
         """Return the next complete line, ``None`` when more bytes are needed.
 

@@ -97,13 +97,36 @@ class Reader:
 class LoggedInLines:
     """The lines of logged-in clients, handed to the hub as they come."""
 
-    __slots__ = ("_chat_limited", "_hub", "_take_chat")
+    __slots__ = ("_chat_limited", "_give_back", "_hub", "_take_chat")
 
     def __init__(self, hub: Hub, chat_rates: KeyedBuckets) -> None:
         self._hub = hub
         # Chat lines' rate limit: not consulted at all when it is off.
         self._chat_limited = chat_rates.rate > 0
         self._take_chat = chat_rates.take
+        self._give_back = chat_rates.give_back
+
+    def _relay_run(self, r: Reader, now: float, wall: float) -> bool:
+        """Every complete line in the buffer relayed in one piece, if they are a
+        run of chat lines to one partner (:meth:`Hub.relay_run`) and the rate
+        limit lets them all through now; else nothing is taken (the tokens
+        given back) and the lines go one by one."""
+        run = r.buf.complete_lines()
+        if not run.startswith(b"msg: "):
+            return False
+        if not self._chat_limited:
+            relayed = self._hub.relay_run(r.session, run, wall)
+        else:
+            cost = run.count(b"\n")
+            if self._take_chat(r.chat_key, now, cost) > 0:
+                relayed = 0
+            else:
+                relayed = self._hub.relay_run(r.session, run, wall)
+            if not relayed:
+                self._give_back(r.chat_key, now, cost)
+        if relayed:
+            r.buf.skip(len(run))
+        return relayed > 0
 
     def handle(self, r: Reader, now: float, wall: float) -> Wait | None:
         """Handle the complete lines in ``r.buf`` (and first ``r.pending``);
@@ -111,6 +134,8 @@ class LoggedInLines:
         the session closed. ``now`` is trio's clock (the rate limits), ``wall``
         the wall clock (the hub)."""
         session, conn, hub = r.session, r.conn, self._hub
+        if r.pending is None and session.passwd_step is None and self._relay_run(r, now, wall):
+            return None
         next_line, relay_line = r.buf.next_line, hub.relay_line
         item: Pending | None
         while not session.closed:

@@ -92,6 +92,12 @@ class KeyedBuckets:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now, cost)
 
+    def give_back(self, key: Hashable, now: float, cost: float = 1.0) -> None:
+        """Return ``cost`` tokens taken for something that did not happen."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.give_back(now, cost)
+
     def _prune(self, now: float) -> None:
         for key in [k for k, b in self._buckets.items() if b.is_full(now)]:
             del self._buckets[key]

@@ -127,6 +127,8 @@ class Reactor:
         reader.last_read = now = trio.current_time()
         if self._next_sweep == math.inf:
             self._next_sweep = now + self._idle
+            if self._wake is not None:  # the loop is waiting with no sweep due
+                self._wake.deadline = self._next_sweep
         self._epoll.register(reader.fd, select.EPOLLIN)
         reader.listening = True
 
@@ -177,7 +179,11 @@ class Reactor:
             self._epoll.close()
 
     def _settle(self) -> None:
-        """Forget the connections that ended; sweep the idle ones when due."""
+        """Sweep the idle connections when due; forget those that ended (the
+        sweep's among them: a connection with nothing left to write ends at once)."""
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._next_sweep = self._sweep(now)
         while self._ending:
             ending, self._ending = self._ending, []
             for reader in ending:
@@ -186,9 +192,6 @@ class Reactor:
                     self._owner.forget(reader)
                 except Exception as exc:
                     self._owner.fault(exc, reader.session.ip, reader.session.name)
-        now = trio.current_time()
-        if now >= self._next_sweep:
-            self._next_sweep = self._sweep(now)
 
     def _sweep(self, now: float) -> float:
         """Close the readers quiet for the idle timeout; when to sweep next:
