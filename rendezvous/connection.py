@@ -14,7 +14,8 @@ the outbox is empty (over TLS, the ciphertext backlog too); over a trio
 stream (every write goes through it) it parks between writes rather than
 being started again for each.
 
-So each connection has one task, its reader, plus a writer task only while
+So a connection has at most one reader (its own task until it logs in, the
+server's reactor after, rendezvous/reactor.py) plus a writer task only while
 output is backed up; the style guide's "one reader and one writer task"
 became "a writer when needed" because a parked writer per connection cost
 a third of the idle memory and a task switch per relayed line (see
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -42,6 +44,14 @@ from rendezvous.transport import TLSTransport, Transport
 log = logging.getLogger("chathack.rendezvous")
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+class Cancellable(Protocol):
+    """What ends a connection's reading: a cancel scope, or the reactor's ``Reader``."""
+
+    def cancel(self) -> None: ...
+
+
 #: Told of an exception nothing expected while writing to a connection (which
 #: is dropped): the server counts and logs it.
 OnFault = Callable[[BaseException, str, str | None], None]
@@ -134,8 +144,10 @@ class Connection:
         #: True once the connection was dropped (stuck or broken), not closed cleanly.
         self.aborted = False
         #: The reader's scope: its deadline is the login deadline, then the idle
-        #: timeout; close() (once flushed) and abort() cancel it.
-        self.scope = trio.CancelScope()
+        #: timeout; close() (once flushed) and abort() cancel it. Once the
+        #: reactor reads for the connection, its ``Reader`` (whose cancel()
+        #: has the reactor end the connection).
+        self.scope: trio.CancelScope | Cancellable = trio.CancelScope()
         self.stopping = False  # shutting down: read nothing more
         self.reading = False  # the reader is waiting for bytes (set by the reader)
         self._wait_scope: trio.CancelScope | None = None

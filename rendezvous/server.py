@@ -2,19 +2,23 @@
 dialogue (:mod:`rendezvous.login`), and feed the :class:`~rendezvous.hub.Hub`
 one event at a time.
 
-Per connection there is one task, its reader (``_serve_transport``): it
-reads, hands each line to the hub, and the lines the hub queues are written
-from that same task at the end of the read batch, straight into the socket
+Each connection has a task of its own until it logs in (``_serve_transport``,
+``_log_in``); then a plain TCP connection is handed to the
+:class:`~rendezvous.reactor.Reactor`, one task that reads every logged-in
+client over an epoll of its own, and its task ends (TLS connections and trio
+streams keep theirs). Whoever reads hands the lines to the hub
+(:class:`~rendezvous.lines.LoggedInLines` once logged in), and what the hub
+queues is written at the end of the read batch, straight into the socket
 (:mod:`rendezvous.connection`, :mod:`rendezvous.transport`). A writer task
 exists only while a client's output is backed up; it drains a bounded outbox,
 so no two tasks ever interleave writes and a client that stops reading is
-disconnected instead of stalling anybody else. Plain TCP connections are
-accepted and driven as bare non-blocking sockets; TLS (and tests' memory
-streams) go through a trio stream (:meth:`Server.handle_connection`).
+disconnected instead of stalling anybody else. Plain TCP and TLS connections
+are accepted and driven as bare non-blocking sockets; tests' memory streams
+go through :meth:`Server.handle_connection`.
 
-The reader enforces the per-client limits (:class:`~rendezvous.limits.Limits`):
-the login deadline, the idle timeout, and the rate limits, which it applies by
-pausing -- it stops reading from an over-eager client until its token bucket
+The readers enforce the per-client limits (:class:`~rendezvous.limits.Limits`):
+the login deadline, the idle timeout, and the rate limits, which they apply by
+pausing -- a reader stops reading from an over-eager client until its token bucket
 refills, so the client is slowed down by TCP backpressure and nothing it sent
 is dropped. Connections past the global or per-address cap get one
 ``Servidor[BYE]`` line and are closed.
