@@ -165,10 +165,17 @@ class Reactor:
         try:
             while True:
                 self._settle()
+                events = self._epoll.poll(0, MAX_EVENTS)
+                if events:
+                    self._read_ready(events)
+                    # Others get their turn (writers, logins, trio's own I/O),
+                    # then the sockets are polled again: while some are always
+                    # ready, as under load, trio never has to register the epoll.
+                    await trio.lowlevel.checkpoint()
+                    continue
                 with trio.CancelScope(deadline=self._next_sweep) as self._wake:
                     await trio.lowlevel.wait_readable(self._epoll.fileno())
                 self._wake = None
-                self._read_ready()
         finally:
             self._wake = None
             for reader in list(self._owned.values()):
@@ -213,11 +220,8 @@ class Reactor:
                 earliest = reader.last_read
         return max(earliest + idle, now + self._sweep_every)
 
-    def _read_ready(self) -> None:
+    def _read_ready(self, events: list[tuple[int, int]]) -> None:
         """Read every ready socket and handle what came; write it all at the end."""
-        events = self._epoll.poll(0, MAX_EVENTS)
-        if not events:
-            return
         owned, handle, owner = self._owned, self._handle, self._owner
         now, wall = trio.current_time(), self._clock()
         owner.hold()
