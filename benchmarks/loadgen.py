@@ -166,25 +166,42 @@ async def login(host: str, port: int, name: str, password: str, tls: bool = Fals
             raise
 
 
+#: Tries of an IRC login, each with its share of LOGIN_TIMEOUT: in a burst of
+#: connects, ngircd (a short listen backlog) now and then leaves one half-open
+#: for good, and a new connection gets through at once.
+IRC_LOGIN_TRIES = 2
+
+
 async def irc_login(host: str, port: int, nick: str) -> Conn:
     """Connect to an IRC server (or the floor relay) and register as ``nick``."""
-    with trio.fail_after(LOGIN_TIMEOUT):
-        conn = await Conn.open(host, port, nick)
+    for attempt in range(IRC_LOGIN_TRIES):
         try:
-            await conn.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
-            while True:
-                lines = await conn.read_lines()
-                for i, line in enumerate(lines):
-                    if b" 001 " in line:
-                        conn.pending = lines[i + 1 :]
-                        return conn
-                    if line.startswith(b"PING"):
-                        await conn.send(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
-                    elif line.startswith(b"ERROR") or b" 433 " in line:
-                        raise LoginError(f"{nick}: {line.decode(errors='replace')}")
-        except BaseException:
-            conn.close()
-            raise
+            with trio.fail_after(LOGIN_TIMEOUT / IRC_LOGIN_TRIES):
+                return await _irc_login_once(host, port, nick)
+        except trio.TooSlowError:
+            if attempt == IRC_LOGIN_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _irc_login_once(host: str, port: int, nick: str) -> Conn:
+    """One try of :func:`irc_login`."""
+    conn = await Conn.open(host, port, nick)
+    try:
+        await conn.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+        while True:
+            lines = await conn.read_lines()
+            for i, line in enumerate(lines):
+                if b" 001 " in line:
+                    conn.pending = lines[i + 1 :]
+                    return conn
+                if line.startswith(b"PING"):
+                    await conn.send(b"PONG" + line[4:].rstrip(b"\r") + b"\r\n")
+                elif line.startswith(b"ERROR") or b" 433 " in line:
+                    raise LoginError(f"{nick}: {line.decode(errors='replace')}")
+    except BaseException:
+        conn.close()
+        raise
 
 
 async def read_token(conn: Conn) -> bytes:

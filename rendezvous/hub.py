@@ -460,6 +460,8 @@ class Hub:
         # translate here): ASCII, no control but the line feeds, no text
         # ending in a space.
         size = len(run)
+        if size > MAX_RELAY_CHARS:
+            return 0  # a text in it might be longer than a relay takes
         if not run.isascii() or len(run.translate(None, RUN_UNPLAIN)) != size:
             return 0
         space = run.find(b" ", 5)

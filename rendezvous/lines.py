@@ -134,8 +134,8 @@ class LoggedInLines:
         the session closed. ``now`` is trio's clock (the rate limits), ``wall``
         the wall clock (the hub)."""
         session, conn, hub = r.session, r.conn, self._hub
-        if r.pending is None and session.passwd_step is None and self._relay_run(r, now, wall):
-            return None
+        if r.pending is None and session.passwd_step is None:
+            self._relay_run(r, now, wall)  # then the loop finds no complete line left
         next_line, relay_line = r.buf.next_line, hub.relay_line
         item: Pending | None
         while not session.closed:
@@ -159,6 +159,8 @@ class LoggedInLines:
                         item = parsed(line)
                         wait = r.rates.delay(item, session.name, now)
                 if wait > 0 and not conn.stopping:
+                    if conn.closing:
+                        return None  # it is ending: nothing waits for it
                     r.pending = item
                     return wait
             if isinstance(item, str):
@@ -168,7 +170,7 @@ class LoggedInLines:
             if isinstance(item, RemoteProtocolError):
                 session.say("ERROR", str(item))
             elif session.passwd_step is not None and isinstance(item, Password):
-                return item
+                return None if conn.closing else item
             else:
                 hub.handle(session, item, wall)
         return None

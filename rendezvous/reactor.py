@@ -116,21 +116,23 @@ class Reactor:
         """Read for ``reader`` from now on (its buffer holds no complete line)."""
         transport = reader.conn.transport
         assert isinstance(transport, SocketTransport)
-        if reader.fd < 0:  # new here, not back from a wait
+        new = reader.fd < 0  # else back from a wait
+        if not new and reader.ender is not self:
+            return  # it ended while it waited
+        fd = transport.sock.fileno() if new else reader.fd
+        self._epoll.register(fd, select.EPOLLIN)  # first: if it fails, nothing changed
+        if new:
             reader.ender = self
             reader.conn.scope = reader
-            reader.fd = transport.sock.fileno()
-            self._owned[reader.fd] = reader
-        elif reader.ender is not self:
-            return  # it ended while it waited
+            reader.fd = fd
+            self._owned[fd] = reader
+        reader.listening = True
         reader.waiting = None
         reader.last_read = now = trio.current_time()
         if self._next_sweep == math.inf:
             self._next_sweep = now + self._idle
             if self._wake is not None:  # the loop is waiting with no sweep due
                 self._wake.deadline = self._next_sweep
-        self._epoll.register(reader.fd, select.EPOLLIN)
-        reader.listening = True
 
     def _unlisten(self, reader: Reader) -> None:
         if reader.listening:
@@ -146,7 +148,15 @@ class Reactor:
         reader.ender = None
         self._unlisten(reader)
         if reader.waiting is not None:
+            # A task is doing a wait for it: stop that, and let the task hand
+            # it over when it is done (finish()), so the connection is
+            # forgotten after the last thing done for it, never before.
             reader.waiting.cancel()
+            return
+        self.finish(reader)
+
+    def finish(self, reader: Reader) -> None:
+        """Forget ``reader`` (ended) at the top of the next loop."""
         self._ending.append(reader)
         if self._wake is not None:
             self._wake.cancel()
@@ -178,12 +188,13 @@ class Reactor:
                 self._wake = None
         finally:
             self._wake = None
-            for reader in list(self._owned.values()):
-                if reader.ender is self:
+            try:
+                self._ending = list(self._owned.values())
+                for reader in self._ending:
                     reader.ender = None
-                    self._ending.append(reader)
-            self._settle()
-            self._epoll.close()
+                self._forget_ended()
+            finally:
+                self._epoll.close()
 
     def _settle(self) -> None:
         """Sweep the idle connections when due; forget those that ended (the
@@ -191,10 +202,14 @@ class Reactor:
         now = trio.current_time()
         if now >= self._next_sweep:
             self._next_sweep = self._sweep(now)
+        self._forget_ended()
+
+    def _forget_ended(self) -> None:
         while self._ending:
             ending, self._ending = self._ending, []
             for reader in ending:
-                self._owned.pop(reader.fd, None)
+                if self._owned.get(reader.fd) is reader:
+                    del self._owned[reader.fd]
                 try:
                     self._owner.forget(reader)
                 except Exception as exc:
@@ -213,17 +228,26 @@ class Reactor:
             if reader.last_read <= quiet_since:
                 self._unlisten(reader)
                 session = reader.session
-                session.outbox.send(format_server_line("BYE", idle_farewell(idle)))
                 log.info("%s (%s) idle for %g s; closed", session.ip, session.name, idle)
-                reader.conn.close()
+                try:
+                    session.outbox.send(format_server_line("BYE", idle_farewell(idle)))
+                    reader.conn.close()
+                except Exception as exc:
+                    self._owner.fault(exc, session.ip, session.name)
+                    reader.conn.abort()
             elif reader.last_read < earliest:
                 earliest = reader.last_read
         return max(earliest + idle, now + self._sweep_every)
 
     def _read_ready(self, events: list[tuple[int, int]]) -> None:
-        """Read every ready socket and handle what came; write it all at the end."""
+        """Read every ready socket and handle what came; write it all at the end.
+
+        Nothing raised here may leave the loop (it would stop the server): a
+        bug met on one client's lines ends that client, and one met while
+        writing the batch is reported and the loop goes on."""
         owned, handle, owner = self._owned, self._handle, self._owner
         now, wall = trio.current_time(), self._clock()
+        reads = 0
         owner.hold()
         try:
             for fd, _ in events:
@@ -234,30 +258,34 @@ class Reactor:
                 data = conn.transport.read_now()  # type: ignore[union-attr]  # adopted: a SocketTransport
                 if data is None:
                     continue
-                if not data:  # the client closed, or the connection broke
-                    self._unlisten(reader)
-                    conn.close()
-                    continue
-                reader.last_read = now
-                reader.buf.receive_data(data)
+                reads += 1
                 try:
+                    if not data:  # the client closed, or the connection broke
+                        self._unlisten(reader)
+                        conn.close()
+                        continue
+                    reader.last_read = now
+                    reader.buf.receive_data(data)
                     wait = handle(reader, now, wall)
+                    if conn.closing:
+                        self._unlisten(reader)  # it ends: no wait is started for it
+                    elif wait is not None:
+                        self._unlisten(reader)
+                        reader.waiting = trio.CancelScope()
+                        owner.wait_for(reader, wait)
                 except Exception as exc:
                     # A bug met on this client's lines: it ends, nobody else notices.
                     self._unlisten(reader)
+                    reader.waiting = None  # no task is waiting for it
                     owner.fault(exc, reader.session.ip, reader.session.name)
                     conn.abort()
-                    continue
-                if wait is not None:
-                    self._unlisten(reader)
-                    reader.waiting = trio.CancelScope()
-                    owner.wait_for(reader, wait)
-                elif conn.closing:
-                    self._unlisten(reader)
         finally:
-            owner.release()
+            try:
+                owner.release()
+            except Exception as exc:
+                owner.fault(exc, "-", "a batch of reads")
         latency = self.latency
         if latency is not None:
             took = trio.current_time() - now
-            for _ in events:
+            for _ in range(reads):
                 latency.observe(took)

@@ -577,6 +577,8 @@ class Server:
                 else:
                     chat = isinstance(reader.pending, str)
                     await self._pace(conn, session, reader.rates, wait, chat)
+                if conn.closing:  # it ended during the wait (a password check
+                    return Outcome.CLOSED  # runs to its end): nothing more for it
             now = trio.current_time()
             hold()
             try:
@@ -625,10 +627,17 @@ class Server:
         except Exception as exc:
             self.fault(exc, session.ip, session.name)
             conn.abort()
+        finally:
+            if reader.waiting is not None:  # not handed back, not stopped
+                reader.waiting = None
+                if reader.ender is None and self.reactor is not None:
+                    self.reactor.finish(reader)  # it ended: forget it now, not before
 
     def forget(self, reader: Reader) -> None:
-        self._forget(reader.conn, reader.session)
-        reader.conn.transport.close()  # type: ignore[union-attr]  # adopted: a SocketTransport
+        try:
+            self._forget(reader.conn, reader.session)
+        finally:
+            reader.conn.transport.close()  # type: ignore[union-attr]  # adopted: a SocketTransport
 
     def drained(self, reader: Reader) -> None:
         self._drained(reader.conn)

@@ -14,9 +14,13 @@ import struct
 import trio
 import trio.testing
 
+from rendezvous.connection import Connection
+from rendezvous.lines import Reader
+from rendezvous.server import Limits, Server
+from rendezvous.store import SqliteStore
 from tests.helpers import DEADLINE, LineClient
 from tests.test_accounts import clocked
-from tests.test_server import make_server, running
+from tests.test_server import InstantPasswords, make_server, running
 
 
 def connection_tasks() -> list[str]:
@@ -120,3 +124,54 @@ async def test_hang_ups_and_resets_end_the_connection_and_free_its_place() -> No
         assert len(server.reactor) == 0 and server.admission.total == 0
         assert not server.hub.online
     assert not server.faults
+
+
+class GatedPasswords(InstantPasswords):
+    """A password check that, like argon2 in its thread, does not stop when
+    the connection ends: it finishes when the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated = False
+        self.entered = trio.Event()
+        self.gate = trio.Event()
+
+    async def verify(self, pw_hash: str, secret: str) -> tuple[bool, str | None]:
+        if self.gated:
+            self.entered.set()
+            with trio.CancelScope(shield=True):
+                await self.gate.wait()
+            return pw_hash == "plain$" + secret, None  # no checkpoint after it, as a thread
+        return await super().verify(pw_hash, secret)
+
+
+async def test_nothing_is_handled_for_a_connection_that_ended_during_its_wait() -> None:
+    """alice's read holds a ``::passwd`` answer and a chat line after it; her
+    connection is dropped (as a write failure would) while the password
+    check runs. The check finishes, but the line after it is never relayed:
+    she is detached once her reader is done, not before and then used."""
+    passwords = GatedPasswords()
+    server = Server(SqliteStore(":memory:"), passwords=passwords, limits=Limits())
+    async with running(server, tcp=True) as connect:
+        alice, bob = await connect(), await connect()
+        await alice.login("alice", "old-secret")
+        await bob.login("bob", "pw-bob-secret")
+        passwords.gated = True
+        await alice.send_raw(b"::passwd\npassword: old-secret\nmsg: bob after\n")
+        await alice.expect("PASSWORD")
+        with trio.fail_after(DEADLINE):
+            await passwords.entered.wait()
+        [conn] = [c for c in server.connections if c.scope is not None and _name(c) == "alice"]
+        conn.abort()
+        passwords.gate.set()
+        with trio.fail_after(DEADLINE):
+            while "alice" in server.hub.online or len(server.reactor or ()) != 1:
+                await trio.lowlevel.checkpoint()
+        await bob.send_line("::ping last")
+        assert await bob.expect("PONG") == "last"  # and no "alice: after" before it
+    assert not server.faults
+
+
+def _name(conn: Connection) -> str | None:
+    reader = conn.scope
+    return reader.session.name if isinstance(reader, Reader) else None

@@ -137,6 +137,8 @@ def _joined(sent: dict[str, list[bytes]]) -> dict[str, bytes]:
 @example(["msg: bob hello", "msg: bob two words"], b"\n")
 @example(["msg: bob hello", "msg: Bob hello"], b"\n")
 @example(["msg: bob hello", "msg: bob  lead"], b"\n")
+@example(["msg: bob " + "a" * (MAX_RELAY_CHARS + 1)], b"\n")
+@example(["msg: bob hi", "msg: bob " + "a" * (MAX_RELAY_CHARS - 20)], b"\n")
 def test_a_run_relays_exactly_what_its_lines_would_one_by_one(
     lines: list[str], newline: bytes
 ) -> None:
@@ -158,6 +160,7 @@ def test_a_run_relays_exactly_what_its_lines_would_one_by_one(
 
 class _Conn:
     stopping = False
+    closing = False
 
 
 @given(
@@ -201,3 +204,13 @@ def test_the_benchmarks_runs_are_relayed_in_one_piece() -> None:
     run = b"".join(b"msg: bob %020d %s\n" % (i, b"x" * 43) for i in range(8))
     assert hub.relay_run(sessions["alice"], run, 0.0) == 8
     assert sessions["bob"].outbox.sent == [run.replace(b"msg: bob ", b"alice: ")]  # type: ignore[attr-defined]
+
+
+def test_a_run_does_not_relay_a_text_the_parser_refuses_as_too_long() -> None:
+    """A line under the line limit whose text is over the relay's (12,000
+    characters) is answered with an ERROR by the parser: the run declines it."""
+    hub, sessions = _world()
+    run = b"msg: bob " + b"a" * (MAX_RELAY_CHARS + 1000) + b"\n"
+    assert len(run) <= MAX_LINE_BYTES
+    assert hub.relay_run(sessions["alice"], run, 0.0) == 0
+    assert not sessions["bob"].outbox.sent  # type: ignore[attr-defined]

@@ -40,8 +40,6 @@ TEXT_BYTES = 64
 ROUNDS = 3
 WARMUP = 2.0
 SERVERS = ("chathack", "inspircd", "ngircd", "floor")
-#: Logins in flight per generator process against an IRC server.
-IRC_LOGIN_CONCURRENCY = 8
 IDLE_CLIENTS = 2000
 IDLE_WARMUP = 50
 #: The targets (issue 15), as (shape, pairs, anchor) -> most chathack/anchor.
@@ -94,12 +92,6 @@ async def relay_window(settings: Settings, kind: str, pairs: int, window: int, t
             _spec(kind, srv.port, [n for p in chunk for n in p], chunk, window, life)
             for chunk in split(pair_names, settings.gen_procs)
         ]
-        if kind != "chathack":
-            # ngircd's listen backlog is short: a burst of 128 connects left a
-            # few half-open past the login timeout now and then (a failed round).
-            # Fewer at once; the measured window starts after every login.
-            for spec in specs:
-                spec["login_concurrency"] = IRC_LOGIN_CONCURRENCY
         async with generators(specs, work) as pool:
             await pool.ready(120)
             w = await measure(pool, srv, WARMUP, settings.duration)
