@@ -98,6 +98,7 @@ class Connection:
         "_on_fault",
         "_out",
         "_parked",
+        "_queued",
         "_spawn",
         "_wait_scope",
         "_writer_scope",
@@ -133,6 +134,7 @@ class Connection:
         self._batch = batch or Batch()
         self.write_timeout = write_timeout
         self._out: list[bytes] = []  # queued, not yet handed to the transport
+        self._queued = 0  # lines in _out (an entry may be a run of lines)
         self._writing = False  # a write is under way in the writer task (parked: no)
         self._writer_scope: trio.CancelScope | None = None
         self._parked: trio.lowlevel.Task | None = None  # the writer, idle (streams only)
@@ -153,17 +155,20 @@ class Connection:
         self._wait_scope: trio.CancelScope | None = None
 
     # -- the outbox (called by the hub; never blocks) ------------------------
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, lines: int = 1) -> None:
+        """Queue ``data``, ``lines`` complete lines (a run relayed in one piece
+        counts as its lines against the outbox's bound)."""
         if self.closing:
             return
         out = self._out
-        if len(out) >= self._capacity:
+        if self._queued + lines > self._capacity:
             log.warning("%s is not reading its messages; disconnecting it", self.peer)
             if self._counts is not None:
                 self._counts.outbox_overflows += 1
             self.abort()
             return
         out.append(data)
+        self._queued += lines
         if len(out) == 1 and not self._writing:
             if self._batch.held:
                 self._batch.pending.append(self)
@@ -186,6 +191,7 @@ class Connection:
         self.closing = True
         self.aborted = True
         self._out = []
+        self._queued = 0
         self.scope.cancel()
         if self._writer_scope is not None:
             self._writer_scope.cancel()
@@ -210,6 +216,7 @@ class Connection:
     # -- writing ------------------------------------------------------------
     def _take(self) -> bytes:
         batch, self._out = self._out, []
+        self._queued = 0
         return batch[0] if len(batch) == 1 else b"".join(batch)
 
     def flush(self) -> None:
@@ -225,7 +232,9 @@ class Connection:
             return
         if sent < len(data) or self.transport.backlog:
             if sent < len(data):
-                self._out.insert(0, data[sent:])
+                rest = data[sent:]
+                self._out.insert(0, rest)
+                self._queued += rest.count(b"\n")
             self._start_writer()
         elif self.closing:
             self.scope.cancel()  # flushed: the reader ends now

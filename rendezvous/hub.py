@@ -453,8 +453,8 @@ class Hub:
         parser strips at a text's ends), no space at a text's ends, the same
         name spelt the same way on every line. Each line is then the sender's
         prefix and the text, exactly as one by one, in the same order, as one
-        write. What it sends is no longer than one line may be, so an outbox
-        bound counted in entries still bounds bytes (tests/test_relay_fast.py).
+        write, which counts as its lines against the recipient's outbox bound
+        (tests/test_relay_fast.py). It is never longer than one line may be.
         """
         # Each test is one pass in C over the run (a regex costs four times a
         # translate here): ASCII, no control but the line feeds, no text
@@ -484,7 +484,7 @@ class Hub:
         counts = self.counts
         counts.relayed_lines += lines
         counts.relayed_bytes += len(data)
-        target.outbox.send(data)
+        target.outbox.send(data, lines)
         return lines
 
     def relay(self, session: Session, to: str, text: str) -> None:

@@ -60,7 +60,7 @@ class Outbox:
         self.closed = False
         self._partial = b""
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, lines: int = 1) -> None:
         data = self._partial + data
         *whole, self._partial = data.split(b"\n")
         self.lines.extend(line.decode("utf-8") for line in whole)

@@ -42,7 +42,7 @@ class FakeOutbox:
         self.data = bytearray()
         self.closed = False
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, lines: int = 1) -> None:
         self.data += data
 
     def close(self) -> None:

@@ -24,7 +24,8 @@ class Outbox:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, lines: int = 1) -> None:
+        assert data.count(b"\n") == lines  # what the outbox's bound counts
         self.sent.append(data)
 
     def close(self) -> None:

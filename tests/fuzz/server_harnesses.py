@@ -41,7 +41,7 @@ class _Outbox:
         self.data = bytearray()
         self.closed = False
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, lines: int = 1) -> None:
         assert isinstance(data, bytes)
         self.data += data
 
