@@ -106,14 +106,14 @@ class LoggedInLines:
         self._take_chat = chat_rates.take
         self._give_back = chat_rates.give_back
 
-    def _relay_run(self, r: Reader, now: float, wall: float) -> bool:
+    def _relay_run(self, r: Reader, now: float, wall: float) -> None:
         """Every complete line in the buffer relayed in one piece, if they are a
         run of chat lines to one partner (:meth:`Hub.relay_run`) and the rate
         limit lets them all through now; else nothing is taken (the tokens
         given back) and the lines go one by one."""
         run = r.buf.complete_lines()
         if not run.startswith(b"msg: "):
-            return False
+            return
         if not self._chat_limited:
             relayed = self._hub.relay_run(r.session, run, wall)
         else:
@@ -126,7 +126,6 @@ class LoggedInLines:
                 self._give_back(r.chat_key, now, cost)
         if relayed:
             r.buf.skip(len(run))
-        return relayed > 0
 
     def handle(self, r: Reader, now: float, wall: float) -> Wait | None:
         """Handle the complete lines in ``r.buf`` (and first ``r.pending``);
