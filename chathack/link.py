@@ -39,13 +39,30 @@ from json.scanner import make_scanner
 from typing import Any
 
 from chathack.errors import LocalProtocolError, RemoteProtocolError
+from chathack.file_frames import (
+    CHUNK_TAG,
+    FileAccept,
+    FileAck,
+    FileCancel,
+    FileChunk,
+    FileDone,
+    FileOffer,
+    check_file_frame,
+    chunk_from_bytes,
+    chunk_to_bytes,
+)
 from chathack.protocol import NAME_RE, check_text
 from chathack.secure import KeyConfirm, KeyInit, KeyReply
 
 #: Version of the link protocol, sent in :class:`Hello`.
 LINK_VERSION = 1
-#: Largest encoded frame accepted on a direct stream, in bytes.
-MAX_FRAME_BYTES = 64 * 1024
+#: Largest encoded frame accepted on a direct stream, in bytes: a sealed file
+#: chunk of :data:`FILE_CHUNK_BYTES` and its overhead fit.
+MAX_FRAME_BYTES = 260 * 1024
+#: File data per chunk on a direct link (sealed, with its header, under
+#: :data:`MAX_FRAME_BYTES`): large enough that the per-chunk cost (a seal,
+#: a frame, an acknowledgement) is small beside copying the bytes.
+FILE_CHUNK_BYTES = 256 * 1024
 #: Marks relay text that carries a frame rather than words typed by a person.
 RELAY_PREFIX = "#ch1:"
 #: Frames a receiver buffers ahead of a gap before it drops new ones.
@@ -128,7 +145,24 @@ class Sealed:
 #: First byte of a sealed frame's bytes (a JSON frame starts with ``{``).
 SEALED_TAG = b"\x01"
 
-Frame = Hello | Chat | Ack | Bye | Ping | Pong | KeyInit | KeyReply | KeyConfirm | Sealed
+Frame = (
+    Hello
+    | Chat
+    | Ack
+    | Bye
+    | Ping
+    | Pong
+    | KeyInit
+    | KeyReply
+    | KeyConfirm
+    | Sealed
+    | FileOffer
+    | FileAccept
+    | FileAck
+    | FileDone
+    | FileCancel
+    | FileChunk
+)
 
 _TYPES: dict[str, type] = {
     "hello": Hello,
@@ -140,6 +174,11 @@ _TYPES: dict[str, type] = {
     "kinit": KeyInit,
     "kreply": KeyReply,
     "kconfirm": KeyConfirm,
+    "foffer": FileOffer,
+    "faccept": FileAccept,
+    "fack": FileAck,
+    "fdone": FileDone,
+    "fcancel": FileCancel,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 
@@ -155,6 +194,8 @@ def _reference_frame_to_bytes(frame: Frame) -> bytes:
     produce exactly these bytes (a test compares them on arbitrary frames)."""
     if isinstance(frame, Sealed):
         return SEALED_TAG + frame.data
+    if isinstance(frame, FileChunk):
+        return chunk_to_bytes(frame)
     d = {"t": _NAMES[type(frame)]}
     for name in frame.__slots__:  # type: ignore[union-attr]
         d[name] = getattr(frame, name)
@@ -211,6 +252,7 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     Ack: _ack_to_bytes,
     Ping: _ping_to_bytes,
     Pong: _pong_to_bytes,
+    FileChunk: chunk_to_bytes,
 }
 
 
@@ -309,8 +351,11 @@ _DECODERS: dict[str, Callable[[dict], Frame | None]] = {
 
 def frame_from_bytes(data: bytes) -> Frame:
     """Decode one frame's JSON; raise :class:`RemoteProtocolError` if it is not one."""
-    if data[:1] == SEALED_TAG:
+    head = data[:1]
+    if head == SEALED_TAG:
         return Sealed(data[1:])
+    if head == CHUNK_TAG:
+        return chunk_from_bytes(data)
     d = _parse_json(data)
     if type(d) is dict and type(t := d.get("t")) is str:
         fast = _DECODERS.get(t)
@@ -365,9 +410,38 @@ def _frame_from_dict(d: object) -> Frame:
             frame = KeyReply(*(_field(d, f, str) for f in ("sid", "e", "id", "sig")))  # type: ignore[arg-type]
         case "kconfirm":
             frame = KeyConfirm(*(_field(d, f, str) for f in ("sid", "id", "sig")))  # type: ignore[arg-type]
+        case "foffer" | "faccept" | "fack" | "fdone" | "fcancel":
+            frame = _file_frame(d)
         case _:
             frame = Pong(_field(d, "nonce", int))  # type: ignore[arg-type]
     return frame
+
+
+_FILE_FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
+    "foffer": (
+        ("fid", str),
+        ("name", str),
+        ("size", int),
+        ("sha256", str),
+        ("kind", str),
+        ("relay", bool),
+    ),
+    "faccept": (("fid", str), ("have", int), ("relay", bool)),
+    "fack": (("fid", str), ("have", int)),
+    "fdone": (("fid", str), ("ok", bool), ("reason", str)),
+    "fcancel": (("fid", str), ("reason", str)),
+}
+
+
+def _file_frame(d: dict) -> Frame:
+    values = []
+    for name, kind in _FILE_FIELDS[d["t"]]:
+        value = d.get(name)
+        # bool is an int to Python: each field must have exactly its own type.
+        if type(value) is not kind:
+            raise RemoteProtocolError(f"Malformed link frame: field {name!r} is missing or wrong")
+        values.append(value)
+    return check_file_frame(_TYPES[d["t"]](*values))
 
 
 # --------------------------------------------------------------------------

@@ -204,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="where this user's files live (default: a per-user data folder)",
     )
     p.add_argument(
+        "--downloads",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where files you ::accept are saved (default: your downloads folder)",
+    )
+    p.add_argument(
+        "--no-file-relay",
+        action="store_true",
+        help="files never go through the rendezvous relay: a transfer waits for a "
+        "direct or punched path",
+    )
+    p.add_argument(
         "--ui",
         choices=["windows", "line"],
         default="windows",
@@ -294,6 +307,8 @@ async def run(args: argparse.Namespace, plain: bool) -> int:
         listen_port=args.listen[1],
         data_dir=data_dir,
         relay_only=args.relay_only,
+        downloads=args.downloads,
+        relay_files=not args.no_file_relay,
         tls=args.tls,
         tls_fingerprint=args.tls_fingerprint,
         tls_ca=args.tls_ca,

@@ -26,3 +26,7 @@ class PeerConfig:
     timing: Timing | None = None  # the re-send timers' bounds (tests shrink them)
     #: Other instances of the same service, tried in turn when one fails.
     more_servers: tuple[tuple[str, int], ...] = ()
+    #: Where accepted files are saved (default: the user's downloads folder).
+    downloads: Path | None = None
+    #: Let files go through the rendezvous relay when there is no direct path.
+    relay_files: bool = True

@@ -48,9 +48,10 @@ from peer.config import PeerConfig
 from peer.core import records as rec
 from peer.core.state import PeerState
 from peer.core.talk import Talk
-from peer.core.typed import Local, Problem, parse_typed
+from peer.core.typed import Local, OfferFile, Problem, parse_typed
 from peer.events import Outgoing, PathName, Status, System, UIEvent
 from peer.faults import Faults
+from peer.files import FileStore, media_type, regular_file, sha256_of
 from peer.history import History
 from peer.identity import Pins, load_identity, public_b64
 from peer.links import Links, TcpDialer
@@ -97,6 +98,8 @@ class PeerNode:
             prekeys=PrekeyVault(config.data_dir, self.identity),
             relay_only=config.relay_only,
             timing=config.timing,
+            files=FileStore(config.data_dir, config.downloads),
+            relay_files=config.relay_files,
         )
         self.listen_port: int | None = None
         self.server = ServerLink(
@@ -358,9 +361,32 @@ class PeerNode:
                 await self.connect(name)
             case rec.Send(name, text) if name is not None:
                 await self.send(name, text)
+            case OfferFile(path):
+                await self.send_file(path)
             case command:
                 self.feed(command)
         return True
+
+    async def send_file(self, path: str, partner: str | None = None) -> None:
+        """``::send PATH``: offer the file to ``partner`` (default: the
+        conversation active now, chosen before the file is read)."""
+        partner = partner or self.state.active
+        try:
+            source, size = await trio.to_thread.run_sync(regular_file, path)
+        except OSError as e:
+            self.emit(System(f"Cannot send {path}: {e.strerror or e}; nothing sent", "error"))
+            return
+        if size > (1 << 20):
+            self.emit(
+                System(f"Reading {source.name} ({size:,} bytes) to offer it...", about=partner)
+            )
+        try:
+            digest = await trio.to_thread.run_sync(lambda: sha256_of(source).hexdigest())
+        except OSError as e:
+            self.emit(System(f"Cannot read {source}: {e.strerror or e}; nothing sent", "error"))
+            return
+        name = source.name
+        self.feed(rec.SendFile(partner, str(source), name, size, digest, media_type(name)))
 
     async def wait_delivered(self) -> None:
         """Return once every sent message is acknowledged (callers set the deadline)."""
@@ -402,6 +428,7 @@ class PeerNode:
         self.nursery.cancel_scope.cancel()
         self.history.close()
         self.state.mail.vault.close()
+        self.state.transfers.store.close_all()
 
 
 @asynccontextmanager

@@ -39,6 +39,7 @@ from chathack.retransmit import Timing
 from peer.core import records as rec
 from peer.core.state import PeerState
 from peer.events import Incoming, Outgoing, System, UIEvent
+from peer.files import FileStore
 from peer.history import History
 from peer.identity import Pins, public_b64
 from peer.prekeys import PrekeyVault
@@ -113,9 +114,15 @@ class World:
         #: something else, several).
         self.tamper: Callable[[ServerLine | UserLine], list[ServerLine | UserLine]] = _as_is
         self.rng = random.Random(0)
+        #: Free bytes every peer's disk reports (a full disk: a small number).
+        self.free_bytes = 1 << 40
+
+    def free_space(self, _folder: Path) -> int:
+        return self.free_bytes
 
     def close(self) -> None:
         for peer in self.peers.values():
+            peer.state.transfers.store.close_all()
             peer.state.mail.history.close()
             peer.state.mail.vault.close()
         self.store.close()
@@ -138,9 +145,11 @@ class World:
             prekeys=PrekeyVault(folder, identity),
             timing=self.timing,
             wall=lambda: self.now,
+            files=FileStore(folder, folder / "downloads", free_space=self.free_space),
         )
         old = self.peers.get(name.lower())
         if old is not None:
+            old.state.transfers.store.close_all()
             old.state.mail.history.close()
             old.state.mail.vault.close()
         peer = self.peers[name.lower()] = Peer(name, state)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from hashlib import blake2b
+from typing import Any
 
 from chathack.delivery import Conversation
+from chathack.file_frames import FileAccept, FileAck, FileCancel, FileChunk, FileDone, FileOffer
 from chathack.link import Ack, Bye, Chat, Frame, Hello, Ping, Pong, Sealed
 from chathack.retransmit import (
     CaughtUp,
@@ -61,6 +63,10 @@ class Conversations:
         self.server = "connecting"  # the rendezvous session's state
         self.kicked = False  # replaced by a login of the same user elsewhere
         self.closed = False
+        #: Where file frames go, and who hears of a new path: the transfers
+        #: (:mod:`peer.core.transfers`, which sits above this module).
+        self.on_file: Callable[[Talk, Any, list[Effect]], None] = _ignore
+        self.on_path: Callable[[Talk, list[Effect]], None] = _ignore
 
     @property
     def me(self) -> str:
@@ -214,8 +220,10 @@ class Conversations:
         out.append(security.raw(talk.partner, sealed, None))
 
     def resend(self, talk: Talk, out: list[Effect]) -> None:
+        """The talk has a (new) path: what it lost goes again, chats and files."""
         for chat in talk.conv.to_resend():
             self.send_frame(talk, chat, out)
+        self.on_path(talk, out)
 
     # ---------------------------------------------------------- receiving
     def on_frame(self, origin: str, frame: Frame, link_id: PathId, out: list[Effect]) -> None:
@@ -271,6 +279,8 @@ class Conversations:
                     msg_id = chat_id(chat)
                     if self.mail.history.advance(talk.partner, msg_id, "delivered"):
                         out.append(Show(Delivery(talk.partner, msg_id, "delivered", live=True)))
+            case FileChunk() | FileAck() | FileOffer() | FileAccept() | FileDone() | FileCancel():
+                self.on_file(talk, frame, out)
             case Bye():
                 if talk.open:
                     self.close_talk(talk, f"{talk.partner} ended the conversation", out)
@@ -453,6 +463,10 @@ def chat_id(chat: Chat) -> str:
     its (sealed, never seen in clear) epoch and number: the mailbox cannot
     tell which messages one sender sent in one run."""
     return blake2b(f"{chat.epoch}-{chat.seq}".encode(), digest_size=12).hexdigest()
+
+
+def _ignore(*_args: object) -> None:
+    pass
 
 
 def _n(count: int, noun: str) -> str:

@@ -158,8 +158,55 @@ class Quit:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class SendFile:
+    """Offer the file at ``source`` to ``partner`` (None: the active
+    conversation); the driver read its size and SHA-256 (hex)."""
+
+    partner: str | None
+    source: str
+    name: str
+    size: int
+    sha256: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptFile:
+    """Take the file offered in the active conversation, into ``folder``
+    (None: the downloads folder)."""
+
+    folder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectFile:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ListTransfers:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTransfer:
+    number: int
+
+
+FileCommand = SendFile | AcceptFile | RejectFile | ListTransfers | CancelTransfer
 UserCommand = (
-    Connect | Send | Switch | End | Trust | Whois | ShowHistory | ListUsers | ChangePassword | Quit
+    Connect
+    | Send
+    | Switch
+    | End
+    | Trust
+    | Whois
+    | ShowHistory
+    | ListUsers
+    | ChangePassword
+    | Quit
+    | FileCommand
 )
 Input = (
     FromServer

@@ -46,6 +46,8 @@ from peer.core.conversations import Conversations
 from peer.core.directory import Directory
 from peer.core.mailroom import Mailroom
 from peer.core.records import (
+    AcceptFile,
+    CancelTransfer,
     CloseLink,
     Effect,
     Fault,
@@ -55,10 +57,13 @@ from peer.core.records import (
     LinkDown,
     LinkFrame,
     LinkUp,
+    ListTransfers,
     LoggedIn,
     Note,
     PunchFailed,
     PunchTo,
+    RejectFile,
+    SendFile,
     ServerState,
     Show,
     Tick,
@@ -68,8 +73,10 @@ from peer.core.records import (
 from peer.core.requests import CONNECT_REPLY_TIMEOUT, Requests
 from peer.core.security import Keys
 from peer.core.talk import Talk
+from peer.core.transfers import Transfers
 from peer.core.user import UserCommands
 from peer.events import Incoming, ServerNotice, System, UsersList
+from peer.files import FileStore
 from peer.history import History
 from peer.identity import Pins
 from peer.prekeys import PrekeyVault
@@ -93,6 +100,8 @@ class PeerState:
         relay_only: bool = False,
         timing: Timing | None = None,
         wall: Callable[[], float] = time.time,
+        files: FileStore | None = None,
+        relay_files: bool = True,
     ) -> None:
         self.me = me
         self.epoch = epoch
@@ -108,6 +117,11 @@ class PeerState:
             self.convs, self.directory, self.mail, self.requests, self.connector
         )
         self.now = 0.0
+        self.transfers = Transfers(
+            self.convs, files or FileStore(None), lambda: self.now, relay_files
+        )
+        #: Partners an earlier run left transfers with: reached once logged in.
+        self.resume_with = self.transfers.load()
         #: Callers' candidates, dialled once the caller's key checked out.
         self.deferred: dict[str, Candidates] = {}
 
@@ -220,8 +234,31 @@ class PeerState:
                 self._tick(out)
             case FlushMail():
                 self.mail.flush(out)
+            case SendFile() | AcceptFile() | RejectFile() | ListTransfers() | CancelTransfer():
+                self._files(event, out)
             case _:
                 self.user.handle(event, self.now, self.wall(), out)
+
+    def _files(
+        self,
+        command: SendFile | AcceptFile | RejectFile | ListTransfers | CancelTransfer,
+        out: list[Effect],
+    ) -> None:
+        transfers = self.transfers
+        if self.closed or self.kicked:
+            out.append(Show(System("Nothing more is sent from this session", "error")))
+            return
+        match command:
+            case SendFile(partner, source, name, size, sha, kind):
+                transfers.offer(partner, source, name, size, sha, kind, out)
+            case AcceptFile(folder):
+                transfers.accept(folder, out)
+            case RejectFile():
+                transfers.reject(out)
+            case ListTransfers():
+                transfers.list(out)
+            case CancelTransfer(number):
+                transfers.cancel(number, out)
 
     def _expects(self, name: str) -> bool:
         """Whether a direct link from ``name`` is welcome: someone this peer is
@@ -256,6 +293,7 @@ class PeerState:
             self.user.passwd_over(False, "no answer", out)
         self.convs.poll_timers(self.now, out, lambda *a: out.append(Fault(*a)))
         self.convs.expire_links(self.now, out)
+        self.transfers.tick(self.now, out)
 
     def _logged_in(self, relogin: bool, out: list[Effect]) -> None:
         """Back on the rendezvous (maybe from a new address): ask every
@@ -273,6 +311,11 @@ class PeerState:
                         self.convs.resend(talk, out)  # what waited for the relay goes now
         self.mail.publish(self.wall(), out)
         self.mail.resend_pending(out)
+        resume, self.resume_with = self.resume_with, []
+        for partner in resume:
+            # Transfers an earlier run left unfinished: their conversations reopen.
+            if self.convs.open_talk(partner) is None and partner.lower() != self.me.lower():
+                self.connector.start(partner, self.now, out, False)
 
     # ----------------------------------------------------- the rendezvous
     def _from_server(self, line: ServerLine | UserLine, out: list[Effect]) -> None:

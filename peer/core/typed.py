@@ -14,10 +14,14 @@ from chathack.errors import RemoteProtocolError
 from chathack.protocol import check_name
 from peer.commands import PEER_COMMANDS
 from peer.core.records import (
+    AcceptFile,
+    CancelTransfer,
     Connect,
     End,
+    ListTransfers,
     ListUsers,
     Quit,
+    RejectFile,
     Send,
     ShowHistory,
     Switch,
@@ -44,7 +48,15 @@ class Local:
     word: str
 
 
-Typed = UserCommand | Problem | Local | None
+@dataclass(frozen=True, slots=True)
+class OfferFile:
+    """``::send PATH``: the driver reads the file (size, SHA-256) and then
+    hands the core a :class:`~peer.core.records.SendFile`."""
+
+    path: str
+
+
+Typed = UserCommand | Problem | Local | OfferFile | None
 
 
 def _named(word: str, arg: str, make: type) -> Typed:
@@ -84,6 +96,18 @@ def _command(word: str, arg: str) -> Typed:
             return Local(word)
         case "::quit":
             return Quit()
+        case "::send":
+            return OfferFile(arg) if arg else Problem("Write ::send PATH")
+        case "::accept":
+            return AcceptFile(arg or None)
+        case "::reject":
+            return RejectFile()
+        case "::transfers":
+            return ListTransfers()
+        case "::cancel":
+            if not arg.isascii() or not arg.isdigit():
+                return Problem("Write ::cancel N (::transfers lists them)")
+            return CancelTransfer(int(arg))
     return Problem(f"Unknown command {word}: ::help lists the commands")
 
 
@@ -109,4 +133,5 @@ def parse_typed(line: str) -> Typed:
 #: Every word of :data:`peer.commands.PEER_COMMANDS` has a meaning above.
 HANDLED = {"::users", "::end", "::switch", "::whois", "::trust", "::history", "::passwd"}
 HANDLED |= {"::help", "::netcheck", "::reconnect", "::quit", "connect:"}
+HANDLED |= {"::send", "::accept", "::reject", "::transfers", "::cancel"}
 assert {c.name for c in PEER_COMMANDS} == HANDLED, "every command needs a meaning"

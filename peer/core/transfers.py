@@ -1,0 +1,661 @@
+"""File transfers: offers and answers, chunks and their window, resuming,
+verifying, and what the user sees (sans-IO: the disk is :mod:`peer.files`).
+
+Theory of operation
+-------------------
+A transfer rides the conversation: every frame of it (:mod:`chathack.file_frames`)
+is sealed for the conversation's current path, exactly like a chat message,
+so it is private and authenticated end to end whatever carries it.
+
+1. ``::send PATH``: the driver hashes the file (SHA-256, off the event loop)
+   and hands :class:`~peer.core.records.SendFile` here; the partner gets a
+   :class:`FileOffer` (name, size, type, hash) and sees it in the conversation.
+2. ``::accept [DIR]`` checks the name and the free space, opens a part file
+   and answers :class:`FileAccept` with the bytes it already holds (0, or
+   what an earlier run kept). ``::reject`` answers :class:`FileCancel`.
+3. The sender sends :class:`FileChunk` records from that offset, never more
+   than a *window* beyond what the receiver acknowledged (:class:`FileAck`
+   for each chunk it wrote). The window keeps the link's queue short, so a
+   chat line typed meanwhile waits behind at most a window of file data.
+4. The receiver writes each chunk in order, hashing as it goes; with the
+   last byte it compares the SHA-256 with the offer's, links the file into
+   place under a name that exists nowhere yet, and says :class:`FileDone`.
+   A file that does not match is deleted and both sides are told.
+
+Resuming: whenever the conversation's path changes (a link up or down, the
+relay's key agreed again, a restart of either peer), the sender goes back to
+what was acknowledged and the receiver says again what it holds
+(:class:`FileAccept`); a chunk that is not the next one the receiver needs
+is dropped, a gap makes it say where it stands. Both sides keep a record of
+each unfinished transfer (:class:`peer.files.Record`), so a restarted peer
+reconnects to the partner and carries on from the bytes on disk.
+
+Paths: a direct or punched link carries chunks of
+:data:`~chathack.link.FILE_CHUNK_BYTES`; the relay carries small chunks
+(:data:`RELAY_CHUNK_BYTES`, one relay line each) with a small window, and
+only when both users allow it (``--no-file-relay`` says no); otherwise the
+transfer waits for a direct path and starts when one is up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chathack.file_frames import (
+    FileAccept,
+    FileAck,
+    FileCancel,
+    FileChunk,
+    FileDone,
+    FileFrame,
+    FileOffer,
+)
+from chathack.link import FILE_CHUNK_BYTES
+from peer.core.conversations import Conversations
+from peer.core.records import Effect, Show
+from peer.core.talk import Talk
+from peer.events import System
+from peer.files import FREE_SPACE_MARGIN, FileStore, Record, UnsafeName, check_name, sha256_of
+
+#: Seconds an offer waits for an answer.
+OFFER_TTL = 600.0
+#: File data in flight beyond the receiver's acknowledgement, on a direct link.
+DIRECT_WINDOW = 8 * FILE_CHUNK_BYTES
+#: File data per chunk through the relay: one sealed chunk, in base64, fits
+#: the relay's text limit (:data:`chathack.grammar.MAX_RELAY_CHARS`).
+RELAY_CHUNK_BYTES = 8 * 1024
+#: File data in flight through the relay: the relay is shared and slow, and a
+#: chat line typed meanwhile waits behind at most this much.
+RELAY_WINDOW = 4 * RELAY_CHUNK_BYTES
+#: Seconds without any acknowledgement, with data in flight, before the
+#: sender goes back to what was acknowledged (what was lost is sent again).
+STALL_AFTER = 10.0
+#: Seconds between two progress lines of one transfer.
+PROGRESS_EVERY = 0.5
+#: Offers from one partner waiting for an answer; more are refused.
+MAX_PENDING_OFFERS = 32
+
+FINAL = ("done", "failed", "cancelled")
+
+
+@dataclass(eq=False)
+class Transfer:
+    number: int  # what ::cancel N names
+    fid: str
+    partner: str
+    name: str
+    size: int
+    sha256: str
+    kind: str
+    incoming: bool
+    #: offered -> moving -> done | failed | cancelled
+    state: str = "offered"
+    source: str = ""  # the sender's file
+    folder: Path | None = None  # where the receiver saves it
+    other_relay: bool = True  # the other side lets it go through the relay
+    done_bytes: int = 0  # the receiver's bytes held; the sender's acknowledged
+    next: int = 0  # the sender's next offset to send
+    hasher: Any = None  # the receiver's SHA-256 of the bytes held
+    asked: int = -1  # the offset the receiver last asked to resume from
+    since: float = 0.0  # when offered (expiry), then when it started moving
+    since_bytes: int = 0
+    last_progress: float = 0.0
+    shown_at: float = -math.inf
+    waiting: str = ""  # why it does not move now, as last told
+
+    def record(self) -> Record:
+        return Record(
+            self.fid,
+            self.partner,
+            self.name,
+            self.size,
+            self.sha256,
+            self.kind,
+            self.incoming,
+            self.source,
+            str(self.folder or ""),
+            self.other_relay,
+        )
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+class Transfers:
+    def __init__(
+        self,
+        convs: Conversations,
+        store: FileStore,
+        clock: Callable[[], float],
+        relay_files: bool = True,
+    ) -> None:
+        self.convs = convs
+        self.store = store
+        self.clock = clock
+        self.relay_files = relay_files
+        self.all: dict[str, Transfer] = {}  # fid -> transfer
+        self._numbers = 0
+        convs.on_file = self.on_frame
+        convs.on_path = self.path_changed
+
+    # ---------------------------------------------------------- records
+    def load(self) -> list[str]:
+        """Take back what an earlier run left unfinished; the partners to reach."""
+        partners: list[str] = []
+        for r in self.store.records():
+            t = self._new(r.fid, r.partner, r.name, r.size, r.sha256, r.kind, r.incoming)
+            t.source, t.other_relay = r.source, r.relay
+            if r.incoming:
+                t.folder, t.state = Path(r.folder), "moving"
+            if r.partner.lower() not in {p.lower() for p in partners}:
+                partners.append(r.partner)
+        return partners
+
+    def _new(
+        self, fid: str, partner: str, name: str, size: int, sha: str, kind: str, incoming: bool
+    ) -> Transfer:
+        self._numbers += 1
+        t = Transfer(self._numbers, fid, partner, name, size, sha, kind, incoming)
+        t.since = t.last_progress = self.clock()
+        self.all[fid] = t
+        return t
+
+    # ------------------------------------------------------ the user's
+    def offer(
+        self, partner: str | None, source: str, name: str, size: int, sha: str, kind: str,
+        out: list[Effect],
+    ) -> None:  # fmt: skip
+        talk = self.convs.open_talk(partner or self.convs.active or "")
+        if talk is None:
+            out.append(_say('Send a file in a conversation: "connect: NAME" first', "error"))
+            return
+        if talk.plain:
+            out.append(
+                _say(f"{talk.partner} uses a plain text client: it cannot take files", "error")
+            )
+            return
+        t = self._new(secrets.token_hex(8), talk.partner, name, size, sha, kind, False)
+        t.source = source
+        self.store.remember(t.record())
+        out.append(
+            _say(
+                f"transfer {t.number}: offered {name} ({size_text(size)}) to {talk.partner}; "
+                f"waiting for {talk.partner} to ::accept",
+                about=talk.partner,
+            )
+        )
+        self._send_offer(talk, t, out)
+
+    def accept(self, folder: str | None, out: list[Effect]) -> None:
+        t = self._pending_offer()
+        if t is None:
+            out.append(_say("No file offered to you is waiting for an answer", "error"))
+            return
+        where = Path(folder).expanduser() if folder else self.store.downloads
+        try:
+            if folder is None:
+                where.mkdir(parents=True, exist_ok=True)
+            if not where.is_dir():
+                raise FileNotFoundError
+        except OSError:
+            out.append(_say(f"{where} is not a folder; nothing accepted", "error", t.partner))
+            return
+        try:
+            free = self.store.free_space(where)
+        except OSError as e:
+            free = -1
+            why = str(e)
+        else:
+            why = f"{size_text(free)} free"
+        if free < t.size + FREE_SPACE_MARGIN:
+            out.append(
+                _say(
+                    f"transfer {t.number}: not enough space in {where} for {t.name} "
+                    f"({size_text(t.size)}; {why}); nothing accepted. ::accept DIR to "
+                    f"save it elsewhere, or ::reject",
+                    "error",
+                    t.partner,
+                )
+            )
+            return
+        t.folder = where
+        try:
+            self._open_part(t)
+        except OSError as e:
+            out.append(_say(f"cannot write in {where}: {e}; nothing accepted", "error", t.partner))
+            return
+        t.state, t.since, t.since_bytes = "moving", self.clock(), t.done_bytes
+        self.store.remember(t.record())
+        out.append(_say(f"transfer {t.number}: saving {t.name} in {where}", about=t.partner))
+        if t.size == 0:
+            self._finish(t, out)
+            return
+        self._ask_from(t, out)
+
+    def reject(self, out: list[Effect]) -> None:
+        t = self._pending_offer()
+        if t is None:
+            out.append(_say("No file offered to you is waiting for an answer", "error"))
+            return
+        self._drop(t, "cancelled", f"transfer {t.number}: you rejected {t.name}", "rejected", out)
+
+    def cancel(self, number: int, out: list[Effect]) -> None:
+        t = next((t for t in self.all.values() if t.number == number), None)
+        if t is None or t.state in FINAL:
+            out.append(_say(f"There is no transfer {number} under way (::transfers)", "error"))
+            return
+        self._drop(t, "cancelled", f"transfer {number}: cancelled {t.name}", "cancelled", out)
+
+    def list(self, out: list[Effect]) -> None:
+        if not self.all:
+            out.append(_say("No transfers yet: ::send PATH offers a file"))
+            return
+        for t in sorted(self.all.values(), key=lambda t: t.number):
+            out.append(_say(self._line(t), about=t.partner))
+
+    def _pending_offer(self) -> Transfer | None:
+        """The oldest unanswered offer in the active conversation (or the only one)."""
+        offers = [t for t in self.all.values() if t.incoming and t.state == "offered"]
+        active = (self.convs.active or "").lower()
+        mine = [t for t in offers if t.partner.lower() == active]
+        if mine:
+            return min(mine, key=lambda t: t.number)
+        return offers[0] if len(offers) == 1 else None
+
+    # ---------------------------------------------------- the partner's
+    def on_frame(self, talk: Talk, frame: FileFrame, out: list[Effect]) -> None:
+        t = self.all.get(frame.fid)
+        if t is not None and t.partner.lower() != talk.partner.lower():
+            return  # another partner's id: nothing of theirs to touch
+        match frame:
+            case FileChunk():
+                if t is not None and t.incoming:
+                    self._on_chunk(talk, t, frame, out)
+            case FileAck(_, have):
+                if t is not None and not t.incoming and t.state == "moving":
+                    self._acked(talk, t, have, out)
+            case FileOffer():
+                self._on_offer(talk, t, frame, out)
+            case FileAccept(_, have, relay):
+                self._on_accept(talk, t, frame.fid, have, relay, out)
+            case FileDone(_, ok, reason):
+                if t is not None and not t.incoming and t.state not in FINAL:
+                    self._on_done(t, ok, reason, out)
+            case FileCancel(_, reason):
+                if t is not None and t.state not in FINAL:
+                    text = f"transfer {t.number}: {talk.partner} dropped {t.name} ({reason})"
+                    self._drop(t, "cancelled", text, "", out)
+
+    def _on_offer(
+        self, talk: Talk, t: Transfer | None, offer: FileOffer, out: list[Effect]
+    ) -> None:
+        if t is not None:
+            if not t.incoming:
+                return
+            if t.state == "moving":
+                self._ask_from(t, out)  # the sender restarted or lost track: resume
+            elif t.state == "done":
+                self.convs.send_frame(talk, FileDone(t.fid, True, ""), out)
+            return
+        partner = talk.partner
+        try:
+            check_name(offer.name)
+        except UnsafeName as e:
+            self.convs.send_frame(talk, FileCancel(offer.fid, f"refused: {e}"), out)
+            out.append(
+                _say(f"{partner} offered a file and it was refused: {e}", "warning", partner)
+            )
+            return
+        waiting = sum(
+            1
+            for x in self.all.values()
+            if x.partner.lower() == partner.lower() and x.state == "offered"
+        )
+        if waiting >= MAX_PENDING_OFFERS:
+            self.convs.send_frame(talk, FileCancel(offer.fid, "refused: too many offers"), out)
+            return
+        t = self._new(offer.fid, partner, offer.name, offer.size, offer.sha256, offer.kind, True)
+        t.other_relay = offer.relay
+        out.append(
+            _say(
+                f"transfer {t.number}: {partner} offers {offer.name} ({size_text(offer.size)}, "
+                f"{offer.kind}): ::accept [DIR] to save it, ::reject to say no",
+                about=partner,
+            )
+        )
+
+    def _on_accept(
+        self, talk: Talk, t: Transfer | None, fid: str, have: int, relay: bool, out: list[Effect]
+    ) -> None:
+        if t is None or t.incoming or t.state in FINAL:
+            if t is None:
+                self.convs.send_frame(talk, FileCancel(fid, "no such transfer here"), out)
+            return
+        if have > t.size:
+            self._drop(t, "failed", f"transfer {t.number}: {talk.partner} holds too much", "", out)
+            return
+        t.other_relay = relay
+        if t.state == "offered":
+            t.since, t.since_bytes = self.clock(), have
+            out.append(
+                _say(f"transfer {t.number}: {talk.partner} accepted {t.name}", about=t.partner)
+            )
+        t.state = "moving"
+        t.done_bytes = t.next = have
+        t.last_progress = self.clock()
+        self._pump(talk, t, out)
+
+    def _acked(self, talk: Talk, t: Transfer, have: int, out: list[Effect]) -> None:
+        if have > t.done_bytes:
+            t.done_bytes = min(have, t.size)
+            t.last_progress = self.clock()
+        t.next = max(t.next, t.done_bytes)
+        self._pump(talk, t, out)
+        self._progress(t, out)
+
+    def _on_done(self, t: Transfer, ok: bool, reason: str, out: list[Effect]) -> None:
+        self.store.close(t.fid)
+        self.store.forget(t.fid)
+        if ok:
+            t.state, t.done_bytes = "done", t.size
+            out.append(
+                _say(
+                    f"transfer {t.number}: {t.partner} saved {t.name} "
+                    f"({size_text(t.size)}, SHA-256 verified)",
+                    about=t.partner,
+                    topic=_topic(t),
+                )
+            )
+        else:
+            t.state = "failed"
+            out.append(
+                _say(
+                    f"transfer {t.number}: {t.name} failed at {t.partner}: {reason}",
+                    "error",
+                    t.partner,
+                )
+            )
+
+    def _on_chunk(self, talk: Talk, t: Transfer, chunk: FileChunk, out: list[Effect]) -> None:
+        if t.state != "moving":
+            return
+        if chunk.offset != t.done_bytes:
+            if chunk.offset < t.done_bytes:
+                self.convs.send_frame(talk, FileAck(t.fid, t.done_bytes), out)
+            elif t.asked != t.done_bytes:
+                self._ask_from(t, out)  # a gap: what was in flight on a lost path
+            return
+        end = chunk.offset + len(chunk.data)
+        if end > t.size:
+            self._drop(
+                t,
+                "failed",
+                f"transfer {t.number}: {t.partner} sent more than offered",
+                "more bytes than offered",
+                out,
+            )
+            return
+        try:
+            if t.hasher is None:
+                self._open_part(t)
+            self.store.write(t.fid, chunk.offset, chunk.data)
+        except OSError as e:
+            self._drop(
+                t,
+                "failed",
+                f"transfer {t.number}: cannot write {t.name}: {e}",
+                "the receiver cannot write it",
+                out,
+            )
+            return
+        t.hasher.update(chunk.data)
+        t.done_bytes = end
+        t.last_progress = self.clock()
+        if end == t.size:
+            self._finish(t, out)
+            return
+        self.convs.send_frame(talk, FileAck(t.fid, end), out)
+        self._progress(t, out)
+
+    def _open_part(self, t: Transfer) -> None:
+        assert t.folder is not None
+        held = self.store.open_part(t.folder, t.fid)
+        if held > t.size:
+            self.store.truncate(t.fid, 0)
+            held = 0
+        t.done_bytes = held
+        part = self.store.part_path(t.folder, t.fid)
+        t.hasher = sha256_of(part, held) if held else hashlib.sha256()
+
+    def _finish(self, t: Transfer, out: list[Effect]) -> None:
+        """The receiver holds every byte: verify, place, tell."""
+        assert t.folder is not None
+        if t.hasher is None:
+            self._open_part(t)
+        if t.hasher.hexdigest() != t.sha256:
+            self.store.discard(t.folder, t.fid)
+            self.store.forget(t.fid)
+            t.state = "failed"
+            self._tell(t, FileDone(t.fid, False, "SHA-256 mismatch: the file was deleted"), out)
+            out.append(
+                _say(
+                    f"transfer {t.number}: {t.name} from {t.partner} did not match its "
+                    f"SHA-256: deleted",
+                    "error",
+                    t.partner,
+                )
+            )
+            return
+        try:
+            path = self.store.place(t.folder, t.fid, t.name)
+        except OSError as e:
+            self._drop(
+                t,
+                "failed",
+                f"transfer {t.number}: cannot save {t.name}: {e}",
+                "the receiver cannot save it",
+                out,
+            )
+            return
+        self.store.forget(t.fid)
+        t.state = "done"
+        self._tell(t, FileDone(t.fid, True, ""), out)
+        out.append(
+            _say(
+                f"transfer {t.number}: saved {path} ({size_text(t.size)} from {t.partner}, "
+                "SHA-256 verified)",
+                about=t.partner,
+                topic=_topic(t),
+            )
+        )
+
+    def _drop(self, t: Transfer, state: str, text: str, tell: str, out: list[Effect]) -> None:
+        """End ``t`` here (``tell``: and say why to the partner)."""
+        if tell:
+            self._tell(t, FileCancel(t.fid, tell), out)
+        t.state = state
+        if t.incoming and t.folder is not None:
+            self.store.discard(t.folder, t.fid)
+        else:
+            self.store.close(t.fid)
+        self.store.forget(t.fid)
+        out.append(_say(text, "warning", t.partner))
+
+    # ------------------------------------------------------------ paths
+    def path_changed(self, talk: Talk, out: list[Effect]) -> None:
+        """The conversation has a new path: offers go again, the sender goes
+        back to what was acknowledged, the receiver says what it holds."""
+        for t in list(self.all.values()):
+            if t.partner.lower() != talk.partner.lower() or t.state in FINAL:
+                continue
+            if t.incoming:
+                if t.state == "moving":
+                    t.asked = -1
+                    self._ask_from(t, out)
+            elif t.state == "offered":
+                self._send_offer(talk, t, out)
+            else:
+                t.next = t.done_bytes
+                self._pump(talk, t, out)
+
+    def _send_offer(self, talk: Talk, t: Transfer, out: list[Effect]) -> None:
+        offer = FileOffer(t.fid, t.name, t.size, t.sha256, t.kind, self.relay_files)
+        self.convs.send_frame(talk, offer, out)
+
+    def _ask_from(self, t: Transfer, out: list[Effect]) -> None:
+        """Receiver: "send from what I hold"."""
+        if t.hasher is None:
+            try:
+                self._open_part(t)
+            except OSError as e:
+                self._drop(
+                    t,
+                    "failed",
+                    f"transfer {t.number}: cannot reopen {t.name}: {e}",
+                    "the receiver lost it",
+                    out,
+                )
+                return
+        t.asked = t.done_bytes
+        self._tell(t, FileAccept(t.fid, t.done_bytes, self.relay_files), out)
+
+    def _tell(self, t: Transfer, frame: FileFrame, out: list[Effect]) -> None:
+        talk = self.convs.open_talk(t.partner)
+        if talk is not None:
+            self.convs.send_frame(talk, frame, out)
+
+    def _path_for(self, talk: Talk, t: Transfer) -> tuple[str, int, int] | str:
+        """(path, chunk size, window) to send ``t``'s data on now, or why none."""
+        convs = self.convs
+        if not talk.framed:
+            return f"waiting for {talk.partner} to be online"
+        if talk.link is not None:
+            link = convs.links.get(talk.link)
+            if link is not None and link.sec.session is not None:
+                return link.info.path, FILE_CHUNK_BYTES, DIRECT_WINDOW
+        if not (self.relay_files and t.other_relay):
+            return "waiting for a direct path (the relay is not allowed for files)"
+        if talk.relay_sec.session is None or convs.server != "online":
+            return "waiting for a path"
+        return "relayed", RELAY_CHUNK_BYTES, RELAY_WINDOW
+
+    def _pump(self, talk: Talk, t: Transfer, out: list[Effect]) -> None:
+        """Sender: chunks up to the window beyond what was acknowledged."""
+        path = self._path_for(talk, t)
+        if isinstance(path, str):
+            why = path
+            if t.waiting != why:
+                t.waiting = why
+                out.append(_say(f"transfer {t.number}: {why}", about=t.partner, topic=_topic(t)))
+            return
+        t.waiting = ""
+        _, chunk, window = path
+        while t.next < t.size and t.next - t.done_bytes < window:
+            n = min(chunk, t.size - t.next)
+            try:
+                data = self.store.read(t.fid, t.source, t.next, n)
+            except OSError as e:
+                self._drop(
+                    t,
+                    "failed",
+                    f"transfer {t.number}: cannot read {t.source}: {e}",
+                    "the sender cannot read it",
+                    out,
+                )
+                return
+            if len(data) != n:
+                self._drop(
+                    t,
+                    "failed",
+                    f"transfer {t.number}: {t.source} changed while sent",
+                    "the file changed at the sender",
+                    out,
+                )
+                return
+            self.convs.send_frame(talk, FileChunk(t.fid, t.next, data), out)
+            t.next += n
+
+    # ------------------------------------------------------------- time
+    def tick(self, now: float, out: list[Effect]) -> None:
+        for t in list(self.all.values()):
+            if t.state == "offered" and now - t.since > OFFER_TTL:
+                if t.incoming:
+                    t.state = "cancelled"
+                    out.append(
+                        _say(
+                            f"transfer {t.number}: the offer of {t.name} expired",
+                            "warning",
+                            t.partner,
+                        )
+                    )
+                else:
+                    self._drop(
+                        t,
+                        "cancelled",
+                        f"transfer {t.number}: {t.partner} did not answer; the offer expired",
+                        "the offer expired",
+                        out,
+                    )
+            elif t.state == "moving" and not t.incoming:
+                talk = self.convs.open_talk(t.partner)
+                stalled = t.next > t.done_bytes and now - t.last_progress > STALL_AFTER
+                if talk is not None and stalled:
+                    t.next, t.last_progress = t.done_bytes, now
+                    self._pump(talk, t, out)
+            if t.state == "moving":
+                self._progress(t, out)
+
+    def _progress(self, t: Transfer, out: list[Effect]) -> None:
+        now = self.clock()
+        if now - t.shown_at < PROGRESS_EVERY or t.waiting:
+            return
+        t.shown_at = now
+        out.append(_say(self._line(t), about=t.partner, topic=_topic(t)))
+
+    def _line(self, t: Transfer) -> str:
+        """``transfer 1 to bob: a.pdf [##########----------] 52% 13.9 MB/26.7 MB 11.2 MB/s
+        ETA 1 s direct`` (one line)."""
+        way = f"from {t.partner}" if t.incoming else f"to {t.partner}"
+        head = f"transfer {t.number} {way}: {t.name}"
+        if t.state != "moving":
+            return f"{head} {t.state} ({size_text(t.size)})"
+        share = t.done_bytes / t.size if t.size else 1.0
+        bar = "#" * int(share * 20)
+        elapsed = self.clock() - t.since
+        rate = (t.done_bytes - t.since_bytes) / elapsed if elapsed > 0 else 0.0
+        eta = f"ETA {(t.size - t.done_bytes) / rate:.0f} s" if rate > 0 else "ETA ?"
+        talk = self.convs.open_talk(t.partner)
+        path = talk.path if talk is not None else "no path"
+        return (
+            f"{head} [{bar:-<20}] {share * 100:.0f}% {size_text(t.done_bytes)}/{size_text(t.size)} "
+            f"{size_text(rate)}/s {eta} {path}"
+        )
+
+    def partners(self) -> list[str]:
+        """Partners with a transfer under way (a restarted peer reaches them)."""
+        names: dict[str, str] = {}
+        for t in self.all.values():
+            if t.state not in FINAL:
+                names.setdefault(t.partner.lower(), t.partner)
+        return list(names.values())
+
+
+def _topic(t: Transfer) -> str:
+    return f"transfer {t.fid}"
+
+
+def _say(
+    text: str, level: str = "info", about: str | None = None, topic: str | None = None
+) -> Effect:
+    return Show(System(text, level, about, topic))  # type: ignore[arg-type]
