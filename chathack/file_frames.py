@@ -2,28 +2,25 @@
 whatever path the conversation uses (see :mod:`peer.core.transfers`).
 
 A transfer is named by ``fid``, 16 hex digits the sender chose at random.
-The control frames are JSON like every other frame; :class:`FileChunk` is
-binary (:data:`CHUNK_TAG`, the fid's 8 bytes, the offset, the data), so a
-chunk is sealed as it is, never turned into text on a direct link.
+The control frames are JSON like every other frame, inside a
+:class:`~chathack.link.Sealed`; file data travels as
+:class:`~chathack.link.SealedChunk`, binary, sealed by
+:meth:`chathack.secure.SecureSession.seal_chunk` and opened into a
+:class:`FileChunk` (never a frame of its own on the wire).
 """
 
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass
 
 from chathack.errors import RemoteProtocolError
 
-#: First byte of a chunk frame's bytes (a JSON frame starts with ``{``).
-CHUNK_TAG = b"\x02"
 FID_RE = re.compile(r"[0-9a-f]{16}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 #: Largest file offered or accepted: 1 TiB (a size is a JSON integer; this
 #: keeps every offset an exact float too, for rates and progress).
 MAX_FILE_BYTES = 1 << 40
-_CHUNK_HEAD = struct.Struct(">8sQ")
-CHUNK_HEAD_BYTES = 1 + _CHUNK_HEAD.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +84,6 @@ class FileChunk:
 
 
 FileFrame = FileOffer | FileAccept | FileAck | FileDone | FileCancel | FileChunk
-
-
-def chunk_to_bytes(chunk: FileChunk) -> bytes:
-    return CHUNK_TAG + _CHUNK_HEAD.pack(bytes.fromhex(chunk.fid), chunk.offset) + chunk.data
-
-
-def chunk_from_bytes(data: bytes) -> FileChunk:
-    if len(data) < CHUNK_HEAD_BYTES:
-        raise RemoteProtocolError("Malformed link frame: a file chunk too short")
-    fid, offset = _CHUNK_HEAD.unpack_from(data, 1)
-    if offset >= MAX_FILE_BYTES:
-        raise RemoteProtocolError("Malformed link frame: a file chunk beyond any file")
-    return FileChunk(fid.hex(), offset, data[CHUNK_HEAD_BYTES:])
 
 
 def check_file_frame(frame: FileFrame) -> FileFrame:

@@ -28,6 +28,15 @@ counter inside the plaintext. The receiver drops a frame whose tag does not
 verify (:class:`TamperedFrame`) and one whose counter it has seen
 (:class:`ReplayedFrame`), keeping a window of :data:`REPLAY_WINDOW` counters.
 Both are reported to the user by the peer.
+
+File data (:mod:`chathack.file_frames`) is sealed differently, for speed:
+AES-256-GCM (hardware AES on most machines: several times the speed of
+XChaCha20 in software) under a key per direction derived from the path's
+key (BLAKE2b keyed with it, :data:`FILE_KEY_LABEL`), a 96-bit nonce that is
+a counter (unique per key, so never repeated), and the transfer id and
+offset as associated data: a chunk cannot be moved to another transfer or
+offset, and one replayed is the same bytes at the same place, which the
+receiver drops (it takes only the offset it needs next).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl import bindings
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.hash import blake2b
@@ -52,6 +63,10 @@ PROTOCOL_LABEL = b"chathack-sigma-v1"
 REPLAY_WINDOW = 4096
 NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _COUNTER = struct.Struct(">Q")
+FILE_KEY_LABEL = b"chathack-file-v1"
+#: A sealed chunk: nonce (4 zero bytes and a counter), transfer id, offset; then the data and tag.
+_CHUNK = struct.Struct(">4xQ8sQ")
+CHUNK_OVERHEAD = _CHUNK.size + 16
 
 
 class TamperedFrame(RemoteProtocolError):
@@ -147,6 +162,40 @@ class SecureSession:
     sent: int = 0
     highest: int = 0
     seen: set[int] = field(default_factory=set)
+    chunks_sent: int = 0
+    _file_tx: AESGCM | None = None
+    _file_rx: AESGCM | None = None
+
+    def seal_chunk(self, fid: bytes, offset: int, data: bytes, tag: bytes = b"") -> bytearray:
+        """File data at ``offset`` of transfer ``fid`` (8 bytes), sealed, after
+        ``tag`` (the frame's type byte: written in place, no copy made later)."""
+        if self._file_tx is None:
+            self._file_tx = AESGCM(_file_key(self.tx))
+        self.chunks_sent += 1
+        start = len(tag) + _CHUNK.size
+        out = bytearray(start + len(data) + 16)
+        out[: len(tag)] = tag
+        _CHUNK.pack_into(out, len(tag), self.chunks_sent, fid, offset)
+        head = bytes(out[len(tag) : start])
+        with memoryview(out) as view:
+            self._file_tx.encrypt_into(head[:12], data, head[12:], view[start:])
+        return out
+
+    def open_chunk(self, sealed: bytes | memoryview, skip: int = 0) -> tuple[bytes, int, bytes]:
+        """``(fid, offset, data)`` of a chunk sealed after ``skip`` bytes, or
+        :class:`TamperedFrame`."""
+        if len(sealed) < skip + CHUNK_OVERHEAD:
+            raise TamperedFrame("a sealed file chunk is too short")
+        if self._file_rx is None:
+            self._file_rx = AESGCM(_file_key(self.rx))
+        _, fid, offset = _CHUNK.unpack_from(sealed, skip)
+        with memoryview(sealed) as view:
+            head = view[skip : skip + _CHUNK.size]
+            try:
+                data = self._file_rx.decrypt(head[:12], view[skip + _CHUNK.size :], head[12:])
+            except InvalidTag:
+                raise TamperedFrame("a file chunk failed authentication") from None
+        return fid, offset, data
 
     def seal(self, plaintext: bytes) -> bytes:
         self.sent += 1
@@ -276,6 +325,10 @@ class Handshake:
         # The ephemeral secret is not needed any more: drop it (forward secrecy).
         self._eph = PrivateKey.generate()
         return SecureSession(self.sid, self._peer_id, tx, rx)
+
+
+def _file_key(path_key: bytes) -> bytes:
+    return blake2b(FILE_KEY_LABEL, key=path_key, digest_size=32, encoder=_Raw)
 
 
 def _session_keys(

@@ -14,6 +14,10 @@ The receiver's rules (a name from the network is never trusted):
   existing name is never overwritten (``name (1).ext`` ...);
 * an offer larger than the folder's free space is refused before anything is
   written.
+
+A received file is hashed as it is written (:class:`PartWriter`), so the
+check at the end costs nothing more than the last chunk. (A writer thread
+was tried: handing each chunk over cost more than it saved, benchmarks/README.md.)
 """
 
 from __future__ import annotations
@@ -101,6 +105,24 @@ def disk_free(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
+class PartWriter:
+    """One part file being received: its chunks written in order, and hashed."""
+
+    def __init__(self, fd: int, held: int, digest: Any) -> None:
+        self.fd = fd
+        self.held = held
+        self._digest = digest
+
+    def write(self, offset: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, offset)
+        self._digest.update(data)
+        self.held = offset + len(data)
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of everything written."""
+        return self._digest.hexdigest()
+
+
 @dataclass(slots=True)
 class Record:
     """What survives a restart of one unfinished transfer."""
@@ -131,6 +153,7 @@ class FileStore:
         self._downloads = downloads
         self.free_space = free_space
         self._open: dict[str, BinaryIO] = {}
+        self._parts: dict[str, PartWriter] = {}
 
     @property
     def downloads(self) -> Path:
@@ -177,20 +200,28 @@ class FileStore:
     def part_path(self, folder: Path, fid: str) -> Path:
         return folder / f".chathack-{fid}.part"
 
-    def open_part(self, folder: Path, fid: str) -> int:
-        """Open (or create) the part file; the bytes it already holds."""
+    def open_part(self, folder: Path, fid: str, size: int) -> int:
+        """Open (or create) the part file of a ``size``-byte file; the bytes
+        it already holds (a part longer than the file starts again from 0)."""
         self.close(fid)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(self.part_path(folder, fid), flags, 0o600)
-        self._open[fid] = os.fdopen(fd, "r+b")
-        return os.fstat(fd).st_size
+        f = self._open[fid] = os.fdopen(fd, "r+b")
+        held = os.fstat(fd).st_size
+        if held > size:
+            os.ftruncate(fd, 0)
+            held = 0
+        digest = sha256_of(self.part_path(folder, fid), held) if held else hashlib.sha256()
+        self._parts[fid] = PartWriter(f.fileno(), held, digest)
+        return held
 
-    def write(self, fid: str, offset: int, data: bytes | memoryview) -> None:
-        f = self._open[fid]
-        os.pwrite(f.fileno(), data, offset)
+    def write(self, fid: str, offset: int, data: bytes) -> None:
+        """``data`` into the part file at ``offset`` (the next byte it needs)."""
+        self._parts[fid].write(offset, data)
 
-    def truncate(self, fid: str, size: int) -> None:
-        os.ftruncate(self._open[fid].fileno(), size)
+    def digest(self, fid: str) -> str:
+        """The SHA-256 (hex) of what the part file holds."""
+        return self._parts[fid].hexdigest()
 
     def place(self, folder: Path, fid: str, name: str) -> Path:
         """Link the finished part file into ``folder`` under ``name`` or the
@@ -222,6 +253,7 @@ class FileStore:
             self.part_path(folder, fid).unlink()
 
     def close(self, fid: str) -> None:
+        self._parts.pop(fid, None)
         f = self._open.pop(fid, None)
         if f is not None:
             f.close()

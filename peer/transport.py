@@ -15,7 +15,7 @@ import socket
 import trio
 
 from chathack.errors import RemoteProtocolError
-from chathack.link import Frame, FrameDecoder
+from chathack.link import Frame, FrameDecoder, frame_from_bytes
 from chathack.protocol import LineBuffer, ServerEvent, parse_server_line
 
 #: Bytes asked of a socket per read.
@@ -180,12 +180,18 @@ class FrameReader:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.decoder = FrameDecoder()
+        # A large frame (a file chunk) is read straight into its own buffer.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
 
     async def next_frame(self) -> Frame | None:
         while True:
             frame = self.decoder.next_frame()
             if frame is not None:
                 return frame
+            if self._socket is not None:
+                large = self.decoder.take_large(RECV_BYTES)
+                if large is not None:
+                    return await self._read_large(*large)
             try:
                 data = await self.stream.receive_some(RECV_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -193,3 +199,16 @@ class FrameReader:
             if not data:
                 return None
             self.decoder.receive_data(data)
+
+    async def _read_large(self, body: bytearray, held: int) -> Frame | None:
+        assert self._socket is not None
+        with memoryview(body) as view:
+            while held < len(body):
+                try:
+                    got = await self._socket.recv_into(view[held:])
+                except OSError:
+                    got = 0
+                if not got:
+                    return None
+                held += got
+        return frame_from_bytes(body)

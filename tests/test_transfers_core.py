@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chathack.file_frames import FileChunk, FileOffer
-from chathack.link import Sealed, frame_to_relay_text, relay_text_to_frame
+from chathack.link import SealedChunk, frame_to_relay_text, relay_text_to_frame
 from chathack.protocol import UserLine
 from peer.core import records as rec
 from peer.core.transfers import OFFER_TTL, RELAY_CHUNK_BYTES
@@ -157,11 +157,11 @@ def test_a_tampered_chunk_is_dropped_and_the_file_still_arrives_intact(world: Wo
     def flip_one(line: UserLine) -> list:
         if not flipped and isinstance(line, UserLine) and line.origin == "alice":
             frame = relay_text_to_frame(line.text)
-            if isinstance(frame, Sealed) and len(frame.data) > 1000:
-                data = bytearray(frame.data)
-                data[500] ^= 1
+            if isinstance(frame, SealedChunk):
+                body = bytearray(frame.body)
+                body[500] ^= 1
                 flipped.append(1)
-                return [UserLine("alice", frame_to_relay_text(Sealed(bytes(data))))]
+                return [UserLine("alice", frame_to_relay_text(SealedChunk(body)))]
         return [line]
 
     world.tamper = flip_one
@@ -170,7 +170,7 @@ def test_a_tampered_chunk_is_dropped_and_the_file_still_arrives_intact(world: Wo
     world.type("bob", rec.AcceptFile())
     world.pump()
     assert flipped
-    assert said(bob, "Dropped a message from alice", "failed authentication")
+    assert said(bob, "Dropped a message from alice", "a file chunk failed authentication")
     assert downloads(bob) == []  # the rest waits behind the hole
     world.advance(30.0)  # the sender's stall timer sends from what was acknowledged
     [saved] = downloads(bob)
@@ -266,7 +266,7 @@ def test_a_stranger_cannot_touch_a_transfer_by_its_id(world: World) -> None:
     talk = world.peers["mallory"].state.convs.open_talk("bob")
     assert talk is not None
     out: list[rec.Effect] = []
-    world.peers["mallory"].state.convs.send_frame(talk, FileChunk(t.fid, 0, b"x" * 5000), out)
+    world.peers["mallory"].state.convs.send_chunk(talk, FileChunk(t.fid, 0, b"x" * 5000), out)
     world.peers["mallory"].state.convs.send_frame(
         talk, FileOffer(t.fid, "q.bin", 1, "0" * 64, "", True), out
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 from chathack.delivery import Conversation
 from chathack.file_frames import FileAccept, FileAck, FileCancel, FileChunk, FileDone, FileOffer
-from chathack.link import Ack, Bye, Chat, Frame, Hello, Ping, Pong, Sealed
+from chathack.link import Ack, Bye, Chat, Frame, Hello, Ping, Pong, Sealed, SealedChunk
 from chathack.retransmit import (
     CaughtUp,
     Gap,
@@ -219,6 +219,20 @@ class Conversations:
             )
         out.append(security.raw(talk.partner, sealed, None))
 
+    def send_chunk(self, talk: Talk, chunk: FileChunk, out: list[Effect]) -> bool:
+        """File data on the talk's current path; False if it has no key yet."""
+        if talk.link is not None:
+            sealed = security.seal_chunk(self.links[talk.link].sec, chunk)
+            if sealed is not None:
+                out.append(security.raw(talk.partner, sealed, talk.link))
+                return True
+            return False
+        sealed = security.seal_chunk(talk.relay_sec, chunk)
+        if sealed is None:
+            return False
+        out.append(security.raw(talk.partner, sealed, None))
+        return True
+
     def resend(self, talk: Talk, out: list[Effect]) -> None:
         """The talk has a (new) path: what it lost goes again, chats and files."""
         for chat in talk.conv.to_resend():
@@ -249,6 +263,16 @@ class Conversations:
                 inner = security.open_sealed(self.keys, talk.partner, sec, link_id, frame, out)
                 if inner is not None:
                     self._on_inner(talk, inner, out)
+            case SealedChunk():
+                if link is not None and link.id not in self._carrying(link.partner):
+                    return
+                talk = self.talks.get(origin.lower())
+                if talk is None or not talk.open:
+                    return  # file data opens no conversation
+                sec = link.sec if link is not None else talk.relay_sec
+                chunk = security.open_chunk(talk.partner, sec, frame, out)
+                if chunk is not None:
+                    self.on_file(talk, chunk, out)
             case Hello() if link is None:  # the caller announces a relayed conversation
                 talk = self.talk_for(origin, out)
                 security.start(self.keys, talk.partner, talk.relay_sec, None, out)
@@ -279,7 +303,7 @@ class Conversations:
                     msg_id = chat_id(chat)
                     if self.mail.history.advance(talk.partner, msg_id, "delivered"):
                         out.append(Show(Delivery(talk.partner, msg_id, "delivered", live=True)))
-            case FileChunk() | FileAck() | FileOffer() | FileAccept() | FileDone() | FileCancel():
+            case FileAck() | FileOffer() | FileAccept() | FileDone() | FileCancel():
                 self.on_file(talk, frame, out)
             case Bye():
                 if talk.open:

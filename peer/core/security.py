@@ -19,7 +19,16 @@ from typing import Literal
 from nacl.signing import SigningKey
 
 from chathack.errors import RemoteProtocolError
-from chathack.link import Frame, Sealed, frame_from_bytes, frame_to_bytes, frame_to_relay_text
+from chathack.file_frames import MAX_FILE_BYTES, FileChunk
+from chathack.link import (
+    SEALED_CHUNK_TAG,
+    Frame,
+    Sealed,
+    SealedChunk,
+    frame_from_bytes,
+    frame_to_bytes,
+    frame_to_relay_text,
+)
 from chathack.protocol import Msg
 from chathack.secure import (
     BadHandshake,
@@ -98,6 +107,30 @@ def seal(sec: PathSec, frame: Frame) -> Sealed | None:
     if sec.session is None:
         return None
     return Sealed(sec.session.seal(frame_to_bytes(frame)))
+
+
+def seal_chunk(sec: PathSec, chunk: FileChunk) -> SealedChunk | None:
+    """File data sealed for this path, or None when the path has no session yet."""
+    if sec.session is None:
+        return None
+    fid = bytes.fromhex(chunk.fid)
+    return SealedChunk(sec.session.seal_chunk(fid, chunk.offset, chunk.data, SEALED_CHUNK_TAG))
+
+
+def open_chunk(
+    partner: str, sec: PathSec, frame: SealedChunk, out: list[Effect]
+) -> FileChunk | None:
+    """The file data in ``frame``, or None (dropped, and said why)."""
+    if sec.session is None:
+        return None  # a chunk of a session this side lost: the transfer resumes
+    try:
+        fid, offset, data = sec.session.open_chunk(frame.body, len(SEALED_CHUNK_TAG))
+    except TamperedFrame as e:
+        out.append(Show(System(f"Dropped a message from {partner}: {e}", "warning", partner)))
+        return None
+    if offset + len(data) > MAX_FILE_BYTES:
+        return None
+    return FileChunk(fid.hex(), offset, data)
 
 
 def open_sealed(

@@ -39,13 +39,11 @@ transfer waits for a direct path and starts when one is up.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from chathack.file_frames import (
     FileAccept,
@@ -61,7 +59,7 @@ from peer.core.conversations import Conversations
 from peer.core.records import Effect, Show
 from peer.core.talk import Talk
 from peer.events import System
-from peer.files import FREE_SPACE_MARGIN, FileStore, Record, UnsafeName, check_name, sha256_of
+from peer.files import FREE_SPACE_MARGIN, FileStore, Record, UnsafeName, check_name
 
 #: Seconds an offer waits for an answer.
 OFFER_TTL = 600.0
@@ -101,7 +99,7 @@ class Transfer:
     other_relay: bool = True  # the other side lets it go through the relay
     done_bytes: int = 0  # the receiver's bytes held; the sender's acknowledged
     next: int = 0  # the sender's next offset to send
-    hasher: Any = None  # the receiver's SHA-256 of the bytes held
+    part_open: bool = False  # the receiver's part file is open
     asked: int = -1  # the offset the receiver last asked to resume from
     since: float = 0.0  # when offered (expiry), then when it started moving
     since_bytes: int = 0
@@ -407,7 +405,7 @@ class Transfers:
             )
             return
         try:
-            if t.hasher is None:
+            if not t.part_open:
                 self._open_part(t)
             self.store.write(t.fid, chunk.offset, chunk.data)
         except OSError as e:
@@ -419,7 +417,6 @@ class Transfers:
                 out,
             )
             return
-        t.hasher.update(chunk.data)
         t.done_bytes = end
         t.last_progress = self.clock()
         if end == t.size:
@@ -430,20 +427,27 @@ class Transfers:
 
     def _open_part(self, t: Transfer) -> None:
         assert t.folder is not None
-        held = self.store.open_part(t.folder, t.fid)
-        if held > t.size:
-            self.store.truncate(t.fid, 0)
-            held = 0
-        t.done_bytes = held
-        part = self.store.part_path(t.folder, t.fid)
-        t.hasher = sha256_of(part, held) if held else hashlib.sha256()
+        t.done_bytes = self.store.open_part(t.folder, t.fid, t.size)
+        t.part_open = True
 
     def _finish(self, t: Transfer, out: list[Effect]) -> None:
         """The receiver holds every byte: verify, place, tell."""
         assert t.folder is not None
-        if t.hasher is None:
-            self._open_part(t)
-        if t.hasher.hexdigest() != t.sha256:
+        try:
+            if not t.part_open:
+                self._open_part(t)
+            digest = self.store.digest(t.fid)
+        except OSError as e:
+            self._drop(
+                t,
+                "failed",
+                f"transfer {t.number}: cannot write {t.name}: {e}",
+                "the receiver cannot write it",
+                out,
+            )
+            return
+        t.part_open = False
+        if digest != t.sha256:
             self.store.discard(t.folder, t.fid)
             self.store.forget(t.fid)
             t.state = "failed"
@@ -515,7 +519,7 @@ class Transfers:
 
     def _ask_from(self, t: Transfer, out: list[Effect]) -> None:
         """Receiver: "send from what I hold"."""
-        if t.hasher is None:
+        if not t.part_open:
             try:
                 self._open_part(t)
             except OSError as e:
@@ -583,7 +587,8 @@ class Transfers:
                     out,
                 )
                 return
-            self.convs.send_frame(talk, FileChunk(t.fid, t.next, data), out)
+            if not self.convs.send_chunk(talk, FileChunk(t.fid, t.next, data), out):
+                return
             t.next += n
 
     # ------------------------------------------------------------- time

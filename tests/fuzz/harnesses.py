@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.fuzz.cluster_harnesses import cluster_messages
-from tests.fuzz.link_harnesses import conversation, handshake, link_frame, sealed
+from tests.fuzz.file_harnesses import file_transfer
+from tests.fuzz.link_harnesses import conversation, file_chunks, handshake, link_frame, sealed
 from tests.fuzz.peer_harnesses import mail_payload, partner_frames, peer_server_events
 from tests.fuzz.protocol_harnesses import client_line, server_line
 from tests.fuzz.server_harnesses import hub_lines, stored_rows
@@ -28,6 +29,8 @@ HARNESSES: dict[str, Harness] = {
         conversation,
         handshake,
         sealed,
+        file_chunks,
+        file_transfer,
         peer_server_events,
         partner_frames,
         mail_payload,

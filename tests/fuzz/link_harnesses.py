@@ -20,6 +20,16 @@ from nacl.signing import SigningKey
 
 from chathack.delivery import Conversation
 from chathack.errors import LocalProtocolError, RemoteProtocolError
+from chathack.file_frames import (
+    FID_RE,
+    MAX_FILE_BYTES,
+    SHA256_RE,
+    FileAccept,
+    FileAck,
+    FileCancel,
+    FileDone,
+    FileOffer,
+)
 from chathack.link import (
     MAX_OUT_OF_ORDER,
     RELAY_PREFIX,
@@ -33,6 +43,7 @@ from chathack.link import (
     Ping,
     Pong,
     Sealed,
+    SealedChunk,
     _reference_frame_to_bytes,
     encode_frame,
     frame_from_bytes,
@@ -59,6 +70,7 @@ from tests.fuzz.contract import Cursor, check_error
 F = TypeVar("F")
 R = TypeVar("R")
 FRAMES = (Hello, Chat, Ack, Bye, Ping, Pong, KeyInit, KeyReply, KeyConfirm, Sealed)
+FRAMES += (FileOffer, FileAccept, FileAck, FileDone, FileCancel, SealedChunk)
 #: Most operations one input drives (a bound on every harness loop).
 MAX_STEPS = 64
 
@@ -132,8 +144,18 @@ def check_frame(frame: Frame) -> bytes:
         case Hello(name, to, _, _, via):
             assert NAME_RE.fullmatch(name) and NAME_RE.fullmatch(to), f"bad names: {frame!r}"
             assert via in VIAS, f"bad via: {frame!r}"
+        case FileOffer(fid, name, size, sha, kind, relay):
+            assert FID_RE.fullmatch(fid) and SHA256_RE.fullmatch(sha), f"bad offer: {frame!r}"
+            assert 0 <= size <= MAX_FILE_BYTES and 0 < len(name) <= 1024 and len(kind) <= 128
+            assert type(relay) is bool and type(size) is int
+        case FileAccept(fid, have, _) | FileAck(fid, have):
+            assert FID_RE.fullmatch(fid) and type(have) is int and 0 <= have <= MAX_FILE_BYTES
+        case FileDone(fid, ok, reason):
+            assert FID_RE.fullmatch(fid) and type(ok) is bool and len(reason) <= 512
+        case FileCancel(fid, reason):
+            assert FID_RE.fullmatch(fid) and len(reason) <= 512
     raw = frame_to_bytes(frame)  # raises UnicodeEncodeError on a lone surrogate
-    if not isinstance(frame, Sealed):
+    if not isinstance(frame, Sealed | SealedChunk):
         assert raw == _reference_frame_to_bytes(frame), "fast encoder differs from the reference"
     again = frame_from_bytes(raw)
     assert type(again) is type(frame) and frame_to_bytes(again) == raw, (
@@ -439,3 +461,46 @@ def _open_raw(box: bytes, key: bytes) -> bytes:
     return bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
         box[NONCE_BYTES:], SID.encode(), box[:NONCE_BYTES], key
     )
+
+
+def file_chunks(data: bytes) -> None:
+    """Sealed file chunks to the receiving side of a path, after a real exchange.
+
+    Operations: seal and deliver a chunk (any transfer id, offset, data),
+    flip one byte of one sealed earlier, replay one, hostile bytes. Contract:
+    ``open_chunk`` returns exactly the id, offset and data that were sealed,
+    or raises :class:`TamperedFrame` (the only error) for anything altered
+    or forged; a replay opens to the very same chunk (the receiver takes
+    only the offset it needs next, so a replay changes nothing).
+    """
+    tx, rx = _keys()
+    sender = SecureSession(SID, bytes(BOB_ID.verify_key), tx, rx)
+    receiver = SecureSession(SID, bytes(ALICE_ID.verify_key), rx, tx)
+    cur = Cursor(data)
+    sealed_chunks: list[tuple[bytes, tuple[bytes, int, bytes]]] = []
+    for _ in range(MAX_STEPS):
+        if not cur.left():
+            break
+        match cur.below(4):
+            case 0:
+                chunk = (cur.uint(8).to_bytes(8, "big"), cur.uint(8), cur.chunk())
+                box = bytes(sender.seal_chunk(*chunk, tag=b"\x02"))
+                sealed_chunks.append((box, chunk))
+                assert receiver.open_chunk(box, 1) == chunk
+            case 1 if sealed_chunks:
+                box, chunk = cur.pick(sealed_chunks)
+                assert receiver.open_chunk(box, 1) == chunk
+            case 2 if sealed_chunks:
+                box = bytearray(cur.pick(sealed_chunks)[0])
+                box[1 + cur.below(len(box) - 1)] ^= 1 + cur.below(255)
+                try:
+                    receiver.open_chunk(bytes(box), 1)
+                except TamperedFrame:
+                    continue
+                raise AssertionError("an altered chunk opened")
+            case _:
+                try:
+                    receiver.open_chunk(cur.block(), cur.below(2))
+                except TamperedFrame:
+                    continue
+                raise AssertionError("bytes nobody sealed opened as a chunk")

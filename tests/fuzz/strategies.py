@@ -70,9 +70,15 @@ json_values = st.recursive(
 )
 _FIELDS = ["t", "name", "to", "epoch", "version", "via", "seq", "base", "text", "sent_at"]
 _FIELDS += ["reason", "nonce", "sid", "e", "id", "sig"]
+_FIELDS += ["fid", "size", "sha256", "kind", "relay", "have", "ok"]
+_TYPES = ["hello", "chat", "ack", "bye", "ping", "pong", "kinit", "kreply"]
+_TYPES += ["foffer", "faccept", "fack", "fdone", "fcancel"]
+_file_values = st.sampled_from(
+    ["0123456789abcdef", "0" * 64, "a" * 64, "x", "", "ABCDEF0123456789"]
+)
 frame_dicts = st.fixed_dictionaries(
-    {"t": st.sampled_from(["hello", "chat", "ack", "bye", "ping", "pong", "kinit", "kreply"])},
-    optional={f: json_values for f in _FIELDS[1:]},
+    {"t": st.sampled_from(_TYPES)},
+    optional={f: json_values | _file_values | st.integers(-1, 2**41) for f in _FIELDS[1:]},
 )
 
 
@@ -213,6 +219,64 @@ _cluster_message = st.one_of(
 )
 cluster_bytes = st.lists(_cluster_message, max_size=8).map(b"".join)
 
+_chunk_ops = st.one_of(
+    st.builds(
+        lambda fid, off, data: (
+            b"\0" + fid.to_bytes(8, "big") + off.to_bytes(8, "big") + _chunks(data)
+        ),
+        st.integers(0, 3),
+        st.integers(0, 2**64 - 1),
+        st.binary(max_size=64),
+    ),
+    st.builds(lambda i: bytes([1, i]), st.integers(0, 9)),
+    st.builds(
+        lambda i, at, x: bytes([2, i, at, x]),
+        st.integers(0, 9),
+        st.integers(0, 255),
+        st.integers(0, 255),
+    ),
+    st.builds(
+        lambda raw, skip: b"\3" + len(raw).to_bytes(2, "big") + raw + bytes([skip]),
+        st.binary(max_size=90),
+        st.integers(0, 1),
+    ),
+)
+file_chunk_bytes = st.lists(_chunk_ops, max_size=10).map(b"".join)
+_transfer_ops = st.one_of(
+    st.builds(
+        lambda content, fid, honest, whole, size, name, relay: (
+            b"\0"
+            + len(content).to_bytes(2, "big")
+            + content
+            + bytes([fid, honest, whole])
+            + size.to_bytes(4, "big")
+            + bytes([name, relay])
+        ),
+        st.binary(max_size=300),
+        st.integers(0, 3),
+        st.integers(0, 1),
+        st.integers(0, 1),
+        st.integers(0, 5000),
+        st.integers(0, 9),
+        st.integers(0, 1),
+    ),
+    st.builds(lambda f: bytes([1, f]), st.integers(0, 1)),
+    st.just(b"\2"),
+    st.builds(
+        lambda i, at, honest, n: (
+            bytes([3, i]) + at.to_bytes(4, "big") + bytes([honest]) + n.to_bytes(4, "big")
+        ),
+        st.integers(0, 3),
+        st.integers(0, 302),
+        st.integers(0, 1),
+        st.integers(0, 699),
+    ),
+    st.builds(lambda i, k: bytes([4, i, k, 0, 0, 0, 9, 1]), st.integers(0, 3), st.integers(0, 3)),
+    st.builds(lambda t: bytes([5]) + t.to_bytes(4, "big"), st.integers(0, 699)),
+    st.just(b"\6"),
+)
+file_transfer_bytes = st.lists(_transfer_ops, max_size=24).map(b"".join)
+
 #: For each harness, the grammar-shaped strategy (arbitrary bytes are tried besides).
 SHAPED: dict[str, st.SearchStrategy[bytes]] = {
     "client_line": client_bytes,
@@ -221,6 +285,8 @@ SHAPED: dict[str, st.SearchStrategy[bytes]] = {
     "conversation": conversation_bytes,
     "handshake": handshake_bytes,
     "sealed": sealed_bytes,
+    "file_chunks": file_chunk_bytes,
+    "file_transfer": file_transfer_bytes,
     "peer_server_events": peer_bytes,
     "partner_frames": partner_bytes,
     "mail_payload": mail_bytes,
