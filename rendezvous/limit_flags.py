@@ -47,6 +47,17 @@ _FLAGS: dict[str, tuple[str, float, str]] = {
         "slowed down, never disconnected (0: no limit, for benchmarks and trusted bots)",
     ),
     "msg_burst": ("N", 1, "chat lines a user may send at once before --max-msg-rate applies"),
+    "max_relay_bytes": (
+        "BYTES",
+        0,
+        "bytes per second one user may send through the relay in lines over 2 KiB "
+        "(file data); a faster client is slowed down (0: no limit)",
+    ),
+    "relay_bytes_burst": (
+        "BYTES",
+        16384,
+        "bytes of long lines a user may relay at once before --max-relay-bytes applies",
+    ),
     "max_cmd_rate": (
         "N",
         0,

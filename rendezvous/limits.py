@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from chathack.protocol import MAX_LINE_BYTES, ClientEvent, Mail, Msg, Text
 from rendezvous.ratelimit import KeyedBuckets, TokenBucket
 
+#: A relayed line longer than this counts against ``max_relay_bytes``: file
+#: chunks (~11 KB each) do; a chat message does unless it is one of the
+#: longest (2000 characters of 4-byte text).
+BULK_LINE_BYTES = 2048
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -43,6 +48,12 @@ class Limits:
     #: Chat lines (``msg:``, ``mail:``, plain text) per second per user, and the burst allowed.
     max_msg_rate: float = 20.0
     msg_burst: int = 40
+    #: Bytes a second one user may send through the relay in long lines (over
+    #: :data:`BULK_LINE_BYTES`: file data; a person's messages are shorter), and
+    #: the burst. The relay is shared: a file between two users who cannot reach
+    #: each other directly must not take it from everyone else.
+    max_relay_bytes: float = 128 * 1024
+    relay_bytes_burst: int = 256 * 1024
     #: Other lines (commands, ``connect:``, login lines ...) per second per connection.
     max_cmd_rate: float = 20.0
     cmd_burst: int = 40
@@ -61,6 +72,11 @@ class Limits:
         for name in ("max_msg_rate", "max_cmd_rate", "max_login_rate", "max_new_accounts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Limits.{name} must be 0 (unlimited) or more")
+        if self.max_relay_bytes < 0:
+            raise ValueError("Limits.max_relay_bytes must be 0 (unlimited) or more")
+        if self.relay_bytes_burst < self.max_line_bytes:
+            # A line longer than the burst could never pass.
+            raise ValueError("Limits.relay_bytes_burst must be at least max_line_bytes")
 
 
 def source_key(ip: str) -> str:
@@ -140,6 +156,11 @@ class ConnectionRates:
 def chat_buckets(limits: Limits) -> KeyedBuckets:
     """Per-user buckets for chat lines: ``max_msg_rate`` a second."""
     return KeyedBuckets(limits.max_msg_rate, limits.msg_burst)
+
+
+def relay_byte_buckets(limits: Limits) -> KeyedBuckets:
+    """Per-user buckets for the bytes of long relayed lines: ``max_relay_bytes`` a second."""
+    return KeyedBuckets(limits.max_relay_bytes, limits.relay_bytes_burst)
 
 
 def login_buckets(limits: Limits) -> KeyedBuckets:

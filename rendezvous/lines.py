@@ -20,7 +20,7 @@ import trio
 from chathack.errors import RemoteProtocolError
 from chathack.protocol import ClientEvent, LineBuffer, Password, parse_client_line
 from rendezvous.hub import Hub, Session
-from rendezvous.limits import ConnectionRates
+from rendezvous.limits import BULK_LINE_BYTES, ConnectionRates
 from rendezvous.ratelimit import KeyedBuckets
 
 if TYPE_CHECKING:
@@ -97,14 +97,35 @@ class Reader:
 class LoggedInLines:
     """The lines of logged-in clients, handed to the hub as they come."""
 
-    __slots__ = ("_chat_limited", "_give_back", "_hub", "_take_chat")
+    __slots__ = (
+        "_bulk_limited",
+        "_chat_limited",
+        "_give_back",
+        "_give_back_bytes",
+        "_hub",
+        "_take_bytes",
+        "_take_chat",
+    )
 
-    def __init__(self, hub: Hub, chat_rates: KeyedBuckets) -> None:
+    def __init__(
+        self, hub: Hub, chat_rates: KeyedBuckets, relay_bytes: KeyedBuckets | None = None
+    ) -> None:
         self._hub = hub
         # Chat lines' rate limit: not consulted at all when it is off.
         self._chat_limited = chat_rates.rate > 0
         self._take_chat = chat_rates.take
         self._give_back = chat_rates.give_back
+        # The bytes of long relayed lines (file data): likewise.
+        bytes_ = relay_bytes if relay_bytes is not None else KeyedBuckets(0, 1)
+        self._bulk_limited = bytes_.rate > 0
+        self._take_bytes = bytes_.take
+        self._give_back_bytes = bytes_.give_back
+
+    def _bulk_wait(self, r: Reader, now: float, size: int) -> float:
+        """Seconds to wait before relaying ``size`` bytes of long lines (0: now)."""
+        if not self._bulk_limited or size <= BULK_LINE_BYTES:
+            return 0.0
+        return self._take_bytes(r.chat_key, now, size)
 
     def _relay_run(self, r: Reader, now: float, wall: float) -> None:
         """Every complete line in the buffer relayed in one piece, if they are a
@@ -114,6 +135,9 @@ class LoggedInLines:
         run = r.buf.complete_lines()
         if not run.startswith(b"msg: "):
             return
+        if self._bulk_wait(r, now, len(run)) > 0:
+            self._give_back_bytes(r.chat_key, now, len(run))
+            return  # one by one: each long line waits for its bytes
         if not self._chat_limited:
             relayed = self._hub.relay_run(r.session, run, wall)
         else:
@@ -124,6 +148,8 @@ class LoggedInLines:
                 relayed = self._hub.relay_run(r.session, run, wall)
             if not relayed:
                 self._give_back(r.chat_key, now, cost)
+        if not relayed and self._bulk_limited and len(run) > BULK_LINE_BYTES:
+            self._give_back_bytes(r.chat_key, now, len(run))
         if relayed:
             r.buf.skip(len(run))
 
@@ -154,6 +180,8 @@ class LoggedInLines:
                     if line.startswith("msg: ") and session.passwd_step is None:
                         item = line
                         wait = self._take_chat(r.chat_key, now) if self._chat_limited else 0.0
+                        if len(line) > BULK_LINE_BYTES and self._bulk_limited:
+                            wait = max(wait, self._take_bytes(r.chat_key, now, len(line)))
                     else:
                         item = parsed(line)
                         wait = r.rates.delay(item, session.name, now)

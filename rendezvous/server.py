@@ -69,6 +69,7 @@ from rendezvous.limits import (
     ConnectionRates,
     Limits,
     chat_buckets,
+    relay_byte_buckets,
 )
 from rendezvous.lines import LoggedInLines, Reader, Wait, parsed
 from rendezvous.login import TOO_MANY_TRIES, Logins, LoginState
@@ -162,7 +163,7 @@ class Server:
             counts=self.counts,
         )
         self.chat_rates = chat_buckets(self.limits)
-        self.lines = LoggedInLines(self.hub, self.chat_rates)
+        self.lines = LoggedInLines(self.hub, self.chat_rates, relay_byte_buckets(self.limits))
         #: Reads every logged-in plain-TCP connection (made by serve()).
         self.reactor: Reactor | None = None
         self._spawn: Spawn = _no_spawn

@@ -425,6 +425,13 @@ class Lab:
         )
         r.wan_ip = new_ip
 
+    def limit_rate(self, host: str, mbit: int) -> None:
+        """Shape what ``host`` sends to ``mbit`` Mbit/s (a token bucket on its
+        uplink), as a slow home uplink does; the queue holds at most 100 ms."""
+        h = self.hosts[host]
+        shape = ["root", "tbf", "rate", f"{mbit}mbit", "burst", "256kb", "latency", "100ms"]
+        _cmd([*h.argv_prefix(), "tc", "qdisc", "replace", "dev", self._if("e0"), *shape])
+
     def block(self, a: str, b: str) -> None:
         """Silently drop all traffic between hosts ``a`` and ``b``, both ways.
 

@@ -260,6 +260,33 @@ async def test_a_fast_sender_is_slowed_down_and_nothing_is_dropped(
             assert server.reactor is not None and len(server.reactor) == 3
 
 
+async def test_relay_bytes_are_capped_per_user(
+    autojump_clock: trio.testing.MockClock, tcp: bool
+) -> None:
+    server = clocked_server(max_relay_bytes=20_000, relay_bytes_burst=16_384)
+    async with running(server, tcp=tcp) as connect:
+        alice, bob, carol = [await connect(f"192.0.2.{i}") for i in (1, 2, 3)]
+        for c in (alice, bob, carol):
+            c.deadline = 100
+        await alice.login("alice", "pw12pw12")
+        await bob.login("bob", "pw34pw34")
+        await carol.login("carol", "pw56pw56")
+        start = trio.current_time()
+        # Ten long lines (file data, say), then a short one.
+        long = [b"msg: bob %d%s\n" % (i, b"x" * 10_000) for i in range(10)]
+        await alice.send_raw(b"".join(long) + b"msg: bob short\n")
+        assert (await bob.expect_user("alice")).startswith("0xxx")
+        await carol.send_line("::ping")  # nobody else waits for alice's bytes
+        assert await carol.expect("PONG") == "-"
+        assert trio.current_time() - start < 1
+        for i in range(1, 10):
+            assert (await bob.expect_user("alice")).startswith(f"{i}xxx")
+        assert await bob.expect_user("alice") == "short"  # in order, nothing dropped
+        # The burst, then 20,000 bytes a second for the rest.
+        sent = sum(len(line) - 1 for line in long)
+        assert trio.current_time() - start == pytest.approx((sent - 16_384) / 20_000, rel=0.02)
+
+
 async def test_logging_in_again_does_not_refill_the_message_rate(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -84,10 +84,10 @@ def test_a_file_waits_for_a_direct_path_when_the_relay_is_not_allowed(
 
 
 def test_a_killed_receiver_resumes_where_it_stopped(world: Lab, tmp_path: Path) -> None:
-    # Through the relay, whose per-user rate limit makes it slow enough to
-    # kill the receiver in the middle.
+    # Through the relay, whose cap per user (--max-relay-bytes, 128 KiB/s) makes
+    # it slow enough to kill the receiver in the middle.
     alice, bob = talking(world, "--relay-only")
-    size = 2_000_000
+    size = 1_000_000
     src = source(tmp_path, "movie.bin", size)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -100,7 +100,7 @@ def test_a_killed_receiver_resumes_where_it_stopped(world: Lab, tmp_path: Path) 
     held = part.stat().st_size
     assert 0 < held < size
     bob = world.peer("bob", world.procs[0], extra=("--relay-only",)).logged_in()  # type: ignore[arg-type]
-    bob.expect(r"transfer 1: saved .*movie\.bin \(2\.0 MB from alice, SHA-256 verified\)", 60)
+    bob.expect(r"transfer 1: saved .*movie\.bin \(1\.0 MB from alice, SHA-256 verified\)", 60)
     alice.expect(r"transfer 1: bob saved movie\.bin")
     assert (inbox / "movie.bin").read_bytes() == src.read_bytes()
     assert not part.exists()
