@@ -137,6 +137,7 @@ class Record:
     source: str = ""  # the sender's own file
     folder: str = ""  # where the receiver saves it
     relay: bool = True  # the other side lets it go through the relay
+    done_at: float = 0.0  # the receiver's: when it was saved (wall clock); 0 unfinished
 
 
 class FileStore:

@@ -13,11 +13,17 @@ from pathlib import Path
 import pytest
 
 from chathack.file_frames import FileChunk, FileOffer
-from chathack.link import SealedChunk, frame_to_relay_text, relay_text_to_frame
+from chathack.link import (
+    FILE_CHUNK_BYTES,
+    Sealed,
+    SealedChunk,
+    frame_to_relay_text,
+    relay_text_to_frame,
+)
 from chathack.protocol import UserLine
 from peer.core import records as rec
-from peer.core.transfers import OFFER_TTL, RELAY_CHUNK_BYTES
-from peer.events import System
+from peer.core.transfers import DIRECT_WINDOW, OFFER_TTL, RELAY_CHUNK_BYTES
+from peer.events import Incoming, System
 from tests.core_world import DirectLinks, Peer, World
 
 
@@ -80,7 +86,9 @@ def test_a_file_goes_through_the_relay_verified(world: World) -> None:
     assert alice.state.transfers.all and all(
         t.state == "done" for t in alice.state.transfers.all.values()
     )
-    assert not list((world.tmp / "bob" / "transfers").glob("*.json"))  # records gone
+    assert not list((world.tmp / "alice" / "transfers").glob("*.json"))  # the sender's: gone
+    # The receiver's says it is done (for a day: a sender that missed the news hears it again).
+    assert [r.done_at for r in bob.state.transfers.store.records()] == [world.now]
 
 
 def test_a_file_goes_on_the_direct_link_in_large_chunks(world: World) -> None:
@@ -98,6 +106,35 @@ def test_a_file_goes_on_the_direct_link_in_large_chunks(world: World) -> None:
     assert saved.read_bytes() == src.read_bytes()
     assert relayed_before < len(bob.ui)
     assert said(alice, "bob saved big.bin")
+
+
+def test_a_chat_line_waits_behind_at_most_one_window_of_file_data(world: World) -> None:
+    links = DirectLinks(world)
+    alice, bob = talking(world, "alice", "bob")
+    links.up(alice, 1, bob, 2, "alice")
+    src = a_file(world, "big.bin", 40 * FILE_CHUNK_BYTES)
+    offer(world, "alice", src)
+    links.pump()
+    world.type("bob", rec.AcceptFile())
+    # bob's answer reaches alice, who fills the window; then she types.
+    peer, link_id, frame = links.queue.pop(0)
+    world.feed(peer, rec.LinkFrame(link_id, frame))
+    world.type("alice", rec.Send(None, "typed during the transfer"))
+    to_bob = [f for p, _, f in links.queue if p is bob]
+    chunks_before = [
+        f for f in to_bob[: to_bob.index(_last_sealed(to_bob))] if isinstance(f, SealedChunk)
+    ]
+    assert len(chunks_before) * FILE_CHUNK_BYTES <= DIRECT_WINDOW
+    links.pump(limit=10_000)
+    shown = [i for i, e in enumerate(bob.ui) if isinstance(e, Incoming)]
+    saved = [i for i, e in enumerate(bob.ui) if isinstance(e, System) and "saved" in e.text]
+    assert bob.shown_texts("alice")[-1] == "typed during the transfer"
+    assert shown[-1] < saved[0]  # shown long before the file (40 chunks) was in
+
+
+def _last_sealed(frames: list) -> object:
+    """The last chat-carrying frame queued (what alice typed)."""
+    return [f for f in frames if isinstance(f, Sealed)][-1]
 
 
 def test_a_name_already_there_is_never_overwritten(world: World) -> None:

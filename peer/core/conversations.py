@@ -233,6 +233,12 @@ class Conversations:
         out.append(security.raw(talk.partner, sealed, None))
         return True
 
+    def rekey_relay(self, talk: Talk, out: list[Effect]) -> None:
+        """The relay's session seems out of step with the partner's (what goes
+        on it stalls): agree a new one; what waits goes once it is agreed."""
+        if talk.link is None and self.server == "online" and not self.closed:
+            security.restart(self.keys, talk.partner, talk.relay_sec, out, forget=True)
+
     def resend(self, talk: Talk, out: list[Effect]) -> None:
         """The talk has a (new) path: what it lost goes again, chats and files."""
         for chat in talk.conv.to_resend():

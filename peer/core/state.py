@@ -118,7 +118,7 @@ class PeerState:
         )
         self.now = 0.0
         self.transfers = Transfers(
-            self.convs, files or FileStore(None), lambda: self.now, relay_files
+            self.convs, files or FileStore(None), lambda: self.now, relay_files, wall
         )
         #: Partners an earlier run left transfers with: reached once logged in.
         self.resume_with = self.transfers.load()

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,9 @@ from chathack.file_frames import (
     FileOffer,
 )
 from chathack.link import FILE_CHUNK_BYTES
+from chathack.protocol import Connect as AskFor
 from peer.core.conversations import Conversations
-from peer.core.records import Effect, Show
+from peer.core.records import Effect, Show, ToServer
 from peer.core.talk import Talk
 from peer.events import System
 from peer.files import FREE_SPACE_MARGIN, FileStore, Record, UnsafeName, check_name
@@ -74,6 +76,14 @@ RELAY_WINDOW = 4 * RELAY_CHUNK_BYTES
 #: Seconds without any acknowledgement, with data in flight, before the
 #: sender goes back to what was acknowledged (what was lost is sent again).
 STALL_AFTER = 10.0
+#: Seconds a receiver remembers a finished transfer (to tell a sender that
+#: missed the news, after a restart); wall-clock time.
+DONE_KEPT = 86400.0
+#: Seconds between two questions to the rendezvous whether a partner that a
+#: transfer waits for is back online.
+PARTNER_POLL = 30.0
+#: Seconds between two sendings of an offer nobody answered.
+OFFER_AGAIN = 30.0
 #: Seconds between two progress lines of one transfer.
 PROGRESS_EVERY = 0.5
 #: Offers from one partner waiting for an answer; more are refused.
@@ -106,8 +116,10 @@ class Transfer:
     last_progress: float = 0.0
     shown_at: float = -math.inf
     waiting: str = ""  # why it does not move now, as last told
+    stalls: int = 0  # times in a row it made no progress for STALL_AFTER
+    polled: float = -math.inf  # when the rendezvous was last asked about the partner
 
-    def record(self) -> Record:
+    def record(self, done_at: float = 0.0) -> Record:
         return Record(
             self.fid,
             self.partner,
@@ -119,6 +131,7 @@ class Transfer:
             self.source,
             str(self.folder or ""),
             self.other_relay,
+            done_at,
         )
 
 
@@ -137,10 +150,12 @@ class Transfers:
         store: FileStore,
         clock: Callable[[], float],
         relay_files: bool = True,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.convs = convs
         self.store = store
         self.clock = clock
+        self.wall = wall
         self.relay_files = relay_files
         self.all: dict[str, Transfer] = {}  # fid -> transfer
         self._numbers = 0
@@ -152,8 +167,14 @@ class Transfers:
         """Take back what an earlier run left unfinished; the partners to reach."""
         partners: list[str] = []
         for r in self.store.records():
+            if r.done_at and self.wall() - r.done_at > DONE_KEPT:
+                self.store.forget(r.fid)
+                continue
             t = self._new(r.fid, r.partner, r.name, r.size, r.sha256, r.kind, r.incoming)
             t.source, t.other_relay = r.source, r.relay
+            if r.done_at:
+                t.state, t.done_bytes = "done", r.size
+                continue
             if r.incoming:
                 t.folder, t.state = Path(r.folder), "moving"
             if r.partner.lower() not in {p.lower() for p in partners}:
@@ -339,6 +360,8 @@ class Transfers:
         if t is None or t.incoming or t.state in FINAL:
             if t is None:
                 self.convs.send_frame(talk, FileCancel(fid, "no such transfer here"), out)
+            elif not t.incoming and t.state != "done":  # the receiver missed our cancel
+                self.convs.send_frame(talk, FileCancel(fid, t.state), out)
             return
         if have > t.size:
             self._drop(t, "failed", f"transfer {t.number}: {talk.partner} holds too much", "", out)
@@ -357,7 +380,7 @@ class Transfers:
     def _acked(self, talk: Talk, t: Transfer, have: int, out: list[Effect]) -> None:
         if have > t.done_bytes:
             t.done_bytes = min(have, t.size)
-            t.last_progress = self.clock()
+            t.last_progress, t.stalls = self.clock(), 0
         t.next = max(t.next, t.done_bytes)
         self._pump(talk, t, out)
         self._progress(t, out)
@@ -387,6 +410,12 @@ class Transfers:
 
     def _on_chunk(self, talk: Talk, t: Transfer, chunk: FileChunk, out: list[Effect]) -> None:
         if t.state != "moving":
+            # The sender missed how it ended (the frame was lost): say it again,
+            # once per pass over the file (at its last chunk), or at once if dropped.
+            if t.state == "cancelled":
+                self.convs.send_frame(talk, FileCancel(t.fid, "cancelled"), out)
+            elif t.state in ("done", "failed") and chunk.offset + len(chunk.data) == t.size:
+                self.convs.send_frame(talk, FileDone(t.fid, t.state == "done", t.state), out)
             return
         if chunk.offset != t.done_bytes:
             if chunk.offset < t.done_bytes:
@@ -418,7 +447,7 @@ class Transfers:
             )
             return
         t.done_bytes = end
-        t.last_progress = self.clock()
+        t.last_progress, t.stalls = self.clock(), 0
         if end == t.size:
             self._finish(t, out)
             return
@@ -472,8 +501,10 @@ class Transfers:
                 out,
             )
             return
-        self.store.forget(t.fid)
         t.state = "done"
+        # Kept a while: if the sender missed the news (the frame lost, then this
+        # peer restarted), it is told again when the conversation has a path.
+        self.store.remember(t.record(done_at=self.wall()))
         self._tell(t, FileDone(t.fid, True, ""), out)
         out.append(
             _say(
@@ -501,7 +532,11 @@ class Transfers:
         """The conversation has a new path: offers go again, the sender goes
         back to what was acknowledged, the receiver says what it holds."""
         for t in list(self.all.values()):
-            if t.partner.lower() != talk.partner.lower() or t.state in FINAL:
+            if t.partner.lower() != talk.partner.lower():
+                continue
+            if t.incoming and t.state == "done":
+                self.convs.send_frame(talk, FileDone(t.fid, True, ""), out)
+            if t.state in FINAL:
                 continue
             if t.incoming:
                 if t.state == "moving":
@@ -612,14 +647,41 @@ class Transfers:
                         "the offer expired",
                         out,
                     )
+            elif t.state == "offered" and not t.incoming and now - t.last_progress > OFFER_AGAIN:
+                # The offer (or its answer) may have been lost on the relay.
+                t.last_progress = now
+                talk = self.convs.open_talk(t.partner)
+                if talk is not None:
+                    self._send_offer(talk, t, out)
+            elif t.state == "moving" and t.incoming and now - t.last_progress > STALL_AFTER:
+                # Nothing came for a while: our answer, or what followed, was lost.
+                t.last_progress = now
+                self._stalled(t, out)
+                self._ask_from(t, out)
             elif t.state == "moving" and not t.incoming:
                 talk = self.convs.open_talk(t.partner)
+                if talk is not None and talk.offline and now - t.polled > PARTNER_POLL:
+                    # Only the rendezvous knows when the partner is back: ask
+                    # (its answer, "online", reopens the path and resumes this).
+                    t.polled = now
+                    out.append(ToServer(AskFor(t.partner)))
                 stalled = t.next > t.done_bytes and now - t.last_progress > STALL_AFTER
                 if talk is not None and stalled:
                     t.next, t.last_progress = t.done_bytes, now
+                    self._stalled(t, out)
                     self._pump(talk, t, out)
             if t.state == "moving":
                 self._progress(t, out)
+
+    def _stalled(self, t: Transfer, out: list[Effect]) -> None:
+        """``t`` made no progress for a while, again: on the relay, whose
+        session may be out of step with the partner's (one side restarted and
+        a key exchange frame was lost), every second time a new one is agreed
+        (as the chat's re-send timer does, chathack/retransmit.py)."""
+        t.stalls += 1
+        talk = self.convs.open_talk(t.partner)
+        if talk is not None and t.stalls % 2 == 0:
+            self.convs.rekey_relay(talk, out)
 
     def _progress(self, t: Transfer, out: list[Effect]) -> None:
         now = self.clock()
