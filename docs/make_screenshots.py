@@ -70,9 +70,38 @@ def main() -> int:
         term.wait_for("slides next week")
         shot = term.screen_with_colours()
         svg(shot, "chathack-peer alice", OUT / "windows.svg")
+        transfer(folder, term)
     finally:
         term.close()
     return 0
+
+
+def seen(term: Tmux, text: str) -> None:
+    """Wait for ``text`` on the screen, wherever the pane wrapped it."""
+    term.wait_until(lambda screen: text in screen.replace("\n", ""), repr(text), 10.0)
+
+
+def transfer(folder: Path, term: Tmux) -> None:
+    """bob sends alice a file: the offer, her answer, the progress bar redrawn
+    in place while they go on talking. The lines are the peer's own wording
+    (peer/core/transfers.py)."""
+    name = "build-2026-12-04.tar.gz"
+    bar = "transfer 1 from bob: " + name + " [{}] {}% {} MB/48.2 MB 11.3 MB/s ETA {} s punched"
+    control(folder, f"say bob here is the build with the logs, {name}")
+    control(
+        folder,
+        f"info bob - transfer 1: bob offers {name} (48.2 MB, application/x-tar): "
+        "::accept [DIR] to save it, ::reject to say no",
+    )
+    seen(term, "::reject to say no")
+    control(folder, f"info bob - transfer 1: saving {name} in /home/alice/Downloads")
+    control(folder, "info bob t1 " + bar.format("#" * 4 + "-" * 16, 21, "10.1", 3))
+    seen(term, "21% 10.1 MB")
+    control(folder, "say bob the interesting part is in logs/rdv-2.txt")
+    seen(term, "rdv-2.txt")
+    control(folder, "info bob t1 " + bar.format("#" * 13 + "-" * 7, 67, "32.3", 1))
+    seen(term, "67% 32.3 MB")
+    svg(term.screen_with_colours(), "chathack-peer alice: a file from bob", OUT / "transfer.svg")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,10 @@ class Bell:
 Effect = Bell
 
 
+#: Lines back a notice looks for the older one on its topic, to replace it.
+TOPIC_REACH = 50
+
+
 class Screen:
     def __init__(self, me: str, *, bell: bool = True, max_lines: int = MAX_LINES) -> None:
         self.me = me
@@ -203,11 +207,13 @@ class Screen:
             window = self.windows[0]  # a refused request (connect: nobody) opens nothing
         else:
             window = self.window_of(about)
-        last = window.lines[-1] if window.lines else None
-        if topic is not None and last is not None and last.topic == topic:
-            # "Reconnecting in 1 s", "in 4 s", "Reconnected": one line, the newest.
-            last.text, last.at, last.level = text, now, level
-            return
+        if topic is not None:
+            # "Reconnecting in 1 s", "in 4 s", "Reconnected"; a transfer's progress
+            # bar: one line, the newest, where it was (messages may have come since).
+            for line in reversed(window.lines[-TOPIC_REACH:]):
+                if line.topic == topic:
+                    line.text, line.at, line.level = text, now, level
+                    return
         self._append(window, Line("notice", now, text, level=level, topic=topic))
 
     def _delivered(self, partner: str, msg_id: str, state: str, now: float) -> None:

@@ -170,6 +170,21 @@ def test_news_of_the_rendezvous_replace_each_other_in_place() -> None:
     assert notices == [("hello", "info"), ("Reconnected to the rendezvous", "info")]
 
 
+def test_a_transfers_progress_bar_is_redrawn_where_it_was_while_chat_goes_on() -> None:
+    s = Screen("alice")
+    bar = "transfer 1 from bob: big.bin [{}] {}%"
+    s.feed(System(bar.format("#" * 2 + "-" * 18, 10), about="bob", topic="transfer f1"), T)
+    s.feed(Incoming("bob", "sending you the build", T, "direct"), T)
+    s.feed(System(bar.format("#" * 9 + "-" * 11, 45), about="bob", topic="transfer f1"), T + 1)
+    s.feed(System(bar.format("#" * 4 + "-" * 16, 20), about="bob", topic="transfer f2"), T + 1)
+    texts = [line.text for line in s.window_of("bob").lines if line.kind in ("notice", "in")]
+    assert texts == [
+        bar.format("#" * 9 + "-" * 11, 45),  # the newest figure, in the first one's place
+        "sending you the build",
+        bar.format("#" * 4 + "-" * 16, 20),  # another transfer: a bar of its own
+    ]
+
+
 def test_hostile_text_is_shown_harmless() -> None:
     s = Screen("alice")
     s.feed(Incoming("bob", "\x1b[2Jgone\u202e", T, "direct"), T)

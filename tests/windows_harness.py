@@ -91,6 +91,9 @@ class FakeNode:
             case "notice":
                 name, _, text = rest.partition(" ")
                 self.emit(System(text, "warning", name))
+            case "info":  # NAME TOPIC TEXT (TOPIC "-": none): the program's own line
+                name, topic, text = rest.split(" ", 2)
+                self.emit(System(text, "info", name, None if topic == "-" else topic))
             case "stop":
                 self._send.close()
 
