@@ -39,11 +39,9 @@ transfer waits for a direct path and starts when one is up.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from chathack.file_frames import (
@@ -58,89 +56,27 @@ from chathack.file_frames import (
 from chathack.link import FILE_CHUNK_BYTES
 from chathack.protocol import Connect as AskFor
 from peer.core.conversations import Conversations
-from peer.core.records import Effect, Show, ToServer
+from peer.core.records import Effect, ToServer
 from peer.core.talk import Talk
-from peer.events import System
-from peer.files import FREE_SPACE_MARGIN, FileStore, Record, UnsafeName, check_name
-
-#: Seconds an offer waits for an answer.
-OFFER_TTL = 600.0
-#: File data in flight beyond the receiver's acknowledgement, on a direct link.
-DIRECT_WINDOW = 8 * FILE_CHUNK_BYTES
-#: File data per chunk through the relay: one sealed chunk, in base64, fits
-#: the relay's text limit (:data:`chathack.grammar.MAX_RELAY_CHARS`).
-RELAY_CHUNK_BYTES = 8 * 1024
-#: File data in flight through the relay: the relay is shared and slow, and a
-#: chat line typed meanwhile waits behind at most this much.
-RELAY_WINDOW = 4 * RELAY_CHUNK_BYTES
-#: Seconds without any acknowledgement, with data in flight, before the
-#: sender goes back to what was acknowledged (what was lost is sent again).
-STALL_AFTER = 10.0
-#: Seconds a receiver remembers a finished transfer (to tell a sender that
-#: missed the news, after a restart); wall-clock time.
-DONE_KEPT = 86400.0
-#: Seconds between two questions to the rendezvous whether a partner that a
-#: transfer waits for is back online.
-PARTNER_POLL = 30.0
-#: Seconds between two sendings of an offer nobody answered.
-OFFER_AGAIN = 30.0
-#: Seconds between two progress lines of one transfer.
-PROGRESS_EVERY = 0.5
-#: Offers from one partner waiting for an answer; more are refused.
-MAX_PENDING_OFFERS = 32
-
-FINAL = ("done", "failed", "cancelled")
-
-
-@dataclass(eq=False)
-class Transfer:
-    number: int  # what ::cancel N names
-    fid: str
-    partner: str
-    name: str
-    size: int
-    sha256: str
-    kind: str
-    incoming: bool
-    #: offered -> moving -> done | failed | cancelled
-    state: str = "offered"
-    source: str = ""  # the sender's file
-    folder: Path | None = None  # where the receiver saves it
-    other_relay: bool = True  # the other side lets it go through the relay
-    done_bytes: int = 0  # the receiver's bytes held; the sender's acknowledged
-    next: int = 0  # the sender's next offset to send
-    part_open: bool = False  # the receiver's part file is open
-    asked: int = -1  # the offset the receiver last asked to resume from
-    since: float = 0.0  # when offered (expiry), then when it started moving
-    since_bytes: int = 0
-    last_progress: float = 0.0
-    shown_at: float = -math.inf
-    waiting: str = ""  # why it does not move now, as last told
-    stalls: int = 0  # times in a row it made no progress for STALL_AFTER
-    polled: float = -math.inf  # when the rendezvous was last asked about the partner
-
-    def record(self, done_at: float = 0.0) -> Record:
-        return Record(
-            self.fid,
-            self.partner,
-            self.name,
-            self.size,
-            self.sha256,
-            self.kind,
-            self.incoming,
-            self.source,
-            str(self.folder or ""),
-            self.other_relay,
-            done_at,
-        )
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError  # pragma: no cover
+from peer.core.transfer import (
+    DIRECT_WINDOW,
+    DONE_KEPT,
+    FINAL,
+    MAX_PENDING_OFFERS,
+    OFFER_AGAIN,
+    OFFER_TTL,
+    PARTNER_POLL,
+    PROGRESS_EVERY,
+    RELAY_CHUNK_BYTES,
+    RELAY_WINDOW,
+    STALL_AFTER,
+    Transfer,
+    progress_line,
+    say,
+    size_text,
+    topic,
+)
+from peer.files import FREE_SPACE_MARGIN, FileStore, UnsafeName, check_name
 
 
 class Transfers:
@@ -197,18 +133,18 @@ class Transfers:
     ) -> None:  # fmt: skip
         talk = self.convs.open_talk(partner or self.convs.active or "")
         if talk is None:
-            out.append(_say('Send a file in a conversation: "connect: NAME" first', "error"))
+            out.append(say('Send a file in a conversation: "connect: NAME" first', "error"))
             return
         if talk.plain:
             out.append(
-                _say(f"{talk.partner} uses a plain text client: it cannot take files", "error")
+                say(f"{talk.partner} uses a plain text client: it cannot take files", "error")
             )
             return
         t = self._new(secrets.token_hex(8), talk.partner, name, size, sha, kind, False)
         t.source = source
         self.store.remember(t.record())
         out.append(
-            _say(
+            say(
                 f"transfer {t.number}: offered {name} ({size_text(size)}) to {talk.partner}; "
                 f"waiting for {talk.partner} to ::accept",
                 about=talk.partner,
@@ -219,7 +155,7 @@ class Transfers:
     def accept(self, folder: str | None, out: list[Effect]) -> None:
         t = self._pending_offer()
         if t is None:
-            out.append(_say("No file offered to you is waiting for an answer", "error"))
+            out.append(say("No file offered to you is waiting for an answer", "error"))
             return
         where = Path(folder).expanduser() if folder else self.store.downloads
         try:
@@ -228,7 +164,7 @@ class Transfers:
             if not where.is_dir():
                 raise FileNotFoundError
         except OSError:
-            out.append(_say(f"{where} is not a folder; nothing accepted", "error", t.partner))
+            out.append(say(f"{where} is not a folder; nothing accepted", "error", t.partner))
             return
         try:
             free = self.store.free_space(where)
@@ -239,7 +175,7 @@ class Transfers:
             why = f"{size_text(free)} free"
         if free < t.size + FREE_SPACE_MARGIN:
             out.append(
-                _say(
+                say(
                     f"transfer {t.number}: not enough space in {where} for {t.name} "
                     f"({size_text(t.size)}; {why}); nothing accepted. ::accept DIR to "
                     f"save it elsewhere, or ::reject",
@@ -252,11 +188,11 @@ class Transfers:
         try:
             self._open_part(t)
         except OSError as e:
-            out.append(_say(f"cannot write in {where}: {e}; nothing accepted", "error", t.partner))
+            out.append(say(f"cannot write in {where}: {e}; nothing accepted", "error", t.partner))
             return
         t.state, t.since, t.since_bytes = "moving", self.clock(), t.done_bytes
         self.store.remember(t.record())
-        out.append(_say(f"transfer {t.number}: saving {t.name} in {where}", about=t.partner))
+        out.append(say(f"transfer {t.number}: saving {t.name} in {where}", about=t.partner))
         if t.size == 0:
             self._finish(t, out)
             return
@@ -265,23 +201,23 @@ class Transfers:
     def reject(self, out: list[Effect]) -> None:
         t = self._pending_offer()
         if t is None:
-            out.append(_say("No file offered to you is waiting for an answer", "error"))
+            out.append(say("No file offered to you is waiting for an answer", "error"))
             return
         self._drop(t, "cancelled", f"transfer {t.number}: you rejected {t.name}", "rejected", out)
 
     def cancel(self, number: int, out: list[Effect]) -> None:
         t = next((t for t in self.all.values() if t.number == number), None)
         if t is None or t.state in FINAL:
-            out.append(_say(f"There is no transfer {number} under way (::transfers)", "error"))
+            out.append(say(f"There is no transfer {number} under way (::transfers)", "error"))
             return
         self._drop(t, "cancelled", f"transfer {number}: cancelled {t.name}", "cancelled", out)
 
     def list(self, out: list[Effect]) -> None:
         if not self.all:
-            out.append(_say("No transfers yet: ::send PATH offers a file"))
+            out.append(say("No transfers yet: ::send PATH offers a file"))
             return
         for t in sorted(self.all.values(), key=lambda t: t.number):
-            out.append(_say(self._line(t), about=t.partner))
+            out.append(say(progress_line(t, self.clock(), self._path_word(t)), about=t.partner))
 
     def _pending_offer(self) -> Transfer | None:
         """The oldest unanswered offer in the active conversation (or the only one)."""
@@ -332,9 +268,7 @@ class Transfers:
             check_name(offer.name)
         except UnsafeName as e:
             self.convs.send_frame(talk, FileCancel(offer.fid, f"refused: {e}"), out)
-            out.append(
-                _say(f"{partner} offered a file and it was refused: {e}", "warning", partner)
-            )
+            out.append(say(f"{partner} offered a file and it was refused: {e}", "warning", partner))
             return
         waiting = sum(
             1
@@ -347,7 +281,7 @@ class Transfers:
         t = self._new(offer.fid, partner, offer.name, offer.size, offer.sha256, offer.kind, True)
         t.other_relay = offer.relay
         out.append(
-            _say(
+            say(
                 f"transfer {t.number}: {partner} offers {offer.name} ({size_text(offer.size)}, "
                 f"{offer.kind}): ::accept [DIR] to save it, ::reject to say no",
                 about=partner,
@@ -370,7 +304,7 @@ class Transfers:
         if t.state == "offered":
             t.since, t.since_bytes = self.clock(), have
             out.append(
-                _say(f"transfer {t.number}: {talk.partner} accepted {t.name}", about=t.partner)
+                say(f"transfer {t.number}: {talk.partner} accepted {t.name}", about=t.partner)
             )
         t.state = "moving"
         t.done_bytes = t.next = have
@@ -391,17 +325,17 @@ class Transfers:
         if ok:
             t.state, t.done_bytes = "done", t.size
             out.append(
-                _say(
+                say(
                     f"transfer {t.number}: {t.partner} saved {t.name} "
                     f"({size_text(t.size)}, SHA-256 verified)",
                     about=t.partner,
-                    topic=_topic(t),
+                    topic=topic(t),
                 )
             )
         else:
             t.state = "failed"
             out.append(
-                _say(
+                say(
                     f"transfer {t.number}: {t.name} failed at {t.partner}: {reason}",
                     "error",
                     t.partner,
@@ -482,7 +416,7 @@ class Transfers:
             t.state = "failed"
             self._tell(t, FileDone(t.fid, False, "SHA-256 mismatch: the file was deleted"), out)
             out.append(
-                _say(
+                say(
                     f"transfer {t.number}: {t.name} from {t.partner} did not match its "
                     f"SHA-256: deleted",
                     "error",
@@ -507,11 +441,11 @@ class Transfers:
         self.store.remember(t.record(done_at=self.wall()))
         self._tell(t, FileDone(t.fid, True, ""), out)
         out.append(
-            _say(
+            say(
                 f"transfer {t.number}: saved {path} ({size_text(t.size)} from {t.partner}, "
                 "SHA-256 verified)",
                 about=t.partner,
-                topic=_topic(t),
+                topic=topic(t),
             )
         )
 
@@ -525,7 +459,7 @@ class Transfers:
         else:
             self.store.close(t.fid)
         self.store.forget(t.fid)
-        out.append(_say(text, "warning", t.partner))
+        out.append(say(text, "warning", t.partner))
 
     # ------------------------------------------------------------ paths
     def path_changed(self, talk: Talk, out: list[Effect]) -> None:
@@ -596,7 +530,7 @@ class Transfers:
             why = path
             if t.waiting != why:
                 t.waiting = why
-                out.append(_say(f"transfer {t.number}: {why}", about=t.partner, topic=_topic(t)))
+                out.append(say(f"transfer {t.number}: {why}", about=t.partner, topic=topic(t)))
             return
         t.waiting = ""
         _, chunk, window = path
@@ -633,7 +567,7 @@ class Transfers:
                 if t.incoming:
                     t.state = "cancelled"
                     out.append(
-                        _say(
+                        say(
                             f"transfer {t.number}: the offer of {t.name} expired",
                             "warning",
                             t.partner,
@@ -688,41 +622,10 @@ class Transfers:
         if now - t.shown_at < PROGRESS_EVERY or t.waiting:
             return
         t.shown_at = now
-        out.append(_say(self._line(t), about=t.partner, topic=_topic(t)))
-
-    def _line(self, t: Transfer) -> str:
-        """``transfer 1 to bob: a.pdf [##########----------] 52% 13.9 MB/26.7 MB 11.2 MB/s
-        ETA 1 s direct`` (one line)."""
-        way = f"from {t.partner}" if t.incoming else f"to {t.partner}"
-        head = f"transfer {t.number} {way}: {t.name}"
-        if t.state != "moving":
-            return f"{head} {t.state} ({size_text(t.size)})"
-        share = t.done_bytes / t.size if t.size else 1.0
-        bar = "#" * int(share * 20)
-        elapsed = self.clock() - t.since
-        rate = (t.done_bytes - t.since_bytes) / elapsed if elapsed > 0 else 0.0
-        eta = f"ETA {(t.size - t.done_bytes) / rate:.0f} s" if rate > 0 else "ETA ?"
-        talk = self.convs.open_talk(t.partner)
-        path = talk.path if talk is not None else "no path"
-        return (
-            f"{head} [{bar:-<20}] {share * 100:.0f}% {size_text(t.done_bytes)}/{size_text(t.size)} "
-            f"{size_text(rate)}/s {eta} {path}"
+        out.append(
+            say(progress_line(t, self.clock(), self._path_word(t)), about=t.partner, topic=topic(t))
         )
 
-    def partners(self) -> list[str]:
-        """Partners with a transfer under way (a restarted peer reaches them)."""
-        names: dict[str, str] = {}
-        for t in self.all.values():
-            if t.state not in FINAL:
-                names.setdefault(t.partner.lower(), t.partner)
-        return list(names.values())
-
-
-def _topic(t: Transfer) -> str:
-    return f"transfer {t.fid}"
-
-
-def _say(
-    text: str, level: str = "info", about: str | None = None, topic: str | None = None
-) -> Effect:
-    return Show(System(text, level, about, topic))  # type: ignore[arg-type]
+    def _path_word(self, t: Transfer) -> str:
+        talk = self.convs.open_talk(t.partner)
+        return talk.path if talk is not None else "no path"
