@@ -39,7 +39,7 @@ def say(obj: dict) -> None:
 
 # ---------------------------------------------------------------- raw TCP
 def raw_receive(spec: dict) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server:
+    with socket.create_server((spec.get("host", "127.0.0.1"), 0)) as server:
         say({"port": server.getsockname()[1]})
         server.settimeout(spec["deadline_s"])
         conn, _ = server.accept()
@@ -56,7 +56,7 @@ def raw_receive(spec: dict) -> None:
 
 
 def raw_send(spec: dict) -> None:
-    conn = socket.create_connection(("127.0.0.1", spec["port"]))
+    conn = socket.create_connection((spec.get("host", "127.0.0.1"), spec["port"]))
     with conn, open(spec["source"], "rb") as f:
         t0, cpu0 = time.monotonic(), time.process_time()
         while block := f.read(BLOCK):

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.netlab import build_lab, lab_available
+from tests.netlab import lab_available
 from tests.procs import Peer
 from tests.test_nat import World, talk
+from tests.test_nat import world as world  # the lab's World, built and torn down per test
 
 REASON = lab_available()
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.lab]
@@ -27,16 +27,6 @@ SIZE = 100_000_000
 UPLINK_MBIT = 160
 #: Seconds for 100 MB at that rate, plus finding the punched path again.
 TRANSFER_TIMEOUT = 90
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    with build_lab() as lab:
-        w = World(lab, tmp_path)
-        try:
-            yield w
-        finally:
-            w.close()
 
 
 def big_file(path: Path) -> str:

@@ -359,26 +359,14 @@ class Transfers:
             return
         end = chunk.offset + len(chunk.data)
         if end > t.size:
-            self._drop(
-                t,
-                "failed",
-                f"transfer {t.number}: {t.partner} sent more than offered",
-                "more bytes than offered",
-                out,
-            )
+            self._fail(t, f"{t.partner} sent more than offered", "more bytes than offered", out)
             return
         try:
             if not t.part_open:
                 self._open_part(t)
             self.store.write(t.fid, chunk.offset, chunk.data)
         except OSError as e:
-            self._drop(
-                t,
-                "failed",
-                f"transfer {t.number}: cannot write {t.name}: {e}",
-                "the receiver cannot write it",
-                out,
-            )
+            self._fail(t, f"cannot write {t.name}: {e}", "the receiver cannot write it", out)
             return
         t.done_bytes = end
         t.last_progress, t.stalls = self.clock(), 0
@@ -401,13 +389,7 @@ class Transfers:
                 self._open_part(t)
             digest = self.store.digest(t.fid)
         except OSError as e:
-            self._drop(
-                t,
-                "failed",
-                f"transfer {t.number}: cannot write {t.name}: {e}",
-                "the receiver cannot write it",
-                out,
-            )
+            self._fail(t, f"cannot write {t.name}: {e}", "the receiver cannot write it", out)
             return
         t.part_open = False
         if digest != t.sha256:
@@ -427,13 +409,7 @@ class Transfers:
         try:
             path = self.store.place(t.folder, t.fid, t.name)
         except OSError as e:
-            self._drop(
-                t,
-                "failed",
-                f"transfer {t.number}: cannot save {t.name}: {e}",
-                "the receiver cannot save it",
-                out,
-            )
+            self._fail(t, f"cannot save {t.name}: {e}", "the receiver cannot save it", out)
             return
         t.state = "done"
         # Kept a while: if the sender missed the news (the frame lost, then this
@@ -448,6 +424,10 @@ class Transfers:
                 topic=topic(t),
             )
         )
+
+    def _fail(self, t: Transfer, what: str, tell: str, out: list[Effect]) -> None:
+        """``t`` cannot go on (``what`` went wrong here); the partner is told ``tell``."""
+        self._drop(t, "failed", f"transfer {t.number}: {what}", tell, out)
 
     def _drop(self, t: Transfer, state: str, text: str, tell: str, out: list[Effect]) -> None:
         """End ``t`` here (``tell``: and say why to the partner)."""
@@ -492,13 +472,7 @@ class Transfers:
             try:
                 self._open_part(t)
             except OSError as e:
-                self._drop(
-                    t,
-                    "failed",
-                    f"transfer {t.number}: cannot reopen {t.name}: {e}",
-                    "the receiver lost it",
-                    out,
-                )
+                self._fail(t, f"cannot reopen {t.name}: {e}", "the receiver lost it", out)
                 return
         t.asked = t.done_bytes
         self._tell(t, FileAccept(t.fid, t.done_bytes, self.relay_files), out)
@@ -539,21 +513,11 @@ class Transfers:
             try:
                 data = self.store.read(t.fid, t.source, t.next, n)
             except OSError as e:
-                self._drop(
-                    t,
-                    "failed",
-                    f"transfer {t.number}: cannot read {t.source}: {e}",
-                    "the sender cannot read it",
-                    out,
-                )
+                self._fail(t, f"cannot read {t.source}: {e}", "the sender cannot read it", out)
                 return
             if len(data) != n:
-                self._drop(
-                    t,
-                    "failed",
-                    f"transfer {t.number}: {t.source} changed while sent",
-                    "the file changed at the sender",
-                    out,
+                self._fail(
+                    t, f"{t.source} changed while sent", "the file changed at the sender", out
                 )
                 return
             if not self.convs.send_chunk(talk, FileChunk(t.fid, t.next, data), out):
