@@ -114,13 +114,12 @@ def _run(cur: Cursor, root: Path, folder: Path) -> None:
                 transfers.tick(now[0], out)
             case _:
                 transfers.path_changed(talk, out)
-        _check(root, folder, offers, transfers, convs)
+        _check(root, folder, transfers, convs)
 
 
 def _check(
     root: Path,
     folder: Path,
-    offers: dict[str, tuple[FileOffer, bytes]],
     transfers: Transfers,
     convs: _Conversations,
 ) -> None:
@@ -134,5 +133,8 @@ def _check(
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert any(t.sha256 == digest for t in placed.values()), f"{path.name} unverified"
     for frame in convs.sent:
-        if isinstance(frame, FileAck | FileAccept) and frame.fid in offers:
-            assert frame.have <= offers[frame.fid][0].size, "acknowledged past the offer"
+        # Against the offer the receiver took (a second offer under the same
+        # id is a resume, not a new file).
+        taken = transfers.all.get(frame.fid) if isinstance(frame, FileAck | FileAccept) else None
+        if taken is not None:
+            assert frame.have <= taken.size, "acknowledged past the offer"
