@@ -8,6 +8,7 @@ in virtual seconds under the mock clock); nothing synchronises with sleep.
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 import pytest
 import trio
@@ -231,17 +232,23 @@ async def test_an_idle_client_is_closed_and_a_pinging_one_stays(
         assert await pinger.expect("USERS") == "pinger online, quiet offline"
 
 
+async def three_logged_in(connect: Any) -> list[Any]:
+    """alice, bob and carol logged in from three addresses, 100 s to answer."""
+    clients = [await connect(f"192.0.2.{i}") for i in (1, 2, 3)]
+    for client, name, password in zip(
+        clients, ("alice", "bob", "carol"), ("pw12pw12", "pw34pw34", "pw56pw56"), strict=True
+    ):
+        client.deadline = 100
+        await client.login(name, password)
+    return clients
+
+
 async def test_a_fast_sender_is_slowed_down_and_nothing_is_dropped(
     autojump_clock: trio.testing.MockClock, tcp: bool
 ) -> None:
     server = clocked_server(max_msg_rate=10, msg_burst=5)
     async with running(server, tcp=tcp) as connect:
-        alice, bob, carol = [await connect(f"192.0.2.{i}") for i in (1, 2, 3)]
-        for c in (alice, bob, carol):
-            c.deadline = 100
-        await alice.login("alice", "pw12pw12")
-        await bob.login("bob", "pw34pw34")
-        await carol.login("carol", "pw56pw56")
+        alice, bob, carol = await three_logged_in(connect)
         start = trio.current_time()
         await alice.send_raw(b"".join(b"msg: bob line %d\n" % i for i in range(100)))
         assert await bob.expect_user("alice") == "line 0"
@@ -265,12 +272,7 @@ async def test_relay_bytes_are_capped_per_user(
 ) -> None:
     server = clocked_server(max_relay_bytes=20_000, relay_bytes_burst=16_384)
     async with running(server, tcp=tcp) as connect:
-        alice, bob, carol = [await connect(f"192.0.2.{i}") for i in (1, 2, 3)]
-        for c in (alice, bob, carol):
-            c.deadline = 100
-        await alice.login("alice", "pw12pw12")
-        await bob.login("bob", "pw34pw34")
-        await carol.login("carol", "pw56pw56")
+        alice, bob, carol = await three_logged_in(connect)
         start = trio.current_time()
         # Ten long lines (file data, say), then a short one.
         long = [b"msg: bob %d%s\n" % (i, b"x" * 10_000) for i in range(10)]
