@@ -137,6 +137,25 @@ def _last_sealed(frames: list) -> object:
     return [f for f in frames if isinstance(f, Sealed)][-1]
 
 
+def test_waiting_for_a_direct_path_does_not_renew_the_relays_keys(world: World) -> None:
+    alice, bob = talking(world, "alice", "bob")
+    alice.state.transfers.relay_files = False  # alice: --no-file-relay
+    offer(world, "alice", a_file(world, "private.bin", 3 * RELAY_CHUNK_BYTES))
+    world.pump()
+    world.type("bob", rec.AcceptFile())
+    world.pump()
+    assert said(alice, "waiting for a direct path")
+    sessions = {
+        p.name: p.state.talks[q].relay_sec.session for p, q in ((alice, "bob"), (bob, "alice"))
+    }
+    world.advance(120.0)
+    assert downloads(bob) == []  # nothing went through the relay
+    after = {
+        p.name: p.state.talks[q].relay_sec.session for p, q in ((alice, "bob"), (bob, "alice"))
+    }
+    assert after == sessions  # the same sessions: no key exchange every 20 s meanwhile
+
+
 def test_a_name_already_there_is_never_overwritten(world: World) -> None:
     _, bob = talking(world, "alice", "bob")
     folder = bob.state.transfers.store.downloads

@@ -578,7 +578,9 @@ class Transfers:
         (as the chat's re-send timer does, chathack/retransmit.py)."""
         t.stalls += 1
         talk = self.convs.open_talk(t.partner)
-        if talk is not None and t.stalls % 2 == 0:
+        # Not while it waits for a direct path: the relay carries none of it.
+        relayed = self.relay_files and t.other_relay
+        if talk is not None and relayed and t.stalls % 2 == 0:
             self.convs.rekey_relay(talk, out)
 
     def _progress(self, t: Transfer, out: list[Effect]) -> None:
