@@ -363,7 +363,9 @@ def frame_from_bytes(data: bytes | bytearray) -> Frame:
     """Decode one frame's JSON; raise :class:`RemoteProtocolError` if it is not one."""
     head = data[:1]
     if head == SEALED_TAG:
-        return Sealed(data[1:])
+        # bytes, whatever ``data`` is (a large frame is read into a bytearray):
+        # the cipher takes nothing else.
+        return Sealed(bytes(memoryview(data)[1:]))
     if head == SEALED_CHUNK_TAG:
         return SealedChunk(data)
     d = _parse_json(data)

@@ -6,12 +6,16 @@ reading and must not break one that was merely quiet for a long time.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
 
-from peer.transport import WRITE_TIMEOUT, StreamWriter
+from chathack.link import SEALED_CHUNK_TAG, Ping, Sealed, SealedChunk, encode_frame
+from chathack.secure import SecureSession, TamperedFrame
+from peer.transport import WRITE_TIMEOUT, FrameReader, StreamWriter
 
 
 async def test_a_quiet_writer_outlives_the_write_timeout_and_finish_flushes(
@@ -90,6 +94,29 @@ async def test_an_idle_writer_lets_send_write_to_the_socket_in_order() -> None:
                 got += data
     assert got == expected
     assert not writer.send(b"late")
+
+
+async def test_large_frames_are_read_whole_and_open_as_any_frame() -> None:
+    # A frame over 64 KiB is read straight into a buffer of its own size; a
+    # sealed frame that large (a hostile partner's) still opens to bytes, so a
+    # forgery is dropped as one (TamperedFrame), never met as a bug.
+    ours, theirs = _socket_stream_pair()
+    session = SecureSession("sid", b"", b"k" * 32, b"k" * 32)
+    chunk = SealedChunk(session.seal_chunk(b"12345678", 7, b"c" * 200_000, SEALED_CHUNK_TAG))
+    forged = Sealed(os.urandom(150_000))
+    small = Ping(1)
+    wire = b"".join(encode_frame(f) for f in (small, chunk, forged, small))
+    reader = FrameReader(ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(theirs.send_all, wire)
+        with trio.fail_after(10):
+            got = [await reader.next_frame() for _ in range(4)]
+    assert got[0] == got[3] == small
+    assert isinstance(got[1], SealedChunk) and bytes(got[1].body) == bytes(chunk.body)
+    assert session.open_chunk(got[1].body, 1) == (b"12345678", 7, b"c" * 200_000)
+    assert isinstance(got[2], Sealed) and type(got[2].data) is bytes
+    with pytest.raises(TamperedFrame):
+        session.open(got[2].data)
 
 
 async def test_a_stalled_socket_breaks_after_the_write_timeout(
