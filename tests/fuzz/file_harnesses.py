@@ -34,6 +34,7 @@ class _Conversations:
         self.links: dict = {}
         self.server = "online"
         self.sent: list[Frame | FileChunk] = []
+        self.rekeys = 0
 
     def open_talk(self, name: str) -> Talk | None:
         return self.talk if name.lower() == "alice" else None
@@ -44,6 +45,9 @@ class _Conversations:
     def send_chunk(self, talk: Talk, chunk: FileChunk, out: list[Effect]) -> bool:
         self.sent.append(chunk)
         return True
+
+    def rekey_relay(self, talk: Talk, out: list[Effect]) -> None:
+        self.rekeys += 1
 
 
 def file_transfer(data: bytes) -> None:
