@@ -28,7 +28,7 @@ import queue
 import sys
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -52,7 +52,7 @@ from prompt_toolkit.styles import Style
 
 from peer.completion import ChatCompleter, UINode, open_history
 from peer.core import records as rec
-from peer.core.typed import parse_typed
+from peer.core.typed import OfferFile, parse_typed
 from peer.events import System, UIEvent
 from peer.screen import Line, Screen, split_message
 
@@ -89,7 +89,9 @@ class Node(UINode, Protocol):
     """What this UI needs from :class:`peer.node.PeerNode` besides the line UI's."""
 
     async def send(self, name: str, text: str) -> bool: ...
+    async def send_file(self, path: str, partner: str | None = None) -> None: ...
     def request_users(self) -> None: ...
+    def feed(self, event: rec.Input) -> list[rec.Effect]: ...
 
 
 class Hidden(Processor):
@@ -419,6 +421,16 @@ class WindowsUI:
                 )
                 return True
             await self.node.send(typed.partner, parsed.text)
+            return True
+        if isinstance(parsed, OfferFile | rec.AcceptFile | rec.RejectFile):
+            # A file goes to (or comes from) the partner of the window it was
+            # typed in, whoever the last connect: was with.
+            if typed.partner is None:
+                self.post(System("Files are sent and taken in a partner's window", "warning"))
+            elif isinstance(parsed, OfferFile):
+                await self.node.send_file(parsed.path, typed.partner)
+            else:
+                self.node.feed(replace(parsed, partner=typed.partner))
             return True
         if isinstance(parsed, rec.Connect | rec.ShowHistory):
             self._go_when_open(parsed.name)

@@ -326,6 +326,49 @@ def test_the_real_peer_answers_in_its_own_words_and_counts_down_to_reconnect(
             term.close()
 
 
+def test_files_go_to_and_come_from_the_window_they_are_typed_in(tmp_path: Path) -> None:
+    """bob and carol each offer alice a file; alice, in carol's window, takes
+    carol's (not bob's), and in bob's window sends bob one (not carol)."""
+    from tests.procs import lab
+
+    outbox, inbox = tmp_path / "outbox", tmp_path / "inbox"
+    outbox.mkdir(), inbox.mkdir()
+    for name in ("from-bob.txt", "from-carol.txt", "for-bob.txt"):
+        (outbox / name).write_text(f"this is {name}\n")
+    with lab(tmp_path) as world:
+        server = world.rendezvous()
+        term = real_alice(tmp_path, server.address)
+        try:
+            term.wait_for("rendezvous: online")
+            bob = world.peer("bob", server).logged_in()
+            bob.send("connect: alice")
+            bob.expect_line("* [alice] Talking to alice (relayed)")
+            term.wait_for("2:bob")
+            carol = world.peer("carol", server).logged_in()
+            carol.send("connect: alice")
+            carol.expect_line("* [alice] Talking to alice (relayed)")
+            term.wait_for("3:carol")
+            bob.send(f"::send {outbox / 'from-bob.txt'}")
+            carol.send(f"::send {outbox / 'from-carol.txt'}")
+            term.keys("M-3")
+            term.wait_for("carol offers from-carol.txt")
+            term.type(f"::accept {inbox}")
+            term.keys("Enter")
+            carol.expect(r"transfer 1: alice saved from-carol\.txt")
+            term.keys("M-2")
+            term.wait_for("bob offers from-bob.txt")
+            term.type(f"::send {outbox / 'for-bob.txt'}")
+            term.keys("Enter")
+            bob.expect(r"transfer 2: alice offers for-bob\.txt")
+            assert sorted(p.name for p in inbox.iterdir()) == ["from-carol.txt"]
+            assert "alice saved" not in bob.output  # bob's offer still waits
+            carol.send("::transfers")
+            carol.expect(r"transfer 1 to alice: from-carol\.txt done")
+            assert "for-bob" not in carol.output
+        finally:
+            term.close()
+
+
 def test_up_recalls_the_lines_typed_before(ui: UI) -> None:
     in_bobs_window(ui)
     ui.term.type("a line worth repeating")

@@ -173,15 +173,18 @@ class SendFile:
 
 @dataclass(frozen=True, slots=True)
 class AcceptFile:
-    """Take the file offered in the active conversation, into ``folder``
-    (None: the downloads folder)."""
+    """Take the file ``partner`` offered (None: in the active conversation),
+    into ``folder`` (None: the downloads folder)."""
 
     folder: str | None = None
+    partner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RejectFile:
-    pass
+    """Say no to the file ``partner`` offered (None: in the active conversation)."""
+
+    partner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

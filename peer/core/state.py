@@ -251,10 +251,10 @@ class PeerState:
         match command:
             case SendFile(partner, source, name, size, sha, kind):
                 transfers.offer(partner, source, name, size, sha, kind, out)
-            case AcceptFile(folder):
-                transfers.accept(folder, out)
-            case RejectFile():
-                transfers.reject(out)
+            case AcceptFile(folder, partner):
+                transfers.accept(folder, out, partner)
+            case RejectFile(partner):
+                transfers.reject(out, partner)
             case ListTransfers():
                 transfers.list(out)
             case CancelTransfer(number):

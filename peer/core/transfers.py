@@ -152,8 +152,8 @@ class Transfers:
         )
         self._send_offer(talk, t, out)
 
-    def accept(self, folder: str | None, out: list[Effect]) -> None:
-        t = self._pending_offer()
+    def accept(self, folder: str | None, out: list[Effect], partner: str | None = None) -> None:
+        t = self._pending_offer(partner)
         if t is None:
             out.append(say("No file offered to you is waiting for an answer", "error"))
             return
@@ -198,8 +198,8 @@ class Transfers:
             return
         self._ask_from(t, out)
 
-    def reject(self, out: list[Effect]) -> None:
-        t = self._pending_offer()
+    def reject(self, out: list[Effect], partner: str | None = None) -> None:
+        t = self._pending_offer(partner)
         if t is None:
             out.append(say("No file offered to you is waiting for an answer", "error"))
             return
@@ -219,14 +219,15 @@ class Transfers:
         for t in sorted(self.all.values(), key=lambda t: t.number):
             out.append(say(progress_line(t, self.clock(), self._path_word(t)), about=t.partner))
 
-    def _pending_offer(self) -> Transfer | None:
-        """The oldest unanswered offer in the active conversation (or the only one)."""
+    def _pending_offer(self, partner: str | None) -> Transfer | None:
+        """The oldest unanswered offer of ``partner`` (None: of the active
+        conversation, or the only one there is)."""
         offers = [t for t in self.all.values() if t.incoming and t.state == "offered"]
-        active = (self.convs.active or "").lower()
-        mine = [t for t in offers if t.partner.lower() == active]
+        chosen = (partner or self.convs.active or "").lower()
+        mine = [t for t in offers if t.partner.lower() == chosen]
         if mine:
             return min(mine, key=lambda t: t.number)
-        return offers[0] if len(offers) == 1 else None
+        return offers[0] if len(offers) == 1 and partner is None else None
 
     # ---------------------------------------------------- the partner's
     def on_frame(self, talk: Talk, frame: FileFrame, out: list[Effect]) -> None:
