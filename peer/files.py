@@ -108,15 +108,13 @@ def disk_free(folder: Path) -> int:
 class PartWriter:
     """One part file being received: its chunks written in order, and hashed."""
 
-    def __init__(self, fd: int, held: int, digest: Any) -> None:
+    def __init__(self, fd: int, digest: Any) -> None:
         self.fd = fd
-        self.held = held
         self._digest = digest
 
     def write(self, offset: int, data: bytes) -> None:
         os.pwrite(self.fd, data, offset)
         self._digest.update(data)
-        self.held = offset + len(data)
 
     def hexdigest(self) -> str:
         """The SHA-256 of everything written."""
@@ -213,7 +211,7 @@ class FileStore:
             os.ftruncate(fd, 0)
             held = 0
         digest = sha256_of(self.part_path(folder, fid), held) if held else hashlib.sha256()
-        self._parts[fid] = PartWriter(f.fileno(), held, digest)
+        self._parts[fid] = PartWriter(f.fileno(), digest)
         return held
 
     def write(self, fid: str, offset: int, data: bytes) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import Lab, Peer, Rendezvous
 from tests.tmux import Tmux
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +219,20 @@ def test_the_real_peer_opens_in_windows_and_talks_with_a_partner(tmp_path: Path)
             term.close()
 
 
+def bob_and_carol_call(world: Lab, server: Rendezvous, term: Tmux) -> tuple[Peer, Peer]:
+    """Once alice is online, bob then carol open a conversation with her:
+    windows 2 and 3."""
+    term.wait_for("rendezvous: online")
+    callers = []
+    for name, window in (("bob", "2:bob"), ("carol", "3:carol")):
+        peer = world.peer(name, server).logged_in()
+        peer.send("connect: alice")
+        peer.expect_line("* [alice] Talking to alice (relayed)")
+        term.wait_for(window)
+        callers.append(peer)
+    return callers[0], callers[1]
+
+
 def test_the_real_peer_keeps_two_partners_apart(tmp_path: Path) -> None:
     """bob and carol write to alice at once: two windows, each unread, the
     bell rung, and what alice types in one goes to that partner only."""
@@ -229,15 +244,7 @@ def test_the_real_peer_keeps_two_partners_apart(tmp_path: Path) -> None:
         server = world.rendezvous()
         term = real_alice(tmp_path, server.address)
         try:
-            term.wait_for("rendezvous: online")
-            bob = world.peer("bob", server).logged_in()
-            bob.send("connect: alice")
-            bob.expect_line("* [alice] Talking to alice (relayed)")
-            term.wait_for("2:bob")
-            carol = world.peer("carol", server).logged_in()
-            carol.send("connect: alice")
-            carol.expect_line("* [alice] Talking to alice (relayed)")
-            term.wait_for("3:carol")
+            bob, carol = bob_and_carol_call(world, server, term)
             bob.send("hello from bob")
             carol.send("alice, lunch?")
 
@@ -339,15 +346,7 @@ def test_files_go_to_and_come_from_the_window_they_are_typed_in(tmp_path: Path) 
         server = world.rendezvous()
         term = real_alice(tmp_path, server.address)
         try:
-            term.wait_for("rendezvous: online")
-            bob = world.peer("bob", server).logged_in()
-            bob.send("connect: alice")
-            bob.expect_line("* [alice] Talking to alice (relayed)")
-            term.wait_for("2:bob")
-            carol = world.peer("carol", server).logged_in()
-            carol.send("connect: alice")
-            carol.expect_line("* [alice] Talking to alice (relayed)")
-            term.wait_for("3:carol")
+            bob, carol = bob_and_carol_call(world, server, term)
             bob.send(f"::send {outbox / 'from-bob.txt'}")
             carol.send(f"::send {outbox / 'from-carol.txt'}")
             term.keys("M-3")
